@@ -1,0 +1,35 @@
+# Skewless — `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export FEAST_USAGE := False
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/.installed ## Create the venv and install Skewless with its dependencies
+
+demo: install ## Run the offline loop end to end (embedded Redis unless SKEWLESS_REDIS is set)
+	$(BIN)/skewless demo
+
+test: install ## Lint, then run every test (starts its own redis-server)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+bench: install ## Benchmarks: pipeline and training set at demo size and 10M transactions
+	$(BIN)/python bench/offline.py
+
+clean: ## Remove generated data, models and the venv
+	rm -rf var feature_repo/data $(VENV)

@@ -1,0 +1,1 @@
+"""The online side: a FastAPI predictor over the same Feast definitions."""

@@ -1,0 +1,201 @@
+"""The ``skewless`` command: one subcommand per pipeline stage.
+
+Each command imports its module inside its body so ``skewless --help`` stays fast and no
+import cycle forms between training/ and service/.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from skewless.settings import Settings, get_settings
+
+app = typer.Typer(help="Skewless: one feature definition for training and serving.",
+                  no_args_is_help=True, add_completion=False)
+redis_app = typer.Typer(help="A long-lived embedded redis-server for Feast's own CLI.",
+                        no_args_is_help=True)
+app.add_typer(redis_app, name="redis")
+console = Console()
+
+
+def _settings() -> Settings:
+    from skewless.settings import export_for_feast
+
+    settings = get_settings()
+    export_for_feast()
+    return settings
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if value == "now":
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 time", param_hint=name) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def generate(
+    cards: Annotated[int | None, typer.Option(help="Number of cards (default 2,000).")] = None,
+    days: Annotated[int, typer.Option(help="Days of history, ending now.")] = 60,
+    scale: Annotated[float | None, typer.Option(
+        help="Multiply the default card count (28 gives about 10M transactions).")] = None,
+    merchants: Annotated[int | None, typer.Option(help="Merchants (default cards/4).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default SKEWLESS_SEED).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last moment (ISO-8601); default now.")] = None,
+    drift_day: Annotated[int | None, typer.Option(
+        help="Shift amounts, channels and fraud after this day (0-based).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default repo data/raw).")] = None,
+) -> None:
+    """Generate seeded card transactions, delayed fraud labels and the Bayes AUC."""
+    from training.generate import GenerateConfig, scaled_cards, write_generated
+    from training.generate import generate as run
+
+    settings = _settings()
+    if cards is not None and scale is not None:
+        raise typer.BadParameter("give --cards or --scale, not both", param_hint="--scale")
+    n_cards = cards if cards is not None else scaled_cards(scale or 1.0)
+    if n_cards < 1 or days < 1:
+        raise typer.BadParameter("cards and days must be positive", param_hint="--cards/--days")
+    config = GenerateConfig(
+        cards=n_cards, days=days, merchants=merchants,
+        seed=settings.seed if seed is None else seed, end=_parse_time(end, "--end"),
+        drift_day=drift_day, holdout_days=settings.holdout_days,
+    )
+    data = run(config)
+    paths = write_generated(data, out or settings.raw_dir)
+    meta = data.meta
+    console.print(
+        f"[green]generated[/] {meta['transactions']:,} transactions, {meta['cards']:,} cards, "
+        f"{meta['merchants']:,} merchants; fraud rate {meta['fraud_rate']:.2%}; "
+        f"holdout Bayes AUC {meta['holdout']['bayes_auc']}; → {paths['meta'].parent}"
+    )
+
+
+@app.command()
+def features(
+    as_of: Annotated[str | None, typer.Option(help="Last snapshot time (default: last event).")]
+    = None,
+) -> None:
+    """Compute the parquet feature tables from the raw data."""
+    from training.pipeline import PipelinePaths, build_feature_tables
+
+    settings = _settings()
+    raw = settings.raw_dir
+    counts = build_feature_tables(
+        PipelinePaths(settings.resolved_events_path, settings.resolved_labels_path,
+                      raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir),
+        as_of=_parse_time(as_of, "--as-of"),
+    )
+    for name, n in counts.items():
+        console.print(f"[green]{name}[/]: {n:,} rows → {settings.data_dir / (name + '.parquet')}")
+
+
+@app.command()
+def apply() -> None:
+    """`feast apply` on the repo, against the configured or an embedded Redis."""
+    from skewless.feast_cli import run_feast
+    from skewless.redis import redis_for
+
+    settings = _settings()
+    with redis_for(settings):
+        console.print(run_feast(settings, "apply").stdout.strip().splitlines()[-1])
+
+
+@app.command()
+def materialize(
+    end: Annotated[str, typer.Option(help="Materialize up to this time.")] = "now",
+) -> None:
+    """`feast materialize-incremental` up to END into the online store."""
+    from skewless.feast_cli import run_feast
+    from skewless.redis import redis_for
+
+    settings = _settings()
+    stamp = _parse_time(end, "--end")
+    assert stamp is not None
+    with redis_for(settings):
+        run_feast(settings, "materialize-incremental", stamp.strftime("%Y-%m-%dT%H:%M:%S"))
+    console.print(f"[green]materialized[/] up to {stamp.isoformat()}")
+
+
+@app.command()
+def dataset(
+    output: Annotated[Path, typer.Option(help="Where to write the training set (parquet).")],
+    cutoff: Annotated[str, typer.Option(help="Use only labels known by then.")] = "now",
+) -> None:
+    """Build the point-in-time training set through Feast's historical retrieval."""
+    from training.dataset import build_training_set
+
+    settings = _settings()
+    ts = build_training_set(settings, cutoff=_parse_time(cutoff, "--cutoff"))
+    ts.write(output)
+    console.print(f"[green]training set[/]: {len(ts.frame):,} rows × "
+                  f"{len(ts.service['features'])} features → {output}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="A training set written by `skewless dataset`.")],
+) -> None:
+    """Train LightGBM with a time split; save model.txt, its sha256 and the contract."""
+    from training.dataset import TrainingSet
+    from training.train import train_model
+
+    settings = _settings()
+    if not dataset.is_file():
+        raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
+    result = train_model(
+        TrainingSet.read(dataset), settings.model_dir, settings.holdout_days,
+        settings.validation_days, seed=settings.seed, truth_path=settings.resolved_truth_path,
+        dataset_path=dataset,
+    )
+    m = result.contract["metrics"]["holdout"]
+    bayes = f" (Bayes {m['bayes_auc']:.4f}, ratio {m['auc_to_bayes']:.3f})" if "bayes_auc" in m else ""
+    console.print(f"[green]model[/] {result.contract['model']['version']}: holdout ROC AUC "
+                  f"{m['roc_auc']:.4f}{bayes}, PR AUC {m['pr_auc']:.4f} → {result.directory}")
+
+
+@app.command()
+def demo(
+    cards: Annotated[int | None, typer.Option(help="Cards to generate (default 2,000).")] = None,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+) -> None:
+    """generate → features → feast apply → materialize → dataset → train, with a summary."""
+    from training.demo import run_demo
+
+    run_demo(_settings(), console, cards=cards, days=days)
+
+
+@redis_app.command("start")
+def redis_start() -> None:
+    """Start a detached embedded redis-server and print the export line for Feast's CLI."""
+    from skewless.redis import start_detached
+
+    address = start_detached(_settings())
+    typer.echo(f"export SKEWLESS_REDIS={address}")
+
+
+@redis_app.command("stop")
+def redis_stop() -> None:
+    """Stop the detached embedded redis-server started by `skewless redis start`."""
+    from skewless.redis import stop_detached
+
+    stopped = stop_detached(_settings())
+    console.print("stopped" if stopped else "no embedded redis-server was running", style="dim")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

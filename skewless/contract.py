@@ -1,0 +1,183 @@
+"""The feature contract: what a model was trained on, resolved from the Feast registry.
+
+A contract names the feature service, the ordered ``<view>__<feature>`` columns with their
+Feast types, the entity keys and request fields a caller must supply, and a fingerprint of
+the definitions the values come from (views, sources, TTLs and transformation code). Two
+parties agree on features exactly when their fingerprints and feature lists agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+NUMERIC_TYPES = {"Int32", "Int64", "Float32", "Float64", "Bool"}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input: ``<view>__<feature>`` with its Feast type."""
+
+    name: str
+    view: str
+    feature: str
+    dtype: str
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.dtype not in NUMERIC_TYPES
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    dtype: str
+
+
+@dataclass
+class ServiceSpec:
+    """A feature service as the registry defines it now."""
+
+    feature_service: str
+    features: list[FeatureSpec]
+    entity_keys: list[FieldSpec]
+    request_fields: list[FieldSpec]
+    definitions: dict[str, Any] = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.definitions)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def fingerprint(definitions: dict[str, Any]) -> str:
+    canonical = json.dumps(definitions, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _dtype(field_: Any) -> str:
+    return str(field_.dtype)
+
+
+def _source_definition(source: Any) -> dict[str, Any]:
+    path = getattr(source, "path", None)
+    return {
+        "name": source.name,
+        "type": type(source).__name__,
+        # The file name, not the absolute path: moving the repository must not change it.
+        "file": Path(path).name if path else None,
+        "timestamp_field": source.timestamp_field,
+        "created_timestamp_column": source.created_timestamp_column,
+        "field_mapping": dict(source.field_mapping),
+    }
+
+
+def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
+    """Resolve a feature service into its ordered features, inputs and definitions."""
+    service = store.get_feature_service(name)
+    features: list[FeatureSpec] = []
+    keys: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    definitions: dict[str, Any] = {"feature_service": name, "views": {}}
+    odfv_names = {v.name for v in store.list_on_demand_feature_views()}
+    for projection in service.feature_view_projections:
+        view_name = projection.name_to_use()
+        for feat in projection.features:
+            features.append(FeatureSpec(f"{view_name}__{feat.name}", view_name, feat.name,
+                                        _dtype(feat)))
+        if projection.name in odfv_names:
+            odfv = store.get_on_demand_feature_view(projection.name)
+            for source in odfv.source_request_sources.values():
+                for f in source.schema:
+                    requests[f.name] = _dtype(f)
+            transformation = odfv.feature_transformation
+            definitions["views"][view_name] = {
+                "kind": "on_demand",
+                "mode": odfv.mode,
+                "sources": sorted(
+                    [f"{p.name}:{','.join(sorted(x.name for x in p.features))}"
+                     for p in odfv.source_feature_view_projections.values()]
+                    + [f"request:{r}" for r in odfv.source_request_sources]
+                ),
+                "features": [[f.name, _dtype(f)] for f in projection.features],
+                "transformation": getattr(transformation, "udf_string", None),
+            }
+        else:
+            fv = store.get_feature_view(projection.name)
+            join_keys = [
+                projection.join_key_map.get(c.name, c.name) if projection.join_key_map else c.name
+                for c in fv.entity_columns
+            ]
+            for column, key in zip(fv.entity_columns, join_keys, strict=True):
+                keys[key] = _dtype(column)
+            definitions["views"][view_name] = {
+                "kind": "batch",
+                "entities": join_keys,
+                "ttl_seconds": int(fv.ttl.total_seconds()) if fv.ttl else 0,
+                "features": [[f.name, _dtype(f)] for f in projection.features],
+                "source": _source_definition(fv.batch_source),
+            }
+    # A request field that is also an entity key is supplied once, as the key.
+    for key in keys:
+        requests.pop(key, None)
+    return ServiceSpec(
+        feature_service=name,
+        features=features,
+        entity_keys=[FieldSpec(k, t) for k, t in keys.items()],
+        request_fields=[FieldSpec(k, t) for k, t in requests.items()],
+        definitions=definitions,
+    )
+
+
+def service_summary(spec: ServiceSpec) -> dict[str, Any]:
+    """The contract's feature part, as stored beside a model."""
+    return {
+        "feature_service": spec.feature_service,
+        "fingerprint": spec.fingerprint,
+        "features": [asdict(f) for f in spec.features],
+        "entity_keys": [asdict(f) for f in spec.entity_keys],
+        "request_fields": [asdict(f) for f in spec.request_fields],
+        "definitions": spec.definitions,
+    }
+
+
+def contract_differences(contract: dict[str, Any], spec: ServiceSpec) -> list[str]:
+    """What differs between a stored contract and the current definitions (empty: agree)."""
+    problems: list[str] = []
+    if contract.get("feature_service") != spec.feature_service:
+        problems.append(
+            f"feature service {contract.get('feature_service')!r} != {spec.feature_service!r}"
+        )
+    stored = [(f["name"], f["dtype"]) for f in contract.get("features", [])]
+    current = [(f.name, f.dtype) for f in spec.features]
+    if stored != current:
+        stored_map, current_map = dict(stored), dict(current)
+        for name in stored_map.keys() - current_map.keys():
+            problems.append(f"feature {name} is no longer served")
+        for name in current_map.keys() - stored_map.keys():
+            problems.append(f"feature {name} is served but the model was not trained on it")
+        for name in stored_map.keys() & current_map.keys():
+            if stored_map[name] != current_map[name]:
+                problems.append(
+                    f"feature {name} type {stored_map[name]} != served {current_map[name]}"
+                )
+        if not problems:
+            problems.append("feature order differs")
+    if contract.get("fingerprint") != spec.fingerprint:
+        old = contract.get("definitions", {}).get("views", {})
+        new = spec.definitions.get("views", {})
+        changed = sorted(v for v in old.keys() | new.keys() if old.get(v) != new.get(v))
+        problems.append(
+            "definitions fingerprint differs"
+            + (f" (changed views: {', '.join(changed)})" if changed else "")
+        )
+    return problems

@@ -1,0 +1,23 @@
+"""Running Feast's own CLI on the repo, exactly as a Feast user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from skewless.settings import Settings, export_for_feast
+
+
+def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``feast -c <repo> ARGS``; raises with Feast's output when it fails."""
+    export_for_feast()
+    feast = Path(sys.executable).with_name("feast")
+    cmd = [str(feast) if feast.exists() else "feast", "-c", str(settings.repo_path), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"`feast {' '.join(args)}` failed ({result.returncode}):\n"
+            f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        )
+    return result

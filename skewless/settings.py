@@ -1,0 +1,95 @@
+"""The one place that reads the environment.
+
+Every setting has the prefix ``SKEWLESS_`` and may also come from a ``.env`` file in the
+working directory. No other module reads ``os.environ``; the few places that must hand a
+value to Feast (which expands ``${SKEWLESS_REDIS}`` in feature_store.yaml itself) call
+:func:`export_for_feast` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration of every Skewless command; dev, test and prod differ only here."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKEWLESS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: str = Field("development", description="development, test or production")
+    redis: str | None = Field(
+        None,
+        description="Feast Redis connection string (host:port[,options]); "
+        "unset means an embedded redis-server is started for the command",
+    )
+    redis_server_bin: Path | None = Field(
+        None, description="redis-server binary for the embedded server (default: auto)"
+    )
+    repo_path: Path = Field(PROJECT_ROOT / "feature_repo", description="the Feast repo")
+    var_dir: Path = Field(PROJECT_ROOT / "var", description="run-time state (redis data, models)")
+    feature_service: str = Field("fraud_model_v1", description="the model's feature service")
+
+    # The label source: events (with entity keys and request fields) and their labels,
+    # joined by the event id. Only labels whose label timestamp passed the cut-off are used.
+    events_path: Path | None = Field(None, description="parquet of events (default: raw data)")
+    labels_path: Path | None = Field(None, description="parquet of labels (default: raw data)")
+    truth_path: Path | None = Field(
+        None, description="optional parquet of true probabilities (event id, probability)"
+    )
+    event_id_column: str = "transaction_id"
+    event_timestamp_column: str = "event_timestamp"
+    label_column: str = "is_fraud"
+    label_timestamp_column: str = "label_timestamp"
+
+    # Time-based split of the training set (by event time, counted back from the last event).
+    holdout_days: float = Field(7.0, gt=0)
+    validation_days: float = Field(7.0, gt=0)
+    seed: int = 7
+
+    @property
+    def data_dir(self) -> Path:
+        """Generated offline data: raw events and the feature tables Feast reads."""
+        return self.repo_path / "data"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.var_dir / "models"
+
+    @property
+    def resolved_events_path(self) -> Path:
+        return self.events_path or self.raw_dir / "transactions.parquet"
+
+    @property
+    def resolved_labels_path(self) -> Path:
+        return self.labels_path or self.raw_dir / "labels.parquet"
+
+    @property
+    def resolved_truth_path(self) -> Path:
+        return self.truth_path or self.raw_dir / "truth.parquet"
+
+
+def export_for_feast(redis: str | None = None) -> None:
+    """Make values visible to Feast, which reads them from the process environment.
+
+    feature_store.yaml refers to ``${SKEWLESS_REDIS}``; Feast expands it when it loads the
+    repo config, in this process and in any ``feast`` child process.
+    """
+    os.environ["FEAST_USAGE"] = "False"
+    if redis is not None:
+        os.environ["SKEWLESS_REDIS"] = redis
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

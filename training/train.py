@@ -1,0 +1,191 @@
+"""LightGBM on a point-in-time training set, split by time, saved with its contract."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from skewless.artifact import save_artifact
+from skewless.contract import FeatureSpec
+from training.dataset import TrainingSet
+from training.evaluate import baseline_statistics, evaluate_scores
+
+PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbosity": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+    "num_threads": 2,
+}
+MAX_ROUNDS = 2000
+EARLY_STOPPING_ROUNDS = 50
+LIBRARIES = ("feast", "lightgbm", "pandas", "pyarrow", "duckdb", "numpy", "scikit-learn")
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    holdout: pd.DataFrame
+    windows: dict[str, str]
+
+
+def time_split(ts: TrainingSet, holdout_days: float, validation_days: float) -> Split:
+    """Train on earlier events, validate and hold out on the two latest windows."""
+    df, col = ts.frame, ts.timestamp_column
+    cutoff = pd.Timestamp(ts.cutoff)
+    holdout_from = cutoff - timedelta(days=holdout_days)
+    validation_from = holdout_from - timedelta(days=validation_days)
+    split = Split(
+        train=df[df[col] < validation_from],
+        validation=df[(df[col] >= validation_from) & (df[col] < holdout_from)],
+        holdout=df[df[col] >= holdout_from],
+        windows={
+            "train_from": df[col].min().isoformat(),
+            "validation_from": validation_from.isoformat(),
+            "holdout_from": holdout_from.isoformat(),
+            "holdout_to": cutoff.isoformat(),
+        },
+    )
+    for name in ("train", "validation", "holdout"):
+        part = getattr(split, name)
+        if part.empty or part[ts.label_column].nunique() < 2:
+            raise ValueError(
+                f"the {name} window has {len(part)} rows and needs both classes; "
+                "generate more days or shorten the holdout/validation windows"
+            )
+    return split
+
+
+def categories_of(df: pd.DataFrame, features: list[FeatureSpec]) -> dict[str, list[str]]:
+    """The category list of each categorical feature, fixed on the training rows."""
+    return {
+        f.name: sorted(df[f.name].dropna().astype(str).unique().tolist())
+        for f in features
+        if f.is_categorical
+    }
+
+
+def to_matrix(
+    df: pd.DataFrame, features: list[FeatureSpec], categories: dict[str, list[str]]
+) -> pd.DataFrame:
+    """The model's input frame: floats (NaN for null) and fixed-category columns."""
+    columns: dict[str, Any] = {}
+    for f in features:
+        if f.is_categorical:
+            columns[f.name] = pd.Categorical(df[f.name].astype(object), categories=categories[f.name])
+        else:
+            columns[f.name] = df[f.name].astype("float64").to_numpy(na_value=np.nan)
+    return pd.DataFrame(columns, index=df.index)
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@dataclass
+class TrainResult:
+    directory: Path
+    contract: dict[str, Any]
+    booster: lgb.Booster
+
+
+def train_model(
+    ts: TrainingSet,
+    model_dir: Path,
+    holdout_days: float,
+    validation_days: float,
+    seed: int = 7,
+    truth_path: Path | None = None,
+    dataset_path: Path | None = None,
+) -> TrainResult:
+    """Fit, early-stop on validation, evaluate on the holdout, save model + contract."""
+    features = [FeatureSpec(**f) for f in ts.service["features"]]
+    split = time_split(ts, holdout_days, validation_days)
+    categories = categories_of(split.train, features)
+    label = ts.label_column
+    train_set = lgb.Dataset(
+        to_matrix(split.train, features, categories), label=split.train[label].to_numpy(),
+        free_raw_data=False,
+    )
+    valid_set = lgb.Dataset(
+        to_matrix(split.validation, features, categories),
+        label=split.validation[label].to_numpy(), reference=train_set,
+    )
+    params = {**PARAMS, "seed": seed}
+    booster = lgb.train(
+        params, train_set, num_boost_round=MAX_ROUNDS, valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    scores = booster.predict(
+        to_matrix(split.holdout, features, categories), num_iteration=booster.best_iteration
+    )
+    bayes = None
+    if truth_path is not None and truth_path.is_file():
+        truth = pd.read_parquet(truth_path)
+        joined = split.holdout[[ts.id_column]].merge(truth, on=ts.id_column, how="left")
+        if joined.iloc[:, 1].notna().all():
+            bayes = joined.iloc[:, 1].to_numpy()
+    metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
+    contract: dict[str, Any] = {
+        **ts.service,
+        "categories": categories,
+        "label": label,
+        "training": {
+            "dataset": str(dataset_path) if dataset_path else None,
+            "cutoff": ts.cutoff.isoformat(),
+            "windows": split.windows,
+            "rows": {
+                "train": len(split.train),
+                "validation": len(split.validation),
+                "holdout": len(split.holdout),
+            },
+            "positives": {
+                "train": int(split.train[label].sum()),
+                "validation": int(split.validation[label].sum()),
+                "holdout": int(split.holdout[label].sum()),
+            },
+        },
+        "parameters": {**params, "num_boost_round": MAX_ROUNDS,
+                       "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
+                       "best_iteration": booster.best_iteration},
+        "metrics": {"holdout": metrics},
+        "baseline": {
+            "features": baseline_statistics(split.train, features),
+            "holdout_scores": {
+                "quantiles": {str(q): float(v) for q, v in
+                              zip((0.1, 0.25, 0.5, 0.75, 0.9, 0.99),
+                                  np.quantile(scores, (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)),
+                                  strict=True)},
+                "mean": float(scores.mean()),
+            },
+        },
+        "feature_importance_gain": dict(
+            zip(booster.feature_name(),
+                (float(v) for v in booster.feature_importance("gain")), strict=True)
+        ),
+        "libraries": _library_versions(),
+    }
+    directory = save_artifact(booster, contract, model_dir)
+    return TrainResult(directory=directory, contract=contract, booster=booster)

@@ -37,6 +37,10 @@ from features import card_activity_fv
         "missing without history.",
         "feature:is_online": "1 for card-not-present payments.",
         "feature:is_night": "1 between 00:00 and 05:59 local time.",
+        # A larger amount, all else equal, never makes a transaction look safer.
+        "monotone:log_amount": "increasing",
+        "monotone:amount_to_mean_28d": "increasing",
+        "monotone:amount_to_max_28d": "increasing",
     },
 )
 def transaction_features(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 NUMERIC_TYPES = {"Int32", "Int64", "Float32", "Float64", "Bool"}
+MONOTONE = {"increasing": 1, "decreasing": -1}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class FeatureSpec:
     view: str
     feature: str
     dtype: str
+    # Known direction of the effect on the target (tag "monotone": increasing/decreasing);
+    # training turns it into a LightGBM monotone constraint.
+    monotone: int = 0
 
     @property
     def is_categorical(self) -> bool:
@@ -91,11 +95,18 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
     odfv_names = {v.name for v in store.list_on_demand_feature_views()}
     for projection in service.feature_view_projections:
         view_name = projection.name_to_use()
+        is_odfv = projection.name in odfv_names
+        view = (store.get_on_demand_feature_view if is_odfv else store.get_feature_view)(
+            projection.name
+        )
         for feat in projection.features:
+            # On-demand outputs carry no per-field tags (see feature_repo/on_demand.py), so
+            # their direction is a view tag "monotone:<feature>".
+            tag = feat.tags.get("monotone") or view.tags.get(f"monotone:{feat.name}", "")
             features.append(FeatureSpec(f"{view_name}__{feat.name}", view_name, feat.name,
-                                        _dtype(feat)))
-        if projection.name in odfv_names:
-            odfv = store.get_on_demand_feature_view(projection.name)
+                                        _dtype(feat), MONOTONE.get(tag, 0)))
+        if is_odfv:
+            odfv = view
             for source in odfv.source_request_sources.values():
                 for f in source.schema:
                     requests[f.name] = _dtype(f)
@@ -112,7 +123,7 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
                 "transformation": getattr(transformation, "udf_string", None),
             }
         else:
-            fv = store.get_feature_view(projection.name)
+            fv = view
             join_keys = [
                 projection.join_key_map.get(c.name, c.name) if projection.join_key_map else c.name
                 for c in fv.entity_columns

@@ -205,19 +205,22 @@ def build_feature_tables(
         )
         created_sql = f"TIMESTAMPTZ '{created.isoformat()}'"
         outputs = {
-            "card_activity": (_card_activity_sql(day0, last_day), paths.card_activity),
-            "merchant_stats": (_merchant_stats_sql(day0, last_day), paths.merchant_stats),
+            "card_activity": (_card_activity_sql(day0, last_day), paths.card_activity, "card_id"),
+            "merchant_stats": (
+                _merchant_stats_sql(day0, last_day), paths.merchant_stats, "merchant_id"
+            ),
             "card_profile": (
                 f"""SELECT card_id, issued_at AS event_timestamp, card_type, credit_limit
                 FROM read_parquet('{_sql_path(paths.cards)}')""",
                 paths.card_profile,
+                "card_id",
             ),
         }
         counts: dict[str, int] = {}
-        for name, (sql, path) in outputs.items():
+        for name, (sql, path, key) in outputs.items():
             con.execute(
                 f"""COPY (SELECT *, {created_sql} AS created_timestamp FROM ({sql})
-                          ORDER BY event_timestamp)
+                          ORDER BY event_timestamp, {key})
                     TO '{_sql_path(path)}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)"""
             )
             counts[name] = con.execute(

@@ -134,6 +134,9 @@ def train_model(
         label=split.validation[label].to_numpy(), reference=train_set,
     )
     params = {**PARAMS, "seed": seed}
+    if any(f.monotone for f in features):
+        params["monotone_constraints"] = [f.monotone for f in features]
+        params["monotone_constraints_method"] = "advanced"
     booster = lgb.train(
         params, train_set, num_boost_round=MAX_ROUNDS, valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],

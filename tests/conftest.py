@@ -1,0 +1,85 @@
+"""Fixtures: a private redis-server and a demo-sized Feast repo built once per session.
+
+Every test that needs Feast works on a copy of feature_repo/ in a temporary directory, so
+tests never touch the developer's data, and the repo's absolute source paths point into
+the copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from skewless.feast_cli import run_feast
+from skewless.redis import RedisServer, find_redis_server
+from skewless.settings import PROJECT_ROOT, Settings, export_for_feast
+from training.dataset import TrainingSet, build_training_set
+from training.generate import GenerateConfig, GeneratedData, generate, write_generated
+from training.pipeline import PipelinePaths, build_feature_tables
+from training.train import TrainResult, train_model
+
+DEMO_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+REPO_FILES = ("feature_store.yaml", ".feastignore", "entities.py", "data_sources.py",
+              "features.py", "on_demand.py", "feature_services.py")
+
+
+def copy_feature_repo(target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        shutil.copy(PROJECT_ROOT / "feature_repo" / name, target / name)
+    return target
+
+
+def pipeline_paths(settings: Settings) -> PipelinePaths:
+    raw = settings.raw_dir
+    return PipelinePaths(raw / "transactions.parquet", raw / "labels.parquet",
+                         raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(
+        binary=find_redis_server(), data_dir=tmp_path_factory.mktemp("redis")
+    ).start()
+    export_for_feast(server.connection_string)
+    yield server
+    server.stop()
+
+
+@dataclass
+class DemoRepo:
+    settings: Settings
+    data: GeneratedData
+    paths: PipelinePaths
+    training_set: TrainingSet
+    model: TrainResult
+    cutoff: datetime
+
+    def store(self):
+        from feast import FeatureStore
+
+        return FeatureStore(repo_path=str(self.settings.repo_path))
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> DemoRepo:
+    """The demo data set, run through the whole offline spine once."""
+    root = tmp_path_factory.mktemp("demo")
+    settings = Settings(
+        repo_path=copy_feature_repo(root / "feature_repo"), var_dir=root / "var",
+        redis=redis_server.connection_string,
+    )
+    data = generate(GenerateConfig(end=DEMO_END, holdout_days=settings.holdout_days))
+    write_generated(data, settings.raw_dir)
+    paths = pipeline_paths(settings)
+    build_feature_tables(paths)
+    run_feast(settings, "apply")
+    ts = build_training_set(settings, cutoff=DEMO_END)
+    model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
+                        truth_path=settings.resolved_truth_path)
+    return DemoRepo(settings, data, paths, ts, model, DEMO_END)

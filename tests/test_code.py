@@ -1,0 +1,128 @@
+"""Code tests: settings, the embedded redis-server, the CLI's errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis as redis_client
+from typer.testing import CliRunner
+
+from skewless.cli import app
+from skewless.redis import RedisServer, find_redis_server, redis_for
+from skewless.settings import PROJECT_ROOT, Settings
+
+runner = CliRunner()
+
+
+def test_settings_read_prefixed_environment_and_dotenv(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SKEWLESS_FEATURE_SERVICE=from_dotenv\nSKEWLESS_SEED=3\n")
+    monkeypatch.setenv("SKEWLESS_SEED", "11")
+    monkeypatch.setenv("SKEWLESS_HOLDOUT_DAYS", "3.5")
+    settings = Settings()
+    assert settings.feature_service == "from_dotenv"
+    assert settings.seed == 11  # the environment wins over .env
+    assert settings.holdout_days == 3.5
+    monkeypatch.setenv("SKEWLESS_HOLDOUT_DAYS", "-1")
+    with pytest.raises(ValueError, match="holdout_days"):
+        Settings()
+
+
+def test_only_the_settings_module_reads_the_environment():
+    pattern = re.compile(r"os\.environ|os\.getenv|getenv\(")
+    offenders = [
+        str(path.relative_to(PROJECT_ROOT))
+        for folder in ("skewless", "training", "service", "feature_repo")
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        if path.name != "settings.py" and pattern.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_embedded_redis_starts_on_a_free_port_and_stops(tmp_path):
+    server = RedisServer(binary=find_redis_server(), data_dir=tmp_path).start()
+    client = server.client()
+    assert client.set("k", "v") and client.get("k") == b"v"
+    server.stop()
+    with pytest.raises(redis_client.ConnectionError):
+        redis_client.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1).ping()
+
+
+def test_redis_for_uses_a_configured_server_without_starting_one(redis_server, tmp_path):
+    settings = Settings(redis=redis_server.connection_string, var_dir=tmp_path)
+    with redis_for(settings) as address:
+        assert address == redis_server.connection_string
+    assert not (tmp_path / "redis").exists()
+    assert redis_server.client().ping()
+
+
+def test_redis_for_starts_and_stops_a_private_server_under_var(tmp_path):
+    settings = Settings(redis=None, var_dir=tmp_path)
+    with redis_for(settings) as address:
+        host, port = address.split(":")
+        assert redis_client.Redis(host=host, port=int(port)).ping()
+        assert (tmp_path / "redis").is_dir()
+    with pytest.raises(redis_client.ConnectionError):
+        redis_client.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()
+
+
+def test_a_missing_configured_binary_is_named(tmp_path):
+    from skewless.redis import RedisUnavailable
+
+    with pytest.raises(RedisUnavailable, match="does-not-exist"):
+        find_redis_server(tmp_path / "does-not-exist")
+
+
+def test_detached_redis_for_feasts_cli_starts_once_and_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKEWLESS_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("SKEWLESS_REDIS", raising=False)
+    first = runner.invoke(app, ["redis", "start"])
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("export SKEWLESS_REDIS=127.0.0.1:")
+    second = runner.invoke(app, ["redis", "start"])
+    assert second.output == first.output
+    address = first.output.strip().split("=", 1)[1]
+    host, port = address.split(":")
+    assert redis_client.Redis(host=host, port=int(port)).ping()
+    assert runner.invoke(app, ["redis", "stop"]).exit_code == 0
+    with pytest.raises(redis_client.ConnectionError):
+        redis_client.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()
+
+
+def test_cli_lists_the_pipeline_stages():
+    result = subprocess.run([sys.executable, "-m", "skewless.cli", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("generate", "features", "apply", "materialize", "dataset", "train", "demo"):
+        assert command in result.stdout
+
+
+def test_cli_generate_writes_data_and_rejects_bad_options(tmp_path):
+    ok = runner.invoke(app, ["generate", "--cards", "40", "--days", "15", "--out", str(tmp_path),
+                             "--end", "2026-10-01T00:00:00"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "transactions.parquet").is_file() and (tmp_path / "meta.json").is_file()
+    both = runner.invoke(app, ["generate", "--cards", "40", "--scale", "2", "--out", str(tmp_path)])
+    assert both.exit_code == 2 and "--scale" in both.output
+    bad_time = runner.invoke(app, ["generate", "--end", "yesterday", "--out", str(tmp_path)])
+    assert bad_time.exit_code == 2 and "--end" in bad_time.output
+
+
+def test_cli_train_names_a_missing_dataset(tmp_path):
+    result = runner.invoke(app, ["train", "--dataset", str(tmp_path / "nope.parquet")])
+    assert result.exit_code == 2
+    assert "--dataset" in result.output
+
+
+def test_no_pickle_on_any_load_path():
+    offenders = [
+        str(p.relative_to(PROJECT_ROOT))
+        for folder in ("skewless", "training", "service")
+        for p in Path(PROJECT_ROOT / folder).rglob("*.py")
+        if re.search(r"\bimport (pickle|joblib|dill|cloudpickle)\b|pickle\.load", p.read_text())
+    ]
+    assert offenders == []

@@ -24,8 +24,14 @@ console = Console()
 
 
 def _settings() -> Settings:
+    import warnings
+
     from skewless.settings import export_for_feast
 
+    # Feast and ibis warn about their own internals on every call; users can do nothing
+    # about them, so the CLI keeps its output to what the command did.
+    for category in (DeprecationWarning, FutureWarning, RuntimeWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(feast|ibis|dask)(\.|$)")
     settings = get_settings()
     export_for_feast()
     return settings

@@ -6,15 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skewless.settings import Settings, export_for_feast
+from skewless.settings import Settings, feast_process_env
 
 
 def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``feast -c <repo> ARGS``; raises with Feast's output when it fails."""
-    export_for_feast()
+    """Run ``feast -c <repo> ARGS``; raises with Feast's output when it fails.
+
+    The child sees ``SKEWLESS_REDIS`` from settings when set, else the process's own (set
+    by :func:`skewless.redis.redis_for` while an embedded server runs).
+    """
     feast = Path(sys.executable).with_name("feast")
     cmd = [str(feast) if feast.exists() else "feast", "-c", str(settings.repo_path), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env=feast_process_env(settings.redis))
     if result.returncode != 0:
         raise RuntimeError(
             f"`feast {' '.join(args)}` failed ({result.returncode}):\n"

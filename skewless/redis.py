@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis as redis_client
 
-from skewless.settings import Settings, export_for_feast
+from skewless.settings import Settings, redis_for_feast
 
 
 class RedisUnavailable(RuntimeError):
@@ -112,16 +112,16 @@ def redis_for(settings: Settings) -> Iterator[str]:
     for the duration of the block. Either way Feast sees the string as ``SKEWLESS_REDIS``.
     """
     if settings.redis:
-        export_for_feast(settings.redis)
-        yield settings.redis
+        with redis_for_feast(settings.redis):
+            yield settings.redis
         return
     server = RedisServer(
         binary=find_redis_server(settings.redis_server_bin),
         data_dir=settings.var_dir / "redis",
     ).start()
     try:
-        export_for_feast(server.connection_string)
-        yield server.connection_string
+        with redis_for_feast(server.connection_string):
+            yield server.connection_string
     finally:
         server.stop()
 

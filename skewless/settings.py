@@ -9,6 +9,8 @@ value to Feast (which expands ``${SKEWLESS_REDIS}`` in feature_store.yaml itself
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import Field
@@ -89,6 +91,28 @@ def export_for_feast(redis: str | None = None) -> None:
     os.environ["FEAST_USAGE"] = "False"
     if redis is not None:
         os.environ["SKEWLESS_REDIS"] = redis
+
+
+@contextmanager
+def redis_for_feast(redis: str) -> Iterator[None]:
+    """Point Feast at ``redis`` for the block, then restore what was there before."""
+    previous = os.environ.get("SKEWLESS_REDIS")
+    export_for_feast(redis)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("SKEWLESS_REDIS", None)
+        else:
+            os.environ["SKEWLESS_REDIS"] = previous
+
+
+def feast_process_env(redis: str | None) -> dict[str, str]:
+    """The environment for a ``feast`` child process: ours, with Feast's variables set."""
+    env = {**os.environ, "FEAST_USAGE": "False"}
+    if redis:
+        env["SKEWLESS_REDIS"] = redis
+    return env
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -139,13 +139,11 @@ def dataset(
     cutoff: Annotated[str, typer.Option(help="Use only labels known by then.")] = "now",
 ) -> None:
     """Build the point-in-time training set through Feast's historical retrieval."""
-    from training.dataset import build_training_set
+    from training.dataset import write_training_set
 
     settings = _settings()
-    ts = build_training_set(settings, cutoff=_parse_time(cutoff, "--cutoff"))
-    ts.write(output)
-    console.print(f"[green]training set[/]: {len(ts.frame):,} rows × "
-                  f"{len(ts.service['features'])} features → {output}")
+    rows = write_training_set(settings, output, cutoff=_parse_time(cutoff, "--cutoff"))
+    console.print(f"[green]training set[/]: {rows:,} label events → {output}")
 
 
 @app.command()

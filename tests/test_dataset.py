@@ -201,3 +201,23 @@ def test_feasts_default_file_store_would_drop_label_events(tmp_path, redis_serve
         full_feature_names=True,
     ).to_df()
     assert len(result) < len(events)
+
+
+def test_sliced_retrieval_equals_feasts_own_path_with_the_feature_service(demo):
+    """Slicing and handing the on-demand view only its inputs changes no value."""
+    cutoff = demo.cutoff - timedelta(days=35)
+    ours = build_training_set(demo.settings, cutoff=cutoff, chunk_rows=7_000).frame
+    assert len(ours) > 3 * 7_000  # several slices
+    store = demo.store()
+    spec = resolve_service(store, demo.settings.feature_service)
+    events = demo.data.transactions.merge(demo.data.labels, on="transaction_id")
+    events = events[(events["label_timestamp"] <= pd.Timestamp(cutoff))
+                    & (events["event_timestamp"] < pd.Timestamp(cutoff))]
+    theirs = store.get_historical_features(
+        entity_df=events.drop(columns=["is_fraud", "label_timestamp"]),
+        features=store.get_feature_service(spec.feature_service), full_feature_names=True,
+    ).to_df().set_index("transaction_id").loc[ours["transaction_id"]]
+    for name in spec.feature_names:
+        got = ours[name].astype(object).where(ours[name].notna(), None).tolist()
+        want = theirs[name].astype(object).where(theirs[name].notna(), None).tolist()
+        assert got == want, name

@@ -13,7 +13,7 @@ from skewless.contract import resolve_service
 from skewless.feast_cli import run_feast
 from skewless.settings import Settings
 from tests.conftest import copy_feature_repo
-from training.dataset import TrainingSet, build_training_set
+from training.dataset import TrainingSet, build_training_set, write_training_set
 
 BATCH_VIEWS = {"card_activity": "card_id", "card_profile": "card_id", "merchant_stats": "merchant_id"}
 
@@ -108,6 +108,12 @@ def test_cutoff_excludes_labels_not_yet_known_and_runs_from_any_directory(demo, 
     again = TrainingSet.read(path)
     pd.testing.assert_frame_equal(again.frame, ts.frame)
     assert again.service["fingerprint"] == ts.service["fingerprint"]
+    # `skewless dataset` streams slices to parquet: the same rows, in the same order.
+    streamed = tmp_path / "streamed.parquet"
+    rows = write_training_set(demo.settings, streamed, cutoff=cutoff, chunk_rows=5_000)
+    assert rows == len(ts.frame)
+    assert not streamed.with_suffix(".parquet.partial").exists()
+    pd.testing.assert_frame_equal(TrainingSet.read(streamed).frame, ts.frame)
 
 
 # --- crafted edge cases, and why the duckdb offline store ---------------------------------

@@ -17,19 +17,11 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skewless.contract import ServiceSpec, resolve_service, service_summary
 from skewless.settings import Settings, export_for_feast
-
-PANDAS_DTYPES = {
-    "Int32": "Int32",
-    "Int64": "Int64",
-    "Float32": "float32",
-    "Float64": "float64",
-    "Bool": "boolean",
-    "String": "string",
-}
 
 
 @dataclass
@@ -52,6 +44,13 @@ class TrainingSet:
             "id_column": self.id_column,
         }
 
+    def schema_with_provenance(self, schema: pa.Schema) -> pa.Schema:
+        """``schema`` plus this set's provenance in the parquet key-value metadata."""
+        return schema.with_metadata({
+            **(schema.metadata or {}),
+            **{f"skewless.{k}".encode(): v.encode() for k, v in self.metadata().items()},
+        })
+
     @classmethod
     def read(cls, path: Path) -> TrainingSet:
         table = pq.read_table(path)
@@ -59,9 +58,10 @@ class TrainingSet:
         meta = {k.decode()[9:]: v.decode() for k, v in raw.items() if k.startswith(b"skewless.")}
         if "service" not in meta:
             raise DatasetError(f"{path} is not a Skewless training set (no service metadata)")
+        service = json.loads(meta["service"])
         return cls(
-            frame=table.to_pandas(),
-            service=json.loads(meta["service"]),
+            frame=to_frame(table, [f["name"] for f in service["features"]]),
+            service=service,
             cutoff=datetime.fromisoformat(meta["cutoff"]),
             label_column=meta["label_column"],
             timestamp_column=meta["timestamp_column"],
@@ -72,12 +72,7 @@ class TrainingSet:
         """Write as parquet with provenance in the file's key-value metadata."""
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.frame, preserve_index=False)
-        existing = table.schema.metadata or {}
-        table = table.replace_schema_metadata(
-            {**existing, **{f"skewless.{k}".encode(): v.encode()
-                            for k, v in self.metadata().items()}}
-        )
-        pq.write_table(table, path)
+        pq.write_table(table.cast(self.schema_with_provenance(table.schema)), path)
         return path
 
 
@@ -115,41 +110,75 @@ def open_store(settings: Settings):  # -> feast.FeatureStore, imported lazily (s
     return FeatureStore(repo_path=str(settings.repo_path))
 
 
-def load_label_events(
-    source: LabelSource, spec: ServiceSpec, cutoff: datetime
-) -> pd.DataFrame:
-    """Label events known at ``cutoff``: the event columns the service needs plus the label."""
+def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) -> pa.Table:
+    """Label events known at ``cutoff``, in time order: id, time, the service's inputs, label.
+
+    An event counts when its label arrived by the cut-off and it happened before it.
+    """
+    import duckdb
+
     inputs = [f.name for f in spec.entity_keys] + [f.name for f in spec.request_fields]
-    columns = [source.id_column, source.timestamp_column, *inputs]
-    events = pd.read_parquet(source.events_path, columns=columns)
-    labels = pd.read_parquet(
-        source.labels_path,
-        columns=[source.id_column, source.label_column, source.label_timestamp_column],
-    )
-    cutoff_ts = pd.Timestamp(cutoff).tz_convert("UTC") if pd.Timestamp(cutoff).tzinfo else (
-        pd.Timestamp(cutoff).tz_localize("UTC")
-    )
-    labels = labels[labels[source.label_timestamp_column] <= cutoff_ts]
-    if labels[source.id_column].duplicated().any():
-        raise DatasetError(f"labels hold duplicate {source.id_column} values")
-    joined = events.merge(labels, on=source.id_column, how="inner", validate="one_to_one")
-    joined = joined[joined[source.timestamp_column] < cutoff_ts]
-    return joined.sort_values([source.timestamp_column, source.id_column], kind="stable")
+    ident = lambda c: '"' + c.replace('"', '""') + '"'  # noqa: E731
+    # Times in microseconds, UTC, whatever precision the files hold (duckdb cannot compare
+    # or return timezone-aware nanoseconds).
+    event_ts = f"CAST(e.{ident(source.timestamp_column)} AS TIMESTAMPTZ)"
+    label_ts = f"CAST(l.{ident(source.label_timestamp_column)} AS TIMESTAMPTZ)"
+    key = ident(source.id_column)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        duplicates = con.sql(
+            f"SELECT count(*) - count(DISTINCT {key}) FROM read_parquet(?)",
+            params=[str(source.labels_path)],
+        ).fetchall()[0][0]
+        if duplicates:
+            raise DatasetError(f"labels hold {duplicates} duplicate {source.id_column} values")
+        # con.sql hands Arrow the result without the extra copy a DB-API cursor makes.
+        return con.sql(
+            f"""SELECT e.{key}, {event_ts} AS {ident(source.timestamp_column)},
+                       {", ".join(f"e.{ident(c)}" for c in inputs)},
+                       {label_ts} AS {ident(source.label_timestamp_column)},
+                       l.{ident(source.label_column)}
+                FROM read_parquet(?) e JOIN read_parquet(?) l USING ({key})
+                WHERE {label_ts} <= ? AND {event_ts} < ?
+                ORDER BY 2, 1""",
+            params=[str(source.events_path), str(source.labels_path), cutoff, cutoff],
+        ).to_arrow_table()
+    finally:
+        con.close()
 
 
-def cast_features(df: pd.DataFrame, spec: ServiceSpec) -> pd.DataFrame:
-    """Give every feature column its declared Feast type (duckdb returns ints as float64)."""
+def cast_features(table: pa.Table, spec: ServiceSpec) -> pa.Table:
+    """Give every feature column its declared Feast type (duckdb returns ints as float64).
+
+    The cast is checked: a fractional value in an integer feature is an error, not rounded.
+    """
     for f in spec.features:
-        target = PANDAS_DTYPES.get(f.dtype)
-        if target is None:
-            raise DatasetError(f"feature {f.name} has unsupported type {f.dtype}")
-        column = df[f.name]
-        if target.startswith("Int") and column.dtype.kind == "f":
-            whole = column.dropna()
-            if not (whole == whole.round()).all():
-                raise DatasetError(f"feature {f.name} is {f.dtype} but holds fractions")
-        df[f.name] = column.astype(target)
-    return df
+        index = table.schema.get_field_index(f.name)
+        try:
+            target = _arrow_type(f.dtype)
+        except KeyError:
+            raise DatasetError(f"feature {f.name} has unsupported type {f.dtype}") from None
+        try:
+            column = table.column(index).cast(target)
+        except pa.ArrowInvalid as exc:
+            raise DatasetError(f"feature {f.name} is {f.dtype} but holds {exc}") from exc
+        table = table.set_column(index, pa.field(f.name, target), column)
+    return table
+
+
+PANDAS_MAPPER = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype(),
+                 pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype()}
+
+
+def to_frame(table: pa.Table, feature_names: list[str]) -> pd.DataFrame:
+    """Arrow → pandas with nullable ints and strings for features (null stays null)."""
+    frame = table.to_pandas()
+    for name in feature_names:
+        column = table.column(name)
+        if column.type in PANDAS_MAPPER:
+            frame[name] = column.to_pandas(types_mapper=PANDAS_MAPPER.get)
+    return frame
 
 
 @dataclass
@@ -215,43 +244,45 @@ def iter_training_chunks(
     store=None,
     source: LabelSource | None = None,
     chunk_rows: int | None = None,
-) -> Iterator[tuple[pd.DataFrame, ServiceSpec]]:
+) -> Iterator[tuple[pa.Table, ServiceSpec]]:
     """Yield the training set in time-ordered slices of at most ``chunk_rows`` label events.
 
     Each slice is one historical retrieval; slicing bounds memory, and every slice is
-    checked to have exactly one row per label event.
+    checked to hold exactly one row per label event, put back in the events' order.
     """
     store = store or open_store(settings)
     source = source or LabelSource.from_settings(settings)
     spec = resolve_service(store, settings.feature_service)
     plan = plan_retrieval(store, settings.feature_service)
     events = load_label_events(source, spec, cutoff)
-    if events.empty:
+    if events.num_rows == 0:
         raise DatasetError(f"no label events known at {cutoff.isoformat()}")
-    label_cols = [source.id_column, source.label_column, source.label_timestamp_column]
     keys = [f.name for f in spec.entity_keys]
-    ordered = [source.id_column, *keys, source.timestamp_column, *label_cols[2:],
+    ordered = [source.id_column, *keys, source.timestamp_column, source.label_timestamp_column,
                source.label_column, *spec.feature_names]
     step = chunk_rows or settings.dataset_chunk_rows
-    for start in range(0, len(events), step):
-        part = events.iloc[start:start + step]
-        entity_df = part.drop(columns=label_cols[1:]).rename(
-            columns={source.timestamp_column: "event_timestamp"}
-        )
-        result = retrieve_chunk(store, plan, entity_df).to_pandas()
-        if len(result) != len(part) or result[source.id_column].duplicated().any():
+    for start in range(0, events.num_rows, step):
+        part = events.slice(start, step)
+        # The label rides along as a plain column; Feast takes "event_timestamp" as the time.
+        entity_df = part.rename_columns(
+            ["event_timestamp" if c == source.timestamp_column else c for c in part.column_names]
+        ).to_pandas()
+        result = retrieve_chunk(store, plan, entity_df)
+        positions = pc.index_in(part.column(source.id_column),
+                                value_set=result.column(source.id_column))
+        if result.num_rows != part.num_rows or positions.null_count:
             raise DatasetError(
-                f"historical retrieval returned {len(result)} rows for {len(part)} label events"
+                f"historical retrieval returned {result.num_rows} rows for {part.num_rows} "
+                f"label events ({positions.null_count} events missing)"
             )
-        missing = [f.name for f in spec.features if f.name not in result.columns]
+        missing = [f.name for f in spec.features if f.name not in result.column_names]
         if missing:
             raise DatasetError(f"historical retrieval did not return {', '.join(missing)}")
-        result = result.rename(columns={"event_timestamp": source.timestamp_column})
-        result = result.merge(part[label_cols], on=source.id_column, validate="one_to_one")
-        result = result[ordered].sort_values(
-            [source.timestamp_column, source.id_column], kind="stable"
-        ).reset_index(drop=True)
-        yield cast_features(result, spec), spec
+        result = result.take(positions).rename_columns(
+            [source.timestamp_column if c == "event_timestamp" else c
+             for c in result.column_names]
+        )
+        yield cast_features(result.select(ordered), spec), spec
 
 
 def build_training_set(
@@ -265,9 +296,10 @@ def build_training_set(
     source = source or LabelSource.from_settings(settings)
     cutoff = cutoff or datetime.now(UTC)
     parts = list(iter_training_chunks(settings, cutoff, store, source, chunk_rows))
+    spec = parts[0][1]
     return TrainingSet(
-        frame=pd.concat([p for p, _ in parts], ignore_index=True),
-        service=service_summary(parts[0][1]),
+        frame=to_frame(pa.concat_tables([p for p, _ in parts]), spec.feature_names),
+        service=service_summary(spec),
         cutoff=cutoff,
         label_column=source.label_column,
         timestamp_column=source.timestamp_column,
@@ -289,21 +321,20 @@ def write_training_set(
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
-        for frame, spec in iter_training_chunks(settings, cutoff, None, source, chunk_rows):
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+        for table, spec in iter_training_chunks(settings, cutoff, None, source, chunk_rows):
             if writer is None:
-                meta = TrainingSet(frame.iloc[:0], service_summary(spec), cutoff,
-                                   source.label_column, source.timestamp_column,
-                                   source.id_column).metadata()
-                schema = table.schema.with_metadata({
-                    **(table.schema.metadata or {}),
-                    **{f"skewless.{k}".encode(): v.encode() for k, v in meta.items()},
-                })
-                writer = pq.ParquetWriter(tmp, schema)
-            writer.write_table(table.cast(writer.schema))
-            rows += len(frame)
-    finally:
+                header = TrainingSet(pd.DataFrame(), service_summary(spec), cutoff,
+                                     source.label_column, source.timestamp_column,
+                                     source.id_column)
+                writer = pq.ParquetWriter(tmp, header.schema_with_provenance(table.schema))
+            writer.write_table(table)
+            rows += table.num_rows
         if writer is not None:
             writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)  # only a complete set ever appears at PATH
     return rows

@@ -19,7 +19,7 @@ def run_demo(
 ) -> dict[str, Any]:
     from skewless.feast_cli import run_feast
     from skewless.redis import redis_for
-    from training.dataset import build_training_set
+    from training.dataset import TrainingSet, write_training_set
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
     from training.train import train_model
@@ -54,9 +54,9 @@ def run_demo(
         step("feast apply", lambda: run_feast(settings, "apply"))
         step("feast materialize-incremental", lambda: run_feast(
             settings, "materialize-incremental", now.strftime("%Y-%m-%dT%H:%M:%S")))
-        ts = step("point-in-time training set (Feast, duckdb)",
-                  lambda: build_training_set(settings, cutoff=now))
-        step("write training set", lambda: ts.write(dataset_path))
+        step("point-in-time training set (Feast, duckdb)",
+             lambda: write_training_set(settings, dataset_path, cutoff=now))
+        ts = TrainingSet.read(dataset_path)
         result = step("train LightGBM", lambda: train_model(
             ts, settings.model_dir, settings.holdout_days, settings.validation_days,
             seed=settings.seed, truth_path=settings.resolved_truth_path,

@@ -12,7 +12,7 @@ import redis as redis_client
 from typer.testing import CliRunner
 
 from skewless.cli import app
-from skewless.redis import RedisServer, find_redis_server, redis_for
+from skewless.redis import RedisServer, control_client, find_redis_server, redis_for
 from skewless.settings import PROJECT_ROOT, Settings
 
 runner = CliRunner()
@@ -49,7 +49,7 @@ def test_embedded_redis_starts_on_a_free_port_and_stops(tmp_path):
     assert client.set("k", "v") and client.get("k") == b"v"
     server.stop()
     with pytest.raises(redis_client.ConnectionError):
-        redis_client.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1).ping()
+        control_client("127.0.0.1", server.port).ping()
 
 
 def test_redis_for_uses_a_configured_server_without_starting_one(redis_server, tmp_path):
@@ -67,7 +67,34 @@ def test_redis_for_starts_and_stops_a_private_server_under_var(tmp_path):
         assert redis_client.Redis(host=host, port=int(port)).ping()
         assert (tmp_path / "redis").is_dir()
     with pytest.raises(redis_client.ConnectionError):
-        redis_client.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()
+        control_client(host, int(port)).ping()
+
+
+def test_embedded_data_survives_a_restart_in_the_same_directory(tmp_path):
+    """Feast's registry remembers what was materialized; the embedded store must too."""
+    first = RedisServer(binary=find_redis_server(), data_dir=tmp_path).start()
+    first.client().set("feature", "value")
+    first.stop()
+    second = RedisServer(binary=find_redis_server(), data_dir=tmp_path).start()
+    try:
+        assert second.client().get("feature") == b"value"
+    finally:
+        second.stop()
+
+
+def test_commands_use_a_running_detached_server(tmp_path, monkeypatch):
+    from skewless.redis import start_detached, stop_detached
+
+    settings = Settings(redis=None, var_dir=tmp_path)
+    address = start_detached(settings)
+    try:
+        with redis_for(settings) as used:
+            assert used == address
+        host, port = address.split(":")
+        assert redis_client.Redis(host=host, port=int(port)).ping()  # still running
+    finally:
+        assert stop_detached(settings)
+    assert not stop_detached(settings)
 
 
 def test_a_missing_configured_binary_is_named(tmp_path):
@@ -90,7 +117,7 @@ def test_detached_redis_for_feasts_cli_starts_once_and_stops(tmp_path, monkeypat
     assert redis_client.Redis(host=host, port=int(port)).ping()
     assert runner.invoke(app, ["redis", "stop"]).exit_code == 0
     with pytest.raises(redis_client.ConnectionError):
-        redis_client.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()
+        control_client(host, int(port)).ping()
 
 
 def test_cli_lists_the_pipeline_stages():

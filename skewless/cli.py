@@ -96,12 +96,8 @@ def features(
     from training.pipeline import PipelinePaths, build_feature_tables
 
     settings = _settings()
-    raw = settings.raw_dir
-    counts = build_feature_tables(
-        PipelinePaths(settings.resolved_events_path, settings.resolved_labels_path,
-                      raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir),
-        as_of=_parse_time(as_of, "--as-of"),
-    )
+    counts = build_feature_tables(PipelinePaths.from_settings(settings),
+                                  as_of=_parse_time(as_of, "--as-of"))
     for name, n in counts.items():
         console.print(f"[green]{name}[/]: {n:,} rows → {settings.data_dir / (name + '.parquet')}")
 

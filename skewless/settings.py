@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     validation_days: float = Field(7.0, gt=0)
     seed: int = 7
     dataset_chunk_rows: int = Field(
-        500_000, gt=0, description="label events per historical retrieval (bounds memory)"
+        1_000_000, gt=0, description="label events per historical retrieval (bounds memory)"
     )
 
     @property

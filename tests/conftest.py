@@ -35,12 +35,6 @@ def copy_feature_repo(target: Path) -> Path:
     return target
 
 
-def pipeline_paths(settings: Settings) -> PipelinePaths:
-    raw = settings.raw_dir
-    return PipelinePaths(raw / "transactions.parquet", raw / "labels.parquet",
-                         raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir)
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(
@@ -76,7 +70,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) ->
     )
     data = generate(GenerateConfig(end=DEMO_END, holdout_days=settings.holdout_days))
     write_generated(data, settings.raw_dir)
-    paths = pipeline_paths(settings)
+    paths = PipelinePaths.from_settings(settings)
     build_feature_tables(paths)
     run_feast(settings, "apply")
     ts = build_training_set(settings, cutoff=DEMO_END)

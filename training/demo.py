@@ -47,10 +47,8 @@ def run_demo(
             GenerateConfig(cards=cards or DEFAULT_CARDS, days=days, seed=settings.seed, end=now,
                            holdout_days=settings.holdout_days)))
         step("write raw data", lambda: write_generated(data, settings.raw_dir))
-        raw = settings.raw_dir
-        counts = step("compute feature tables (duckdb)", lambda: build_feature_tables(
-            PipelinePaths(settings.resolved_events_path, settings.resolved_labels_path,
-                          raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir)))
+        counts = step("compute feature tables (duckdb)",
+                      lambda: build_feature_tables(PipelinePaths.from_settings(settings)))
         step("feast apply", lambda: run_feast(settings, "apply"))
         step("feast materialize-incremental", lambda: run_feast(
             settings, "materialize-incremental", now.strftime("%Y-%m-%dT%H:%M:%S")))

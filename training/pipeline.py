@@ -20,6 +20,8 @@ from pathlib import Path
 
 import duckdb
 
+from skewless.settings import Settings
+
 DAY_US = 86_400_000_000
 CARD_WINDOWS = (1, 7, 28)
 MERCHANT_LABEL_WINDOW_DAYS = 56
@@ -32,6 +34,13 @@ class PipelinePaths:
     cards: Path
     merchants: Path
     out_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelinePaths:
+        """The generated raw data in, the Feast repo's data folder out."""
+        raw = settings.raw_dir
+        return cls(settings.resolved_events_path, settings.resolved_labels_path,
+                   raw / "cards.parquet", raw / "merchants.parquet", settings.data_dir)
 
     @property
     def card_activity(self) -> Path:

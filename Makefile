@@ -21,12 +21,12 @@ install: $(BIN)/.installed ## Create the venv and install Skewless with its depe
 demo: install ## Run the offline loop end to end (embedded Redis unless SKEWLESS_REDIS is set)
 	$(BIN)/skewless demo
 
-test: install ## Lint, then run every test (starts its own redis-server)
-	$(BIN)/ruff check .
+test: lint ## Lint and type-check, then run every test (starts its own redis-server)
 	$(BIN)/pytest
 
-lint: install ## ruff
+lint: install ## ruff and mypy
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install ## Benchmarks: pipeline and training set at demo size and 10M transactions
 	$(BIN)/python bench/offline.py

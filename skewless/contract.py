@@ -95,22 +95,12 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
     odfv_names = {v.name for v in store.list_on_demand_feature_views()}
     for projection in service.feature_view_projections:
         view_name = projection.name_to_use()
-        is_odfv = projection.name in odfv_names
-        view = (store.get_on_demand_feature_view if is_odfv else store.get_feature_view)(
-            projection.name
-        )
-        for feat in projection.features:
-            # On-demand outputs carry no per-field tags (see feature_repo/on_demand.py), so
-            # their direction is a view tag "monotone:<feature>".
-            tag = feat.tags.get("monotone") or view.tags.get(f"monotone:{feat.name}", "")
-            features.append(FeatureSpec(f"{view_name}__{feat.name}", view_name, feat.name,
-                                        _dtype(feat), MONOTONE.get(tag, 0)))
-        if is_odfv:
-            odfv = view
+        if projection.name in odfv_names:
+            odfv = store.get_on_demand_feature_view(projection.name)
+            view_tags = odfv.tags
             for source in odfv.source_request_sources.values():
                 for f in source.schema:
                     requests[f.name] = _dtype(f)
-            transformation = odfv.feature_transformation
             definitions["views"][view_name] = {
                 "kind": "on_demand",
                 "mode": odfv.mode,
@@ -120,10 +110,11 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
                     + [f"request:{r}" for r in odfv.source_request_sources]
                 ),
                 "features": [[f.name, _dtype(f)] for f in projection.features],
-                "transformation": getattr(transformation, "udf_string", None),
+                "transformation": getattr(odfv.feature_transformation, "udf_string", None),
             }
         else:
-            fv = view
+            fv = store.get_feature_view(projection.name)
+            view_tags = fv.tags
             join_keys = [
                 projection.join_key_map.get(c.name, c.name) if projection.join_key_map else c.name
                 for c in fv.entity_columns
@@ -137,6 +128,12 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
                 "features": [[f.name, _dtype(f)] for f in projection.features],
                 "source": _source_definition(fv.batch_source),
             }
+        for feat in projection.features:
+            # On-demand outputs carry no per-field tags (see feature_repo/on_demand.py), so
+            # their direction is a view tag "monotone:<feature>".
+            tag = feat.tags.get("monotone") or view_tags.get(f"monotone:{feat.name}", "")
+            features.append(FeatureSpec(f"{view_name}__{feat.name}", view_name, feat.name,
+                                        _dtype(feat), MONOTONE.get(tag, 0)))
     # A request field that is also an entity key is supplied once, as the key.
     for key in keys:
         requests.pop(key, None)

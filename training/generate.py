@@ -131,7 +131,7 @@ def generate(config: GenerateConfig) -> GeneratedData:
 
     # Transactions: Poisson count per card over its active span, uniform in time.
     active_from = np.maximum(issued_at, start)
-    active_days = (end - active_from) / DAY
+    active_days = (end - active_from).astype(np.int64) / 86_400e6  # microseconds → days
     counts = rng.poisson(card_rate * active_days)
     card_idx = np.repeat(np.arange(n_cards), counts)
     n = int(card_idx.size)

@@ -196,9 +196,10 @@ def build_feature_tables(
                    (epoch_us(event_timestamp) // {DAY_US}) AS day_abs
             FROM read_parquet('{_sql_path(paths.transactions)}')"""
         )
-        first_day, last_ts = con.execute(
+        span = con.execute(
             "SELECT min(day_abs), max(epoch_us(event_timestamp)) FROM tx"
         ).fetchone()
+        first_day, last_ts = span if span else (None, None)
         if first_day is None:
             raise ValueError(f"no transactions in {paths.transactions}")
         day0 = int(first_day)
@@ -232,9 +233,10 @@ def build_feature_tables(
                           ORDER BY event_timestamp, {key})
                     TO '{_sql_path(path)}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)"""
             )
-            counts[name] = con.execute(
+            written = con.execute(
                 f"SELECT count(*) FROM read_parquet('{_sql_path(path)}')"
-            ).fetchone()[0]
+            ).fetchone()
+            counts[name] = int(written[0]) if written else 0
         return counts
     finally:
         con.close()

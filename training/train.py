@@ -141,9 +141,9 @@ def train_model(
         params, train_set, num_boost_round=MAX_ROUNDS, valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
-    scores = booster.predict(
+    scores = np.asarray(booster.predict(
         to_matrix(split.holdout, features, categories), num_iteration=booster.best_iteration
-    )
+    ))
     bayes = None
     if truth_path is not None and truth_path.is_file():
         truth = pd.read_parquet(truth_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -100,9 +99,12 @@ def test_written_files_round_trip_with_microsecond_utc_timestamps(small, tmp_pat
     assert json.loads(paths["meta"].read_text())["transactions"] == len(tx)
 
 
-def test_scale_reaches_ten_million_transactions_at_28():
-    # expected transactions = cards x mean daily rate x active days (new cards start later)
-    cards = scaled_cards(28)
-    assert cards == 56_000
-    assert cards * 3.0 * 60 * 0.92 > 9_000_000
-    assert np.isclose(scaled_cards(1), 2_000)
+def test_scale_sets_cards_and_volume_grows_with_it():
+    assert scaled_cards(1) == 2_000
+    assert scaled_cards(30.25) == 60_500  # the bench size: 10,015,263 transactions
+    small = generate(GenerateConfig(cards=scaled_cards(0.1), days=20, end=DEMO_END))
+    double = generate(GenerateConfig(cards=scaled_cards(0.2), days=20, end=DEMO_END))
+    ratio = double.meta["transactions"] / small.meta["transactions"]
+    assert 1.7 < ratio < 2.3
+    per_card_day = small.meta["transactions"] / (scaled_cards(0.1) * 20)
+    assert 2.0 < per_card_day < 3.5  # so 60,500 cards x 60 days is about 10M

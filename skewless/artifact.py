@@ -15,11 +15,14 @@ from typing import Any
 
 import lightgbm as lgb
 
+from skewless.errors import SkewlessError
+
 MODEL_FILE = "model.txt"
 CONTRACT_FILE = "contract.json"
 
 
-class ArtifactError(RuntimeError):
+
+class ArtifactError(SkewlessError):
     """A model artefact is missing, corrupt or inconsistent."""
 
 

@@ -193,9 +193,21 @@ def redis_stop() -> None:
     console.print("stopped" if stopped else "no embedded redis-server was running", style="dim")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """Entry point: known failures print one clear line and exit 1, not a traceback."""
+    from skewless.errors import SkewlessError
+
+    try:
+        app()
+    except SkewlessError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("feast."):  # e.g. a feature service not applied
+            console.print(f"[red]Feast error:[/] {exc}\n(has `skewless apply` run on this repo?)")
+            raise SystemExit(1) from None
+        raise
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     main()

@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from skewless.errors import SkewlessError
 from skewless.settings import Settings, feast_process_env
+
+
+class FeastCommandError(SkewlessError):
+    """Feast's own CLI exited with an error."""
 
 
 def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -20,7 +25,7 @@ def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     result = subprocess.run(cmd, capture_output=True, text=True,
                             env=feast_process_env(settings.redis))
     if result.returncode != 0:
-        raise RuntimeError(
+        raise FeastCommandError(
             f"`feast {' '.join(args)}` failed ({result.returncode}):\n"
             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         )

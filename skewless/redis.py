@@ -24,10 +24,11 @@ from pathlib import Path
 
 import redis as redis_client
 
+from skewless.errors import SkewlessError
 from skewless.settings import Settings, redis_for_feast
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(SkewlessError):
     """No redis-server binary could be found or the server did not come up."""
 
 

@@ -153,3 +153,17 @@ def test_no_pickle_on_any_load_path():
         if re.search(r"\bimport (pickle|joblib|dill|cloudpickle)\b|pickle\.load", p.read_text())
     ]
     assert offenders == []
+
+
+def test_known_failures_print_one_line_not_a_traceback(tmp_path):
+    import pandas as pd
+
+    bogus = tmp_path / "not-a-set.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(bogus)
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"SKEWLESS_VAR_DIR={tmp_path / 'var'}\n")
+    result = subprocess.run([sys.executable, "-m", "skewless.cli", "train", "--dataset", str(bogus)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "is not a Skewless training set" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

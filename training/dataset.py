@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skewless.contract import ServiceSpec, resolve_service, service_summary
+from skewless.errors import SkewlessError
 from skewless.settings import Settings, export_for_feast
 
 
@@ -76,7 +77,7 @@ class TrainingSet:
         return path
 
 
-class DatasetError(RuntimeError):
+class DatasetError(SkewlessError):
     """The training set could not be built as promised."""
 
 

@@ -120,3 +120,13 @@ def test_a_far_larger_amount_never_lowers_the_score(demo):
     after = booster.predict(to_matrix(bigger, specs, categories))
     assert (after >= before - 1e-12).all()
     assert (after > before).mean() > 0.5
+
+
+def test_latest_artifact_is_the_newest_version_and_absence_is_named(demo, tmp_path):
+    from skewless.artifact import latest_artifact_dir
+
+    newest = latest_artifact_dir(demo.settings.model_dir, demo.settings.feature_service)
+    assert newest == demo.model.directory
+    assert load_artifact(newest).version == demo.model.contract["model"]["version"]
+    with pytest.raises(ArtifactError, match="no trained model for other_service"):
+        latest_artifact_dir(tmp_path, "other_service")

@@ -256,11 +256,3 @@ def write_generated(data: GeneratedData, raw_dir: Path) -> dict[str, Path]:
 def scaled_cards(scale: float) -> int:
     """Cards for a scale factor: 1 is the demo (2,000); 30.25 (60,500 cards) gives 10M transactions."""
     return max(1, int(round(DEFAULT_CARDS * scale)))
-
-
-def parse_end(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-

@@ -59,6 +59,18 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+def _day_grid(key: str, last_day: int) -> str:
+    """Every day from an entity's first active day to the last snapshot day, one row each.
+
+    Window frames count rows, so a dense grid makes "N preceding rows" mean "N days".
+    """
+    return f"""
+        SELECT f.{key}, f.first_d, g.d
+        FROM (SELECT {key}, min(d) AS first_d FROM daily GROUP BY {key}) f,
+             range(0, {last_day + 1}) g(d)
+        WHERE g.d >= f.first_d"""
+
+
 def _card_activity_sql(day0: int, last_day: int) -> str:
     w1, w7, w28 = CARD_WINDOWS
 
@@ -71,12 +83,7 @@ def _card_activity_sql(day0: int, last_day: int) -> str:
                list(DISTINCT merchant_id) AS ms
         FROM tx GROUP BY card_id, d
     ),
-    grid AS (
-        SELECT f.card_id, f.first_d, g.d
-        FROM (SELECT card_id, min(d) AS first_d FROM daily GROUP BY card_id) f,
-             range(0, {last_day + 1}) g(d)
-        WHERE g.d >= f.first_d
-    ),
+    grid AS ({_day_grid("card_id", last_day)}),
     dense AS (
         SELECT grid.card_id, grid.first_d, grid.d, coalesce(daily.c, 0) AS c,
                coalesce(daily.s, 0.0) AS s, daily.mx, coalesce(daily.ms, []) AS ms
@@ -139,12 +146,7 @@ def _merchant_stats_sql(day0: int, last_day: int) -> str:
             WHERE k_from <= k_to AND k_to + 1 <= {last_day}
         ) GROUP BY merchant_id, d
     ),
-    grid AS (
-        SELECT f.merchant_id, f.first_d, g.d
-        FROM (SELECT merchant_id, min(d) AS first_d FROM daily GROUP BY merchant_id) f,
-             range(0, {last_day + 1}) g(d)
-        WHERE g.d >= f.first_d
-    ),
+    grid AS ({_day_grid("merchant_id", last_day)}),
     dense AS (
         SELECT grid.merchant_id, grid.first_d, grid.d,
                coalesce(daily.c, 0) AS c, coalesce(daily.s, 0.0) AS s,

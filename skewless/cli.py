@@ -165,6 +165,54 @@ def train(
 
 
 @app.command()
+def score(
+    input_path: Annotated[Path, typer.Option(
+        "--input", help="Events (parquet): entity keys, request fields, event timestamp, "
+        "optionally the event id.")],
+    output: Annotated[Path, typer.Option(help="Where to write the scores (parquet).")],
+    model: Annotated[Path | None, typer.Option(
+        help="A model artefact directory (default: the latest for the feature service).")]
+    = None,
+) -> None:
+    """Score events for a backfill through the point-in-time path, with the training contract."""
+    from training.score import score_events
+
+    settings = _settings()
+    summary = score_events(settings, input_path, output, model_dir=model)
+    console.print(f"[green]scored[/] {summary.rows:,} events with model {summary.model_version} "
+                  f"in {summary.seconds:.1f} s → {summary.output}", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default SKEWLESS_API_HOST).")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SKEWLESS_API_PORT).")] = None,
+) -> None:
+    """Run the online predictor (uvicorn, one process) on the configured or embedded Redis."""
+    import signal
+    import sys
+
+    import uvicorn
+
+    from service.app import create_app
+    from skewless.redis import redis_for
+
+    settings = _settings()
+    # uvicorn drains requests on SIGTERM/SIGINT and then re-raises the signal; turning it into
+    # a normal exit lets the embedded redis-server below save its data and stop too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    with redis_for(settings) as address:
+        app_settings = settings.model_copy(update={"redis": address})
+        uvicorn.run(
+            create_app(app_settings), host=host or settings.api_host,
+            port=settings.api_port if port is None else port, loop="uvloop",
+            http="httptools", access_log=False, timeout_graceful_shutdown=30,
+        )
+
+
+@app.command()
 def demo(
     cards: Annotated[int | None, typer.Option(help="Cards to generate (default 2,000).")] = None,
     days: Annotated[int, typer.Option(help="Days of history.")] = 60,
@@ -200,11 +248,12 @@ def main() -> None:
     try:
         app()
     except SkewlessError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise SystemExit(1) from None
     except Exception as exc:
         if type(exc).__module__.startswith("feast."):  # e.g. a feature service not applied
-            console.print(f"[red]Feast error:[/] {exc}\n(has `skewless apply` run on this repo?)")
+            console.print(f"[red]Feast error:[/] {exc}\n(has `skewless apply` run on this repo?)",
+                          soft_wrap=True)
             raise SystemExit(1) from None
         raise
 

@@ -59,6 +59,28 @@ class Settings(BaseSettings):
         1_000_000, gt=0, description="label events per historical retrieval (bounds memory)"
     )
 
+    # The online predictor (`skewless serve`).
+    api_host: str = Field("127.0.0.1", description="address the API listens on")
+    api_port: int = Field(8000, ge=0, le=65535)
+    model_path: Path | None = Field(
+        None, description="model artefact directory to serve (default: the latest trained)"
+    )
+    redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="socket timeout of online reads; an outage answers 503 by then"
+    )
+    max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    batch_max_rows: int = Field(1000, gt=0, description="rows per /predict/batch request")
+    feature_log_dir: Path | None = Field(
+        None, description="where served features are logged (default: the feature service's "
+        "logging destination in the Feast repo)"
+    )
+    feature_log_capacity: int = Field(
+        200_000, gt=0, description="unwritten served rows held at most; beyond it /predict "
+        "answers 503 rather than drop a row"
+    )
+    feature_log_flush_rows: int = Field(20_000, gt=0, description="rows per log file at most")
+    feature_log_flush_seconds: float = Field(2.0, gt=0, description="log write interval")
+
     @property
     def data_dir(self) -> Path:
         """Generated offline data: raw events and the feature tables Feast reads."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -49,9 +49,18 @@ def run_demo(
         step("write raw data", lambda: write_generated(data, settings.raw_dir))
         counts = step("compute feature tables (duckdb)",
                       lambda: build_feature_tables(PipelinePaths.from_settings(settings)))
+        if (settings.data_dir / "registry.db").is_file():
+            # Clear the previous demo's online values: Feast's Redis writer keeps a stored
+            # value whose timestamp is not older than the new one, so regenerated data
+            # would otherwise be partly shadowed.
+            step("feast teardown (previous demo)", lambda: run_feast(settings, "teardown"))
         step("feast apply", lambda: run_feast(settings, "apply"))
-        step("feast materialize-incremental", lambda: run_feast(
-            settings, "materialize-incremental", now.strftime("%Y-%m-%dT%H:%M:%S")))
+        # The data was just regenerated, so the whole window is materialized: an incremental
+        # run would start where a previous demo's left off and skip the new history.
+        start = now - timedelta(days=days + 1)
+        step("feast materialize", lambda: run_feast(
+            settings, "materialize", start.strftime("%Y-%m-%dT%H:%M:%S"),
+            now.strftime("%Y-%m-%dT%H:%M:%S")))
         step("point-in-time training set (Feast, duckdb)",
              lambda: write_training_set(settings, dataset_path, cutoff=now))
         ts = TrainingSet.read(dataset_path)

@@ -1,0 +1,126 @@
+"""The app factory: ``create_app(settings)`` and the lifespan that resolves everything once."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service.health import router as health_router
+from service.metrics import Metrics, MetricsMiddleware
+from service.predict import build_router
+from service.predictor import Predictor, open_store
+from skewless.contract import resolve_service
+from skewless.settings import Settings, export_for_feast
+
+logger = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit, by Content-Length or while it streams in."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._too_large(send)
+                    return
+                await self.app(scope, receive, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message: dict[str, Any] = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the predictor app for ``settings``.
+
+    The feature service is resolved here, because the request models (and so the OpenAPI
+    schema) are derived from it; the lifespan loads the model, checks its contract, opens
+    the Redis client and starts the served-feature log writer.
+    """
+    export_for_feast(settings.redis)
+    store = open_store(settings)
+    spec = resolve_service(store, settings.feature_service)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        predictor = Predictor.load(settings, store, spec, metrics)
+        app.state.predictor = predictor
+        predictor.logbook.start()
+        problem = await predictor.check_redis()
+        if problem:
+            logger.warning("starting without the online store: %s", problem)
+        # Everything loaded so far lives as long as the process: move it out of the
+        # collector's reach, so gen-2 collections do not rescan it under load.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await predictor.logbook.close()
+            await predictor.redis.aclose()
+            gc.unfreeze()
+
+    app = FastAPI(
+        title="Skewless predictor",
+        description=f"Scores with the model trained on feature service "
+        f"`{spec.feature_service}`, from the same Feast definitions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.include_router(build_router(spec, settings.batch_max_rows))
+    app.include_router(health_router)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

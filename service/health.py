@@ -1,0 +1,48 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def read_health() -> dict[str, str]:
+    """Alive: the process answers. Checks no dependency."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready; detail names what is missing"}})
+async def read_readiness(request: Request) -> JSONResponse:
+    """Ready: a model whose contract matches is loaded, Redis answers, the log has room."""
+    predictor = getattr(request.app.state, "predictor", None)
+    if predictor is None:
+        return JSONResponse({"detail": "not ready: starting"}, 503)
+    problems: list[str] = []
+    checks: dict[str, Any] = {}
+    if predictor.scorer is None:
+        problems.append(f"model not loaded: {predictor.model_problem}")
+    else:
+        checks["model_version"] = predictor.scorer.version
+    redis_problem = await predictor.check_redis()
+    if redis_problem:
+        problems.append(redis_problem)
+    book = predictor.logbook
+    checks["feature_log"] = {"buffered_rows": book.depth, "capacity": book.capacity,
+                             "rows_written": book.rows_written, "last_error": book.last_error}
+    if book.depth >= book.capacity:
+        problems.append(f"feature log buffer full ({book.depth} rows not yet written)")
+    if problems:
+        return JSONResponse({"detail": "not ready: " + "; ".join(problems), **checks}, 503)
+    return JSONResponse({"status": "ready", **checks})
+
+
+@router.get("/metrics")
+async def read_metrics(request: Request) -> Response:
+    """Prometheus exposition of the app's registry."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,106 @@
+"""Prometheus metrics, one registry per app (tests build several apps in one process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("skewless_http_requests_total", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("skewless_http_request_seconds",
+                                 "HTTP request latency by route and status",
+                                 ["route", "method", "status"], buckets=LATENCY_BUCKETS,
+                                 registry=r)
+        self.predictions = Counter("skewless_predictions_total", "Rows scored", registry=r)
+        self.feature_status = Counter(
+            "skewless_feature_missing_total",
+            "Served features without a value, by view and status "
+            "(NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE)", ["view", "status"], registry=r)
+        self.redis_latency = Histogram("skewless_redis_seconds",
+                                       "Online store round trip per prediction request",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.redis_errors = Counter("skewless_redis_errors_total",
+                                    "Online store reads that failed", registry=r)
+        self.model = Info("skewless_model", "The model being served", registry=r)
+        self.log_depth = Gauge("skewless_feature_log_buffer_rows",
+                               "Served rows accepted and not yet written", registry=r)
+        self.log_capacity = Gauge("skewless_feature_log_buffer_capacity",
+                                  "Rows the served-feature log buffer holds at most", registry=r)
+        self.log_rows = Counter("skewless_feature_log_rows_written_total",
+                                "Served rows written to the offline store", registry=r)
+        self.log_write_seconds = Histogram("skewless_feature_log_write_seconds",
+                                           "Time to write one batch of served rows",
+                                           registry=r)
+        self.log_errors = Counter("skewless_feature_log_write_errors_total",
+                                  "Failed writes of served rows (retried)", registry=r)
+        self.log_refused = Counter("skewless_feature_log_refused_total",
+                                   "Predictions refused because the log buffer was full",
+                                   registry=r)
+
+    def track_depth(self, depth: Callable[[], float]) -> None:
+        self.log_depth.set_function(depth)
+
+    def log_written(self, rows: int, seconds: float) -> None:
+        self.log_rows.inc(rows)
+        self.log_write_seconds.observe(seconds)
+
+    def log_failed(self, exc: BaseException) -> None:
+        self.log_errors.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template and status (pure ASGI: cheap)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            key = (getattr(route, "path", "unmatched"), scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                labels = (key[0], key[1], str(status))
+                children = (self.metrics.requests.labels(*labels),
+                            self.metrics.latency.labels(*labels))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

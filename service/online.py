@@ -1,0 +1,246 @@
+"""Reading a feature service's values from Redis exactly as ``feast materialize`` stored them.
+
+Feast's Redis layout: one hash per entity key (the serialized EntityKey proto followed by the
+project name), holding for each feature view a ``_ts:<view>`` field (a protobuf Timestamp)
+and, per feature, a field named by the murmur3 hash of ``<view>:<feature>`` whose value is
+a serialized ``ValueProto``. Views keyed on the same entities share a hash, so one HMGET
+per entity group, all in one pipeline, reads a whole feature vector in one round trip.
+
+Everything derived from the registry (hash field names, key layout, TTLs, value decoders)
+is resolved once in :meth:`OnlinePlan.from_store`; a read only builds keys and decodes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from skewless.contract import ServiceSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+PRESENT = int(FieldStatus.PRESENT)
+NULL_VALUE = int(FieldStatus.NULL_VALUE)
+NOT_FOUND = int(FieldStatus.NOT_FOUND)
+OUTSIDE_MAX_AGE = int(FieldStatus.OUTSIDE_MAX_AGE)
+STATUS_NAMES = {PRESENT: "PRESENT", NULL_VALUE: "NULL_VALUE", NOT_FOUND: "NOT_FOUND",
+                OUTSIDE_MAX_AGE: "OUTSIDE_MAX_AGE"}
+
+# The ValueProto field that carries each Feast scalar type.
+_VALUE_FIELD = {"Int32": "int32_val", "Int64": "int64_val", "Float32": "float_val",
+                "Float64": "double_val", "String": "string_val", "Bool": "bool_val",
+                "Bytes": "bytes_val"}
+# How an on-demand output is coerced to its declared type, as Feast does when it turns
+# python values into protos.
+_PYTHON_TYPE: dict[str, Callable[[Any], Any]] = {
+    "Int32": int, "Int64": int, "Float32": float, "Float64": float, "String": str,
+    "Bool": bool, "Bytes": bytes,
+}
+
+
+class OnlineStoreUnavailable(Exception):
+    """Redis could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class ViewRead:
+    """One batch feature view inside an entity group's HMGET."""
+
+    name: str
+    features: tuple[str, ...]  # feature names, in service order
+    ttl_seconds: int  # 0: no expiry
+    first: int  # index of the view's first field in the group's HMGET reply
+    output: tuple[int, ...]  # positions of the features in the service's feature vector
+
+
+@dataclass(frozen=True)
+class EntityGroup:
+    """Feature views keyed on the same join keys: one Redis hash, one HMGET."""
+
+    join_keys: tuple[str, ...]  # sorted, as Feast serializes them
+    value_fields: tuple[str, ...]  # ValueProto field of each join key
+    fields: tuple[bytes, ...]  # HMGET field names
+    views: tuple[ViewRead, ...]
+
+
+@dataclass(frozen=True)
+class OnDemandStep:
+    view: OnDemandFeatureView
+    name: str
+    inputs: tuple[tuple[str, int], ...]  # (input feature name, position in the vector)
+    request_fields: tuple[str, ...]
+    outputs: tuple[tuple[str, int, Callable[[Any], Any]], ...]  # (name, position, coerce)
+
+
+@dataclass
+class FeatureRows:
+    """Feature vectors for a batch of requests, column-aligned with the service's features."""
+
+    values: list[list[Any]]
+    statuses: list[list[int]]
+    timestamps: list[list[float | None]]  # event time (epoch seconds) per feature
+
+
+@dataclass(frozen=True)
+class OnlinePlan:
+    """Everything needed to read and transform a feature service's vector, resolved once."""
+
+    project: str
+    key_version: int
+    groups: tuple[EntityGroup, ...]
+    on_demand: tuple[OnDemandStep, ...]
+    width: int
+    views: tuple[str, ...]  # the view of each feature position
+
+    @classmethod
+    def from_store(cls, store: FeatureStore, spec: ServiceSpec) -> OnlinePlan:
+        position = {f.name: i for i, f in enumerate(spec.features)}
+        by_keys: dict[tuple[str, ...], list[tuple[Any, list[str]]]] = {}
+        on_demand: list[OnDemandStep] = []
+        key_types = {k.name: k.dtype for k in spec.entity_keys}
+        for view_name, definition in spec.definitions["views"].items():
+            names = [f for f, _ in definition["features"]]
+            if definition["kind"] == "batch":
+                by_keys.setdefault(tuple(sorted(definition["entities"])), []).append(
+                    (view_name, names)
+                )
+                continue
+            odfv = store.get_on_demand_feature_view(view_name)
+            inputs = []
+            for projection in odfv.source_feature_view_projections.values():
+                for feat in projection.features:
+                    full = f"{projection.name_to_use()}__{feat.name}"
+                    if full not in position:
+                        raise ValueError(
+                            f"on-demand view {view_name} reads {full}, which feature service "
+                            f"{spec.feature_service} does not serve"
+                        )
+                    inputs.append((feat.name, position[full]))
+            dtypes = {f.name: str(f.dtype) for f in odfv.features}
+            on_demand.append(OnDemandStep(
+                view=odfv,
+                name=view_name,
+                inputs=tuple(inputs),
+                request_fields=tuple(
+                    f.name for src in odfv.source_request_sources.values() for f in src.schema
+                ),
+                outputs=tuple((n, position[f"{view_name}__{n}"], _PYTHON_TYPE[dtypes[n]])
+                              for n in names),
+            ))
+        groups = []
+        ttl = {v: d.get("ttl_seconds", 0) for v, d in spec.definitions["views"].items()}
+        for join_keys, views in by_keys.items():
+            fields: list[bytes] = []
+            reads = []
+            for view_name, names in views:
+                reads.append(ViewRead(
+                    name=view_name, features=tuple(names), ttl_seconds=int(ttl[view_name]),
+                    first=len(fields),
+                    output=tuple(position[f"{view_name}__{n}"] for n in names),
+                ))
+                fields.extend(_mmh3(f"{view_name}:{n}") for n in names)
+                fields.append(f"_ts:{view_name}".encode())
+            groups.append(EntityGroup(
+                join_keys=join_keys,
+                value_fields=tuple(_VALUE_FIELD[key_types[k]] for k in join_keys),
+                fields=tuple(fields), views=tuple(reads),
+            ))
+        return cls(
+            project=store.config.project,
+            key_version=store.config.entity_key_serialization_version,
+            groups=tuple(groups), on_demand=tuple(on_demand), width=len(spec.features),
+            views=tuple(f.view for f in spec.features),
+        )
+
+    def redis_key(self, group: EntityGroup, row: dict[str, Any]) -> bytes:
+        entity_key = EntityKeyProto(
+            join_keys=group.join_keys,
+            entity_values=[ValueProto(**{field: row[key]})
+                           for key, field in zip(group.join_keys, group.value_fields,
+                                                 strict=True)],
+        )
+        return serialize_entity_key(entity_key, self.key_version) + self.project.encode()
+
+    def commands(self, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, tuple[bytes, ...]]]:
+        """The HMGETs for a batch: per row, one per entity group (in group order)."""
+        return [(self.redis_key(g, row), g.fields) for row in rows for g in self.groups]
+
+    def decode(self, replies: Sequence[Sequence[bytes | None]], n_rows: int,
+               now: float) -> FeatureRows:
+        """Decode HMGET replies into values, statuses and event times, enforcing view TTLs.
+
+        A value whose event time is older than its view's TTL is OUTSIDE_MAX_AGE and served
+        as missing (None), whatever the online store still holds.
+        """
+        width = self.width
+        values: list[list[Any]] = []
+        statuses: list[list[int]] = []
+        stamps: list[list[float | None]] = []
+        it = iter(replies)
+        for _ in range(n_rows):
+            row_v: list[Any] = [None] * width
+            row_s: list[int] = [PRESENT] * width
+            row_t: list[float | None] = [None] * width
+            for group in self.groups:
+                reply = next(it)
+                for view in group.views:
+                    ts_raw = reply[view.first + len(view.features)]
+                    if not ts_raw:
+                        for pos in view.output:
+                            row_s[pos] = NOT_FOUND
+                        continue
+                    ts = Timestamp.FromString(ts_raw)
+                    event_time = ts.seconds + ts.nanos / 1e9
+                    expired = view.ttl_seconds and event_time < now - view.ttl_seconds
+                    for j, pos in enumerate(view.output):
+                        row_t[pos] = event_time
+                        if expired:
+                            row_s[pos] = OUTSIDE_MAX_AGE
+                            continue
+                        raw = reply[view.first + j]
+                        if not raw:
+                            row_s[pos] = NULL_VALUE
+                            continue
+                        proto = ValueProto.FromString(raw)
+                        kind = proto.WhichOneof("val")
+                        if kind is None or kind == "null_val":
+                            row_s[pos] = NULL_VALUE
+                        else:
+                            row_v[pos] = getattr(proto, kind)
+            values.append(row_v)
+            statuses.append(row_s)
+            stamps.append(row_t)
+        return FeatureRows(values, statuses, stamps)
+
+    def transform(self, features: FeatureRows, requests: Sequence[dict[str, Any]],
+                  now: float) -> None:
+        """Run each on-demand view through Feast's own transformation, column-wise."""
+        values, statuses, stamps = features.values, features.statuses, features.timestamps
+        for step in self.on_demand:
+            inputs: dict[str, list[Any]] = {
+                name: [row[pos] for row in values] for name, pos in step.inputs
+            }
+            for name in step.request_fields:
+                inputs[name] = [r[name] for r in requests]
+            output = step.view.transform_dict(inputs)
+            for name, pos, coerce in step.outputs:
+                column = output[name]
+                for i, value in enumerate(column):
+                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                        statuses[i][pos] = NULL_VALUE
+                        values[i][pos] = None
+                    else:
+                        values[i][pos] = coerce(value)
+                        statuses[i][pos] = PRESENT
+                    stamps[i][pos] = now

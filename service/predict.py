@@ -1,0 +1,125 @@
+"""POST /predict and /predict/batch: request models derived from the feature service."""
+
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from service.predictor import Prediction, Predictor, ServiceUnavailable, Timings
+from skewless.contract import ServiceSpec
+
+PYTHON_TYPES: dict[str, type] = {"Int32": int, "Int64": int, "Float32": float, "Float64": float,
+                                 "String": str, "Bool": bool}
+
+
+def request_models(spec: ServiceSpec, batch_max_rows: int) -> tuple[type[BaseModel],
+                                                                     type[BaseModel]]:
+    """Pydantic models for one row and for a batch: the service's entity keys and request fields.
+
+    Unknown fields are refused (a misspelt field must not be silently ignored) and floats
+    must be finite.
+    """
+    fields: dict[str, Any] = {}
+    for key in spec.entity_keys:
+        fields[key.name] = (PYTHON_TYPES[key.dtype], Field(
+            description=f"Entity key ({key.dtype}) of feature service {spec.feature_service}."))
+    for req in spec.request_fields:
+        fields[req.name] = (PYTHON_TYPES[req.dtype], Field(
+            description=f"Request-time field ({req.dtype}) read by an on-demand feature view."))
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, title="PredictRequest")
+    row = create_model("PredictRequest", __config__=config, **fields)
+    batch = create_model(
+        "PredictBatchRequest", __config__=ConfigDict(extra="forbid"),
+        rows=(list[row], Field(min_length=1, max_length=batch_max_rows,  # type: ignore[valid-type]
+                               description=f"Up to {batch_max_rows} rows.")),
+    )
+    return row, batch
+
+
+class FeatureValue(BaseModel):
+    value: Any
+    status: str = Field(description="PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model_version: str
+    score: float = Field(description="Probability of the positive class.")
+    features: dict[str, FeatureValue] | None = Field(
+        None, description="With include_features=true: each `<view>__<feature>` served.")
+    contributions: dict[str, float] | None = Field(
+        None, description="With explain=true: each feature's additive contribution to the "
+        "log-odds (LightGBM pred_contrib), and the bias.")
+
+
+class PredictBatchResponse(BaseModel):
+    model_version: str
+    predictions: list[PredictResponse]
+
+
+def _payload(predictor: Predictor, p: Prediction, include_features: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"request_id": p.request_id, "score": p.score}
+    if include_features:
+        out["features"] = predictor.feature_payload(p)
+    if p.contributions is not None:
+        out["contributions"] = p.contributions
+    return out
+
+
+def _json(content: dict[str, Any], timings: Timings) -> Response:
+    # Serialised directly: the payload is plain JSON types already, and FastAPI's response
+    # validation would cost more than the model call.
+    return Response(json.dumps(content, separators=(",", ":")), media_type="application/json",
+                    headers={"Server-Timing": timings.header()})
+
+
+IncludeFeatures = Annotated[bool, Query(description="Return the feature vector and statuses.")]
+Explain = Annotated[bool, Query(description="Return each feature's contribution to the score.")]
+
+
+def build_router(spec: ServiceSpec, batch_max_rows: int) -> APIRouter:
+    row_model, batch_model = request_models(spec, batch_max_rows)
+    router = APIRouter(tags=["predict"])
+
+    def predictor_of(request: Request) -> Predictor:
+        return request.app.state.predictor  # type: ignore[no-any-return]
+
+    async def run(request: Request, rows: list[dict[str, Any]],
+                  explain: bool) -> tuple[list[Prediction], str, Timings]:
+        try:
+            return await predictor_of(request).predict(rows, explain=explain)
+        except ServiceUnavailable as exc:
+            raise HTTPException(503, str(exc)) from exc
+
+    @router.post("/predict", response_model=PredictResponse,
+                 responses={503: {"description": "Model, online store or log buffer unavailable"},
+                            413: {"description": "Body too large"}})
+    async def create_prediction(
+        request: Request, body: row_model,  # type: ignore[valid-type]
+        include_features: IncludeFeatures = False, explain: Explain = False,
+    ) -> Response:
+        """Score one event with the features Feast serves for its entities."""
+        predictions, version, timings = await run(request, [body.__dict__], explain)  # type: ignore[attr-defined]
+        content = _payload(predictor_of(request), predictions[0], include_features)
+        content["model_version"] = version
+        return _json(content, timings)
+
+    @router.post("/predict/batch", response_model=PredictBatchResponse,
+                 responses={503: {"description": "Model, online store or log buffer unavailable"},
+                            413: {"description": "Body too large"}})
+    async def create_predictions(
+        request: Request, body: batch_model,  # type: ignore[valid-type]
+        include_features: IncludeFeatures = False, explain: Explain = False,
+    ) -> Response:
+        """Score up to the configured number of events with one Redis round trip."""
+        rows = [r.__dict__ for r in body.rows]  # type: ignore[attr-defined]
+        predictions, version, timings = await run(request, rows, explain)
+        predictor = predictor_of(request)
+        return _json({
+            "model_version": version,
+            "predictions": [_payload(predictor, p, include_features) for p in predictions],
+        }, timings)
+
+    return router

@@ -1,0 +1,252 @@
+"""Everything the hot path needs, resolved once at start-up, and the hot path itself.
+
+Per request: one pipelined round trip to Redis, Feast's on-demand transformation, one
+LightGBM call and an append to the log buffer. No registry access, no pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
+from service.metrics import Metrics
+from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
+from service.scoring import Scorer
+from skewless.artifact import ArtifactError, latest_artifact_dir, load_artifact
+from skewless.contract import ServiceSpec, contract_differences
+from skewless.errors import SkewlessError
+from skewless.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(SkewlessError):
+    """A dependency of the prediction path is missing; answered with 503 and its name."""
+
+
+@dataclass
+class Prediction:
+    request_id: str
+    score: float
+    values: list[Any]
+    statuses: list[int]
+    contributions: dict[str, float] | None = None
+
+
+@dataclass
+class Timings:
+    """Stage durations of one request, in milliseconds, for the Server-Timing header."""
+
+    features: float = 0.0
+    transform: float = 0.0
+    model: float = 0.0
+    log: float = 0.0
+
+    def header(self) -> str:
+        return (f"features;dur={self.features:.3f}, transform;dur={self.transform:.3f}, "
+                f"model;dur={self.model:.3f}, log;dur={self.log:.3f}")
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(settings.repo_path))
+
+
+def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
+    """An asyncio client for Feast's connection string that fails fast instead of retrying."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+    return aioredis.Redis(
+        host=nodes[0]["host"], port=int(nodes[0]["port"]), **params,
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0), retry_on_error=[], health_check_interval=0,
+    )
+
+
+def logging_destination(store: FeatureStore, settings: Settings) -> Path:
+    if settings.feature_log_dir is not None:
+        return settings.feature_log_dir
+    service = store.get_feature_service(settings.feature_service)
+    config = service.logging_config
+    path = getattr(getattr(config, "destination", None), "path", None)
+    if not path:
+        raise SkewlessError(
+            f"feature service {settings.feature_service} has no file logging destination; "
+            "add a LoggingConfig(destination=FileLoggingDestination(path=...)) or set "
+            "SKEWLESS_FEATURE_LOG_DIR"
+        )
+    return Path(path)
+
+
+@dataclass
+class Predictor:
+    """The serving state: built by the app's lifespan, read by every request."""
+
+    settings: Settings
+    spec: ServiceSpec
+    plan: OnlinePlan
+    redis: aioredis.Redis
+    logbook: LogBook
+    metrics: Metrics
+    scorer: Scorer | None = None
+    model_problem: str | None = None
+    _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, settings: Settings, store: FeatureStore, spec: ServiceSpec,
+             metrics: Metrics) -> Predictor:
+        from feast.feature_logging import FeatureServiceLoggingSource
+
+        if not settings.redis:
+            raise SkewlessError("no online store configured: set SKEWLESS_REDIS (host:port)")
+        service = store.get_feature_service(settings.feature_service)
+        feast_schema = FeatureServiceLoggingSource(service, store.project).get_schema(
+            store.registry)
+        layout = LogLayout.from_feast(
+            feast_schema, [k.name for k in spec.entity_keys],
+            [r.name for r in spec.request_fields], spec.feature_names,
+        )
+        logbook = LogBook(
+            logging_destination(store, settings), layout,
+            capacity=settings.feature_log_capacity, flush_rows=settings.feature_log_flush_rows,
+            flush_seconds=settings.feature_log_flush_seconds,
+            fallback_directory=settings.var_dir / "feature_logs_unwritten",
+            on_written=metrics.log_written, on_error=metrics.log_failed,
+        )
+        metrics.track_depth(lambda: logbook.depth)
+        metrics.log_capacity.set(settings.feature_log_capacity)
+        predictor = cls(
+            settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
+            redis=redis_client(settings.redis, settings.redis_timeout_seconds),
+            logbook=logbook, metrics=metrics,
+        )
+        predictor.load_model()
+        return predictor
+
+    def load_model(self) -> None:
+        """Load the configured (or latest) model; refuse it unless its contract matches."""
+        try:
+            directory = self.settings.model_path or latest_artifact_dir(
+                self.settings.model_dir, self.settings.feature_service)
+            artifact = load_artifact(directory)
+            problems = contract_differences(artifact.contract, self.spec)
+            if problems:
+                raise ArtifactError(
+                    f"model {artifact.version} does not match feature service "
+                    f"{self.spec.feature_service}: " + "; ".join(problems))
+            scorer = Scorer(artifact)
+        except ArtifactError as exc:
+            self.scorer, self.model_problem = None, str(exc)
+            logger.error("refusing to serve: %s", exc)
+            return
+        self.scorer, self.model_problem = scorer, None
+        self.metrics.model.info({"version": scorer.version,
+                                 "feature_service": self.spec.feature_service,
+                                 "fingerprint": self.spec.fingerprint})
+
+    async def predict(self, rows: Sequence[dict[str, Any]], explain: bool = False,
+                      ) -> tuple[list[Prediction], str, Timings]:
+        """Score rows; returns the predictions, the model version and the stage timings."""
+        scorer = self.scorer
+        if scorer is None:
+            raise ServiceUnavailable(f"model not loaded: {self.model_problem}")
+        n = len(rows)
+        try:
+            self.logbook.reserve(n)
+        except LogBufferFull as exc:
+            self.metrics.log_refused.inc()
+            raise ServiceUnavailable(str(exc)) from exc
+        timings = Timings()
+        t0 = time.perf_counter()
+        now = time.time()
+        replies = await self._read(rows)
+        t1 = time.perf_counter()
+        self.metrics.redis_latency.observe(t1 - t0)
+        features = self.plan.decode(replies, n, now)
+        self.plan.transform(features, rows, now)
+        t2 = time.perf_counter()
+        x = scorer.matrix(features.values)
+        scores = scorer.predict(x)
+        contributions = scorer.contributions(x) if explain else None
+        t3 = time.perf_counter()
+        predictions = self._log(rows, features, scores, now, scorer.version, contributions)
+        t4 = time.perf_counter()
+        timings.features, timings.transform = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        timings.model, timings.log = (t3 - t2) * 1e3, (t4 - t3) * 1e3
+        return predictions, scorer.version, timings
+
+    async def _read(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, fields in self.plan.commands(rows):
+                    pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys are fine
+                return await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as exc:
+            self.metrics.redis_errors.inc()
+            raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
+
+    def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
+             now: float, version: str, contributions: list[dict[str, float]] | None,
+             ) -> list[Prediction]:
+        keys = [k.name for k in self.spec.entity_keys]
+        requests = [r.name for r in self.spec.request_fields]
+        served_us = round(now * 1e6)
+        logged = []
+        predictions = []
+        for i, row in enumerate(rows):
+            request_id = uuid.uuid4().hex
+            score = float(scores[i])
+            statuses = features.statuses[i]
+            missing = {(self.plan.views[pos], status)
+                       for pos, status in enumerate(statuses) if status != PRESENT}
+            for view_status in missing:
+                self._count_missing(view_status)
+            logged.append(LoggedRow(
+                request_id, served_us, version, score, tuple(row[k] for k in keys),
+                tuple(row[r] for r in requests), features.values[i], statuses,
+                features.timestamps[i],
+            ))
+            predictions.append(Prediction(request_id, score, features.values[i], statuses,
+                                          contributions[i] if contributions else None))
+        self.logbook.append(logged)
+        self.metrics.predictions.inc(len(rows))
+        return predictions
+
+    def _count_missing(self, view_status: tuple[str, int]) -> None:
+        child = self._missing.get(view_status)
+        if child is None:
+            child = self.metrics.feature_status.labels(view_status[0],
+                                                       STATUS_NAMES[view_status[1]])
+            self._missing[view_status] = child
+        child.inc()
+
+    def feature_payload(self, prediction: Prediction) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"value": value, "status": STATUS_NAMES[status]}
+            for name, value, status in zip(self.spec.feature_names, prediction.values,
+                                           prediction.statuses, strict=True)
+        }
+
+    async def check_redis(self) -> str | None:
+        """None when Redis answers a PING in time, else what is wrong."""
+        try:
+            await self.redis.ping()  # type: ignore[misc]
+        except (TimeoutError, RedisError, OSError) as exc:
+            return f"online store unavailable: {exc}"
+        return None

@@ -182,7 +182,6 @@ class LogBook:
             self._wake.set()
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="feature-log")
 
     async def _run(self) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
@@ -75,7 +76,10 @@ def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
     return aioredis.Redis(
         host=nodes[0]["host"], port=int(nodes[0]["port"]), **params,
         socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), retry_on_error=[], health_check_interval=0,
+        # One immediate retry on a broken connection (a pooled socket Redis closed when it
+        # restarted), none on a timeout: an outage answers within the timeout.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=0,
     )
 
 
@@ -224,7 +228,8 @@ class Predictor:
             ))
             predictions.append(Prediction(request_id, score, features.values[i], statuses,
                                           contributions[i] if contributions else None))
-        self.logbook.append(logged)
+        if self.settings.feature_log_enabled:
+            self.logbook.append(logged)
         self.metrics.predictions.inc(len(rows))
         return predictions
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
     batch_max_rows: int = Field(1000, gt=0, description="rows per /predict/batch request")
+    feature_log_enabled: bool = Field(
+        True, description="log every served feature vector (off only to measure its cost)"
+    )
     feature_log_dir: Path | None = Field(
         None, description="where served features are logged (default: the feature service's "
         "logging destination in the Feast repo)"

@@ -157,7 +157,7 @@ def cast_features(table: pa.Table, spec: ServiceSpec) -> pa.Table:
     for f in spec.features:
         index = table.schema.get_field_index(f.name)
         try:
-            target = _arrow_type(f.dtype)
+            target = arrow_type(f.dtype)
         except KeyError:
             raise DatasetError(f"feature {f.name} has unsupported type {f.dtype}") from None
         try:
@@ -215,7 +215,7 @@ def plan_retrieval(store, feature_service: str) -> RetrievalPlan:
     return RetrievalPlan(refs=refs, on_demand=on_demand)
 
 
-def _arrow_type(dtype: str) -> pa.DataType:
+def arrow_type(dtype: str) -> pa.DataType:
     return {"Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
             "Float64": pa.float64(), "Bool": pa.bool_(), "String": pa.string()}[dtype]
 
@@ -234,9 +234,39 @@ def retrieve_chunk(store, plan: RetrievalPlan, entity_df: pd.DataFrame) -> pa.Ta
         for name in names:
             column = f"{odfv.projection.name_to_use()}__{name}"
             table = table.append_column(
-                column, outputs.column(column).cast(_arrow_type(declared[name]))
+                column, outputs.column(column).cast(arrow_type(declared[name]))
             )
     return table
+
+
+def retrieve_in_order(
+    store, plan: RetrievalPlan, spec: ServiceSpec, events: pa.Table, row_key: str,
+    timestamp_column: str,
+) -> pa.Table:
+    """Point-in-time features for ``events``: exactly one row per event, in the events' order.
+
+    ``events`` holds the entity keys, request fields and ``timestamp_column`` (UTC), plus any
+    columns to carry along; ``row_key`` must be unique within it. Every feature is cast to
+    its declared type.
+    """
+    # Feast takes "event_timestamp" as the time.
+    entity_df = events.rename_columns(
+        ["event_timestamp" if c == timestamp_column else c for c in events.column_names]
+    ).to_pandas()
+    result = retrieve_chunk(store, plan, entity_df)
+    positions = pc.index_in(events.column(row_key), value_set=result.column(row_key))
+    if result.num_rows != events.num_rows or positions.null_count:
+        raise DatasetError(
+            f"historical retrieval returned {result.num_rows} rows for {events.num_rows} "
+            f"events ({positions.null_count} events missing)"
+        )
+    missing = [f.name for f in spec.features if f.name not in result.column_names]
+    if missing:
+        raise DatasetError(f"historical retrieval did not return {', '.join(missing)}")
+    result = result.take(positions).rename_columns(
+        [timestamp_column if c == "event_timestamp" else c for c in result.column_names]
+    )
+    return cast_features(result, spec)
 
 
 def iter_training_chunks(
@@ -264,26 +294,10 @@ def iter_training_chunks(
     step = chunk_rows or settings.dataset_chunk_rows
     for start in range(0, events.num_rows, step):
         part = events.slice(start, step)
-        # The label rides along as a plain column; Feast takes "event_timestamp" as the time.
-        entity_df = part.rename_columns(
-            ["event_timestamp" if c == source.timestamp_column else c for c in part.column_names]
-        ).to_pandas()
-        result = retrieve_chunk(store, plan, entity_df)
-        positions = pc.index_in(part.column(source.id_column),
-                                value_set=result.column(source.id_column))
-        if result.num_rows != part.num_rows or positions.null_count:
-            raise DatasetError(
-                f"historical retrieval returned {result.num_rows} rows for {part.num_rows} "
-                f"label events ({positions.null_count} events missing)"
-            )
-        missing = [f.name for f in spec.features if f.name not in result.column_names]
-        if missing:
-            raise DatasetError(f"historical retrieval did not return {', '.join(missing)}")
-        result = result.take(positions).rename_columns(
-            [source.timestamp_column if c == "event_timestamp" else c
-             for c in result.column_names]
-        )
-        yield cast_features(result.select(ordered), spec), spec
+        # The label rides along as a plain column.
+        result = retrieve_in_order(store, plan, spec, part, source.id_column,
+                                   source.timestamp_column)
+        yield result.select(ordered), spec
 
 
 def build_training_set(

@@ -102,6 +102,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await predictor.logbook.close()
             await predictor.redis.aclose()
+            if predictor.scorer is not None:
+                predictor.scorer.close()
             gc.unfreeze()
 
     app = FastAPI(

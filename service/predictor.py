@@ -186,7 +186,7 @@ class Predictor:
         self.plan.transform(features, rows, now)
         t2 = time.perf_counter()
         x = scorer.matrix(features.values)
-        scores = scorer.predict(x)
+        scores = [scorer.predict_one(x[0])] if n == 1 and not explain else scorer.predict(x)
         contributions = scorer.contributions(x) if explain else None
         t3 = time.perf_counter()
         predictions = self._log(rows, features, scores, now, scorer.version, contributions)

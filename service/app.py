@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.spec = spec
     app.state.metrics = metrics
     app.include_router(build_router(spec, settings.batch_max_rows))
     app.include_router(health_router)

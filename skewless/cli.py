@@ -217,10 +217,13 @@ def demo(
     cards: Annotated[int | None, typer.Option(help="Cards to generate (default 2,000).")] = None,
     days: Annotated[int, typer.Option(help="Days of history.")] = 60,
 ) -> None:
-    """generate → features → feast apply → materialize → dataset → train, with a summary."""
+    """generate → features → feast apply → materialize → dataset → train → serve a few requests."""
+    from service.demo import run_serving_demo
     from training.demo import run_demo
 
-    run_demo(_settings(), console, cards=cards, days=days)
+    settings = _settings()
+    run_demo(settings, console, cards=cards, days=days)
+    run_serving_demo(settings, console)
 
 
 @redis_app.command("start")

@@ -187,3 +187,21 @@ def test_failing_log_disk_keeps_rows_until_it_recovers(demo, tmp_path):
             assert time.monotonic() < deadline + 20
             time.sleep(0.05)
     assert sorted(read_logs(blocked)["__request_id"]) == sorted(ids)
+
+
+def test_the_demo_serves_sample_requests_and_logs_them(demo, tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from service.demo import run_serving_demo
+
+    out = StringIO()
+    settings = demo.settings.model_copy(update={"feature_log_dir": tmp_path / "log"})
+    result = run_serving_demo(settings, Console(file=out, width=200), n=4)
+    text = out.getvalue()
+    assert "/predict?explain=true" in text and "/docs" in text
+    assert "predictor stopped cleanly" in text
+    # Four single predictions and one batch of the same four rows.
+    assert result["logged_rows"] == 8
+    assert len(read_logs(tmp_path / "log")) == 8

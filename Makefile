@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench clean
+.PHONY: help install demo test lint bench bench-serve clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: install ## ruff and mypy
 
 bench: install ## Benchmarks: pipeline and training set at demo size and 10M transactions
 	$(BIN)/python bench/offline.py
+
+bench-serve: install ## Load benchmark: POST /predict vs tuned `feast serve` (installs wrk if missing)
+	$(BIN)/python bench/serve.py
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

@@ -434,7 +434,7 @@ def build_fixture(tmp: Path, redis: str) -> Fixture:
     # The whole window of every feature table: card_profile rows are stamped with the card's
     # issue date, years before the transactions (a 61-day window would leave most cards
     # without a profile online).
-    start = earliest_event(settings.data_dir) - timedelta(days=1)
+    start = PipelinePaths.from_settings(settings).earliest_event() - timedelta(days=1)
     facts["materialize_from"] = start.isoformat()
     step("feast materialize", lambda: run_feast(
         settings, "materialize", start.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -448,16 +448,6 @@ def build_fixture(tmp: Path, redis: str) -> Fixture:
                  merchants=int(data.meta["merchants"]))
     return Fixture(tmp, repo, var, redis, end, spec, batch_refs, data.transactions,
                    model.contract["model"]["version"], facts)
-
-
-def earliest_event(data_dir: Path) -> datetime:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    firsts = [pc.min(pq.read_table(data_dir / f"{name}.parquet", columns=["event_timestamp"])
-                     ["event_timestamp"]).as_py()
-              for name in ("card_activity", "card_profile", "merchant_stats")]
-    return min(firsts).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -55,9 +55,10 @@ def run_demo(
             # would otherwise be partly shadowed.
             step("feast teardown (previous demo)", lambda: run_feast(settings, "teardown"))
         step("feast apply", lambda: run_feast(settings, "apply"))
-        # The data was just regenerated, so the whole window is materialized: an incremental
-        # run would start where a previous demo's left off and skip the new history.
-        start = now - timedelta(days=days + 1)
+        # The data was just regenerated, so the whole history is materialized (card profiles
+        # date from the card's issue, years back): an incremental run would start where a
+        # previous demo's left off and skip it.
+        start = PipelinePaths.from_settings(settings).earliest_event()
         step("feast materialize", lambda: run_feast(
             settings, "materialize", start.strftime("%Y-%m-%dT%H:%M:%S"),
             now.strftime("%Y-%m-%dT%H:%M:%S")))

@@ -54,6 +54,17 @@ class PipelinePaths:
     def merchant_stats(self) -> Path:
         return self.out_dir / "merchant_stats.parquet"
 
+    def earliest_event(self) -> datetime:
+        """The first feature row's event time (UTC midnight before it): where a full
+        materialization must start, since card profiles date from the card's issue."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        firsts = [pc.min(pq.read_table(path, columns=["event_timestamp"])["event_timestamp"])
+                  .as_py() for path in (self.card_activity, self.card_profile,
+                                        self.merchant_stats)]
+        return min(firsts).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")

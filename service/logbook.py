@@ -1,33 +1,38 @@
 """The served-feature log: every 2xx prediction's vector, written as parquet in Feast's schema.
 
-Requests append rows to an in-memory buffer (a list append on the event loop); a
-background task swaps the buffer out and writes it from a dedicated thread, so a slow or
-failing disk never blocks a request. Files follow Feast's feature-logging schema for the
-feature service (``FeatureServiceLoggingSource.get_schema``) plus ``model_version`` and
-``score``, one file per flush and UTC date, under ``<destination>/__log_date=<date>/``,
-and appear atomically (written to a hidden file, then renamed).
+Requests append one tuple per row to an in-memory buffer on the event loop. A background
+task turns the buffer into Arrow record batches every 0.1 s and writes the batches every
+``flush_seconds`` (or ``flush_rows``), both from a dedicated thread, so a slow or failing
+disk never blocks a request, and the conversion runs in small steps rather than one long
+hold of the interpreter. Files follow Feast's feature-logging schema for the feature
+service (``FeatureServiceLoggingSource.get_schema``) plus ``model_version`` and ``score``,
+one file per write and UTC date under ``<destination>/__log_date=<date>/``, and appear
+atomically (written to a hidden file, then renamed).
 
-Policy when the buffer is full: the buffer holds at most ``capacity`` unwritten rows.
-A prediction is only accepted when its rows fit; otherwise it is refused with 503 and
-nothing is scored, so every accepted prediction is logged and none is dropped silently.
-A failed write keeps its rows at the front of the buffer and is retried with backoff; on
-shutdown whatever the destination still refuses is written to a fallback directory.
+Policy when the buffer is full: it holds at most ``capacity`` unwritten rows. A prediction
+is only accepted when its rows fit; otherwise it is refused with 503 before any work is
+done, so every accepted prediction is logged and none is dropped silently. A failed write
+keeps its batches and is retried with backoff; on shutdown whatever the destination still
+refuses is written to a fallback directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
@@ -36,18 +41,22 @@ LOG_TIMESTAMP = "__log_timestamp"
 LOG_DATE = "__log_date"
 REQUEST_ID = "__request_id"
 EXTRA_FIELDS = [pa.field("model_version", pa.string()), pa.field("score", pa.float64())]
+CONVERT_SECONDS = 0.1
+_MICROS = pa.timestamp("us", tz="UTC")
 
 
 class LoggedRow(NamedTuple):
+    # Tuples of plain values only: the garbage collector stops tracking them, so a full
+    # buffer adds nothing to collection pauses.
     request_id: str
     served_at_us: int
     model_version: str
     score: float
     keys: tuple[Any, ...]
     requests: tuple[Any, ...]
-    values: list[Any]
-    statuses: list[int]
-    timestamps: list[float | None]
+    values: tuple[Any, ...]
+    statuses: tuple[int, ...]
+    timestamps: tuple[float | None, ...]  # event time of each value, epoch seconds
 
 
 @dataclass(frozen=True)
@@ -69,56 +78,58 @@ class LogLayout:
         schema = pa.schema([*feast_schema, *EXTRA_FIELDS])
         return cls(schema, tuple(keys), tuple(requests), tuple(features))
 
-    def to_table(self, rows: Sequence[LoggedRow]) -> pa.Table:
+    def to_batch(self, rows: Sequence[LoggedRow]) -> pa.RecordBatch:
+        """Rows → one record batch in the log schema (columns transposed in C by zip)."""
         schema = self.schema
-        columns: dict[str, pa.Array] = {}
+        arrays: dict[str, pa.Array] = {}
 
-        def put(name: str, values: list[Any]) -> None:
-            columns[name] = pa.array(values, type=schema.field(name).type)
+        def put(name: str, values: Sequence[Any]) -> None:
+            arrays[name] = pa.array(values, type=schema.field(name).type)
 
-        for i, name in enumerate(self.key_columns):
-            put(name, [r.keys[i] for r in rows])
-        for i, name in enumerate(self.request_columns):
-            put(name, [r.requests[i] for r in rows])
+        for name, column in zip(self.key_columns, zip(*(r.keys for r in rows), strict=True),
+                                strict=True):
+            put(name, column)
+        for name, column in zip(self.request_columns,
+                                zip(*(r.requests for r in rows), strict=True), strict=True):
+            put(name, column)
+        values = list(zip(*(r.values for r in rows), strict=True))
+        statuses = list(zip(*(r.statuses for r in rows), strict=True))
+        stamps = list(zip(*(r.timestamps for r in rows), strict=True))
         for i, name in enumerate(self.feature_columns):
-            put(name, [r.values[i] for r in rows])
-            stamps = [None if (t := r.timestamps[i]) is None else round(t * 1e6) for r in rows]
-            columns[f"{name}__timestamp"] = _timestamps(
-                stamps, schema.field(f"{name}__timestamp").type)
-            put(f"{name}__status", [r.statuses[i] for r in rows])
-        served = [r.served_at_us for r in rows]
-        columns[LOG_TIMESTAMP] = _timestamps(served, schema.field(LOG_TIMESTAMP).type)
-        put(LOG_DATE, [_day(us) for us in served])
+            put(name, values[i])
+            arrays[f"{name}__timestamp"] = _seconds_to_timestamps(
+                stamps[i], schema.field(f"{name}__timestamp").type)
+            put(f"{name}__status", statuses[i])
+        served = pa.array([r.served_at_us for r in rows], type=pa.int64()).cast(_MICROS)
+        arrays[LOG_TIMESTAMP] = served.cast(schema.field(LOG_TIMESTAMP).type)
+        arrays[LOG_DATE] = pc.cast(served, pa.date32())
         put(REQUEST_ID, [r.request_id for r in rows])
         put("model_version", [r.model_version for r in rows])
         put("score", [r.score for r in rows])
-        return pa.table([columns[f.name] for f in schema], schema=schema)
+        return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
-def _timestamps(micros: Sequence[int | None], target: pa.DataType) -> pa.Array:
-    """Epoch microseconds as the schema's timestamp type (Feast logs feature times in
-    whole seconds: sub-second parts are truncated, as Feast's own loggers do)."""
-    return pa.array(micros, type=pa.timestamp("us", tz="UTC")).cast(target, safe=False)
+def _seconds_to_timestamps(seconds: Sequence[float | None], target: pa.DataType) -> pa.Array:
+    """Epoch seconds as the schema's timestamp type. Feast logs feature times in whole
+    seconds; sub-second parts are truncated, as its own loggers do."""
+    micros = pc.multiply(pa.array(seconds, type=pa.float64()), 1e6)
+    return micros.cast(pa.int64(), safe=False).cast(_MICROS).cast(target, safe=False)
 
 
-def _day(us: int) -> date:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).date()
-
-
-def write_log_files(directory: Path, layout: LogLayout, rows: Sequence[LoggedRow]) -> list[Path]:
-    """Write rows as one parquet file per UTC date; each file appears atomically."""
-    by_day: dict[date, list[LoggedRow]] = {}
-    for row in rows:
-        by_day.setdefault(_day(row.served_at_us), []).append(row)
+def write_log_files(directory: Path, schema: pa.Schema,
+                    batches: Sequence[pa.RecordBatch]) -> list[Path]:
+    """Write batches as one parquet file per UTC date; each file appears atomically."""
+    table = pa.Table.from_batches(batches, schema=schema)
     written = []
-    for day, day_rows in sorted(by_day.items()):
+    for day in sorted(pc.unique(table[LOG_DATE]).to_pylist()):
+        part = table.filter(pc.equal(table[LOG_DATE], pa.scalar(day, pa.date32())))
         partition = directory / f"{LOG_DATE}={day.isoformat()}"
         partition.mkdir(parents=True, exist_ok=True)
-        first = datetime.fromtimestamp(day_rows[0].served_at_us / 1e6, tz=UTC)
+        first = part[LOG_TIMESTAMP][0].as_py().astimezone(UTC)
         name = f"{first:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.parquet"
         staging = partition / f".{name}.inprogress"
         with staging.open("wb") as fh:
-            pq.write_table(layout.to_table(day_rows), fh, compression="zstd")
+            pq.write_table(part, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(staging, partition / name)
@@ -131,7 +142,7 @@ class LogBufferFull(Exception):
 
 
 class LogBook:
-    """Bounded buffer of served rows with a background writer."""
+    """Bounded buffer of served rows with a background converter and writer."""
 
     def __init__(
         self,
@@ -153,12 +164,15 @@ class LogBook:
         self.fallback_directory = fallback_directory
         self._on_written = on_written
         self._on_error = on_error
-        self._buffer: list[LoggedRow] = []
-        self._writing = 0  # rows handed to the writer thread and not yet on disk
+        self._rows: list[LoggedRow] = []
+        self._converting = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._batched_rows = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # One thread: files are written in order, and a stuck disk holds only this thread.
+        # One thread: batches are converted and files written in order, and a stuck disk
+        # holds only this thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-log")
         self.rows_written = 0
         self.last_error: str | None = None
@@ -166,7 +180,7 @@ class LogBook:
     @property
     def depth(self) -> int:
         """Accepted rows not yet on disk."""
-        return len(self._buffer) + self._writing
+        return len(self._rows) + self._converting + self._batched_rows
 
     def reserve(self, n: int) -> None:
         """Raise LogBufferFull unless n more rows fit; call before doing the work."""
@@ -177,49 +191,76 @@ class LogBook:
             )
 
     def append(self, rows: Sequence[LoggedRow]) -> None:
-        self._buffer.extend(rows)
-        if len(self._buffer) >= self.flush_rows:
+        self._rows.extend(rows)
+        if len(self._rows) + self._batched_rows >= self.flush_rows:
             self._wake.set()
 
     def start(self) -> None:
+        # Load the parquet writer's code paths now rather than under the first load.
+        self._executor.submit(pq.write_table, self.layout.schema.empty_table(), io.BytesIO(),
+                              compression="zstd")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="feature-log")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_write = loop.time() + self.flush_seconds
         backoff = self.flush_seconds
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.wait_for(self._wake.wait(), timeout=CONVERT_SECONDS)
             except TimeoutError:
                 pass
             self._wake.clear()
             if self._stopping:
                 break
-            ok = await self._flush_once(self.directory)
-            backoff = self.flush_seconds if ok else min(max(backoff * 2, 0.5), 30.0)
+            await self._convert()
+            due = loop.time() >= next_write or self._batched_rows >= self.flush_rows
+            if self._batched_rows and due:
+                ok = await self._write(self.directory)
+                backoff = self.flush_seconds if ok else min(max(backoff * 2, 0.5), 30.0)
+                next_write = loop.time() + backoff
 
-    async def _flush_once(self, directory: Path) -> bool:
-        if not self._buffer:
+    async def _convert(self) -> bool:
+        if not self._rows:
             return True
-        rows, self._buffer = self._buffer, []
-        self._writing = len(rows)
+        rows, self._rows = self._rows, []
+        self._converting = len(rows)
+        loop = asyncio.get_running_loop()
+        try:
+            batch = await loop.run_in_executor(self._executor, self.layout.to_batch, rows)
+        except Exception as exc:  # a row the schema cannot hold: keep it, report it
+            self._rows[:0] = rows
+            self._failed("converting", len(rows), self.directory, exc)
+            return False
+        finally:
+            self._converting = 0
+        self._batches.append(batch)
+        self._batched_rows += batch.num_rows
+        return True
+
+    async def _write(self, directory: Path) -> bool:
+        batches = list(self._batches)
+        rows = sum(b.num_rows for b in batches)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await loop.run_in_executor(self._executor, write_log_files, directory, self.layout,
-                                       rows)
-        except Exception as exc:  # any failure: keep the rows, report, retry later
-            self._buffer[:0] = rows
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("writing %d served rows to %s failed: %s", len(rows), directory,
-                         self.last_error)
-            self._on_error(exc)
+            await loop.run_in_executor(self._executor, write_log_files, directory,
+                                       self.layout.schema, batches)
+        except Exception as exc:  # any failure: keep the batches, report, retry later
+            self._failed("writing", rows, directory, exc)
             return False
-        finally:
-            self._writing = 0
-        self.rows_written += len(rows)
+        del self._batches[:len(batches)]
+        self._batched_rows -= rows
+        self.rows_written += rows
         self.last_error = None
-        self._on_written(len(rows), loop.time() - started)
+        self._on_written(rows, loop.time() - started)
         return True
+
+    def _failed(self, doing: str, rows: int, directory: Path, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        logger.error("%s %d served rows for %s failed: %s", doing, rows, directory,
+                     self.last_error)
+        self._on_error(exc)
 
     async def close(self, attempts: int = 3) -> None:
         """Stop the background task and write every buffered row (fallback if need be)."""
@@ -229,15 +270,26 @@ class LogBook:
         if self._task is not None:
             await self._task
         for attempt in range(attempts):
-            if await self._flush_once(self.directory):
+            if await self._convert() and (not self._batches or await self._write(self.directory)):
                 break
             await asyncio.sleep(0.2 * (attempt + 1))
-        if self._buffer:
-            count = len(self._buffer)
-            if await self._flush_once(self.fallback_directory):
-                logger.error("%d served rows could not be written to %s and were saved in %s",
-                             count, self.directory, self.fallback_directory)
-            else:
-                logger.critical("%d served rows could not be written anywhere: %s", count,
-                                self.last_error)
+        if self._batches and await self._write(self.fallback_directory):
+            logger.error("served rows could not be written to %s and were saved in %s",
+                         self.directory, self.fallback_directory)
+        if self._rows or self._batches:
+            self._save_as_json()
         self._executor.shutdown(wait=True)
+
+    def _save_as_json(self) -> None:
+        """Last resort: rows neither the schema nor any directory took, as JSON lines."""
+        self.fallback_directory.mkdir(parents=True, exist_ok=True)
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        path = self.fallback_directory / f"{stamp}.jsonl"
+        with path.open("w") as fh:
+            for row in self._rows:
+                fh.write(json.dumps(row._asdict(), default=str) + "\n")
+            for batch in self._batches:
+                for record in batch.to_pylist():
+                    fh.write(json.dumps(record, default=str) + "\n")
+        logger.critical("%d served rows saved as JSON lines in %s (last error: %s)",
+                        len(self._rows) + self._batched_rows, path, self.last_error)

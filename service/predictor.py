@@ -223,8 +223,8 @@ class Predictor:
                 self._count_missing(view_status)
             logged.append(LoggedRow(
                 request_id, served_us, version, score, tuple(row[k] for k in keys),
-                tuple(row[r] for r in requests), features.values[i], statuses,
-                features.timestamps[i],
+                tuple(row[r] for r in requests), tuple(features.values[i]), tuple(statuses),
+                tuple(features.timestamps[i]),
             ))
             predictions.append(Prediction(request_id, score, features.values[i], statuses,
                                           contributions[i] if contributions else None))

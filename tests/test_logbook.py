@@ -1,0 +1,44 @@
+"""The served-feature log writer on its own: schema, date partitions, atomic files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from service.logbook import LoggedRow, LogLayout, write_log_files
+from tests.service_harness import read_logs
+
+
+def layout() -> LogLayout:
+    feast_schema = pa.schema([
+        ("card_id", pa.int64()), ("amount", pa.float64()),
+        ("v__f", pa.float64()), ("v__f__timestamp", pa.timestamp("s", tz="UTC")),
+        ("v__f__status", pa.int32()),
+        ("__log_timestamp", pa.timestamp("us", tz="UTC")), ("__log_date", pa.date32()),
+        ("__request_id", pa.string()),
+    ])
+    return LogLayout.from_feast(feast_schema, ["card_id"], ["amount"], ["v__f"])
+
+
+def row(request_id: str, served: datetime, value: float | None, stamp: float | None) -> LoggedRow:
+    return LoggedRow(request_id, int(served.timestamp() * 1e6), "m1", 0.25, (7,), (12.5,),
+                     (value,), (1 if value is not None else 3,), (stamp,))
+
+
+def test_rows_across_midnight_land_in_two_date_partitions(tmp_path):
+    before = datetime(2026, 11, 22, 23, 59, 59, 999_000, tzinfo=UTC)
+    after = datetime(2026, 11, 23, 0, 0, 0, 1_000, tzinfo=UTC)
+    rows = [row("a", before, 1.5, before.timestamp() - 3600.7), row("b", after, None, None)]
+    lay = layout()
+    files = write_log_files(tmp_path, lay.schema, [lay.to_batch(rows)])
+    assert [f.parent.name for f in files] == ["__log_date=2026-11-22", "__log_date=2026-11-23"]
+    assert not list(tmp_path.rglob(".*"))
+    logged = read_logs(tmp_path).sort_values("__request_id").reset_index(drop=True)
+    assert logged["__request_id"].tolist() == ["a", "b"]
+    assert logged["v__f"].iloc[0] == 1.5 and logged["v__f"].isna().iloc[1]
+    assert logged["v__f__status"].tolist() == [1, 3]
+    # Feature times in whole seconds (Feast's schema), the log time to the microsecond.
+    assert logged["v__f__timestamp"].iloc[0] == datetime(2026, 11, 22, 22, 59, 59, tzinfo=UTC)
+    assert logged["__log_timestamp"].iloc[1] == after
+    assert logged["model_version"].tolist() == ["m1", "m1"]

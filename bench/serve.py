@@ -851,6 +851,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timing-duration", type=float, default=5.0,
                         help="seconds of the Server-Timing run (0: skip it)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
+    parser.add_argument("--variants", default="ours_log_on,feast,ours_log_off,feast_batch",
+                        help="which servers to run, comma-separated, in this order")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp directory")
     return parser.parse_args()
 
@@ -929,7 +931,8 @@ def main() -> int:
 
         reference: dict[str, list[dict[str, Any]]] = {}
         for round_no in range(1, args.rounds + 1):
-            for variant in VARIANTS:
+            for variant in [v for key in args.variants.split(",") for v in VARIANTS
+                            if v.key == key]:
                 result = one_run(variant, round_no, fx, bodies, args, wrk, script, reference)
                 runs.append(result)
                 m = result.measured

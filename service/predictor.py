@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -25,7 +24,7 @@ from service.metrics import Metrics
 from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
 from skewless.artifact import ArtifactError, latest_artifact_dir, load_artifact
-from skewless.contract import ServiceSpec, contract_differences
+from skewless.contract import ServiceSpec, contract_differences, logging_destination
 from skewless.errors import SkewlessError
 from skewless.settings import Settings
 
@@ -83,21 +82,6 @@ def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
     )
 
 
-def logging_destination(store: FeatureStore, settings: Settings) -> Path:
-    if settings.feature_log_dir is not None:
-        return settings.feature_log_dir
-    service = store.get_feature_service(settings.feature_service)
-    config = service.logging_config
-    path = getattr(getattr(config, "destination", None), "path", None)
-    if not path:
-        raise SkewlessError(
-            f"feature service {settings.feature_service} has no file logging destination; "
-            "add a LoggingConfig(destination=FileLoggingDestination(path=...)) or set "
-            "SKEWLESS_FEATURE_LOG_DIR"
-        )
-    return Path(path)
-
-
 @dataclass
 class Predictor:
     """The serving state: built by the app's lifespan, read by every request."""
@@ -127,7 +111,8 @@ class Predictor:
             [r.name for r in spec.request_fields], spec.feature_names,
         )
         logbook = LogBook(
-            logging_destination(store, settings), layout,
+            logging_destination(store, settings.feature_service, settings.feature_log_dir),
+            layout,
             capacity=settings.feature_log_capacity, flush_rows=settings.feature_log_flush_rows,
             flush_seconds=settings.feature_log_flush_seconds,
             fallback_directory=settings.var_dir / "feature_logs_unwritten",

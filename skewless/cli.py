@@ -183,6 +183,61 @@ def score(
                   f"in {summary.seconds:.1f} s → {summary.output}", soft_wrap=True)
 
 
+@app.command("skew-check")
+def skew_check(
+    since: Annotated[str | None, typer.Option(help="First served-at time (ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last served-at time (ISO-8601).")] = None,
+    sample: Annotated[int | None, typer.Option(help="Check a random sample of N rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_mismatches: Annotated[int, typer.Option(
+        help="Exit 1 when more values than this mismatch.")] = 0,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Served-feature logs (default: the feature service's logging destination).")]
+    = None,
+) -> None:
+    """Replay served feature vectors through the training path and compare value by value."""
+    import json
+
+    from training.skew import check_served, save_report
+
+    settings = _settings()
+    report = check_served(settings, _parse_time(since, "--since"), _parse_time(until, "--until"),
+                          sample, log_dir)
+    save_report(report, settings.var_dir / "skew" / f"{settings.feature_service}.json")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        _print_skew(report)
+    if report.mismatches > max_mismatches:
+        raise typer.Exit(1)
+
+
+def _print_skew(report) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title=f"Skew check of {report.feature_service}: {report.rows:,} served rows "
+                  f"replayed through the training path")
+    for column in ("feature", "checked", "mismatches", "causes"):
+        table.add_column(column)
+    for name, result in report.features.items():
+        table.add_row(name, f"{result.checked:,}",
+                      f"[red]{result.mismatches:,}[/]" if result.mismatches else "0",
+                      ", ".join(f"{c} {n}" for c, n in result.causes.most_common()))
+    console.print(table)
+    for name, result in report.features.items():
+        for example in result.examples[:1]:
+            console.print(f"[red]{name}[/] {example['cause']}: entity {example['entity']}, "
+                          f"served {example['served']!r} "
+                          f"(event time {example.get('served_event_time', '-')}), offline "
+                          f"{example['offline']!r} (event time "
+                          f"{example.get('offline_event_time', '-')}), request "
+                          f"{example['request_id']}", soft_wrap=True)
+    verdict = "[green]no skew[/]" if report.mismatches == 0 else \
+        f"[red]{report.mismatches:,} mismatching values[/]"
+    console.print(f"{verdict} over {report.rows:,} rows (floats within relative "
+                  f"{report.tolerance['relative']:g}, absolute {report.tolerance['absolute']:g})")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default SKEWLESS_API_HOST).")]

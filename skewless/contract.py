@@ -189,3 +189,21 @@ def contract_differences(contract: dict[str, Any], spec: ServiceSpec) -> list[st
             + (f" (changed views: {', '.join(changed)})" if changed else "")
         )
     return problems
+
+
+def logging_destination(store: FeatureStore, feature_service: str,
+                        override: Path | None = None) -> Path:
+    """Where the feature service's served features are logged (its FileLoggingDestination)."""
+    from skewless.errors import SkewlessError
+
+    if override is not None:
+        return override
+    config = store.get_feature_service(feature_service).logging_config
+    path = getattr(getattr(config, "destination", None), "path", None)
+    if not path:
+        raise SkewlessError(
+            f"feature service {feature_service} has no file logging destination; add "
+            "LoggingConfig(destination=FileLoggingDestination(path=...)) or set "
+            "SKEWLESS_FEATURE_LOG_DIR"
+        )
+    return Path(path)

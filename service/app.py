@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     export_for_feast(settings.redis)
     store = open_store(settings)
     spec = resolve_service(store, settings.feature_service)
-    metrics = Metrics()
+    metrics = Metrics(skew_report=settings.skew_report_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

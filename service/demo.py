@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
                                                log_level="warning", access_log=False))
         thread = threading.Thread(target=server.run, daemon=True)
         started = time.perf_counter()
+        started_at = datetime.now(UTC)
         thread.start()
         while not server.started:
             if not thread.is_alive():
@@ -80,4 +82,5 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
         )
         console.print("keep it running with: [bold]skewless serve[/] (port "
                       f"{settings.api_port}, SKEWLESS_API_PORT)")
-        return {"url": url, "logged_rows": predictor.logbook.rows_written}
+        return {"url": url, "logged_rows": predictor.logbook.rows_written,
+                "started_at": started_at, "log_dir": predictor.logbook.directory}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -15,13 +18,38 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5)
 
 
+class SkewCollector:
+    """The last skew check's result per feature, read from its report file at scrape time."""
+
+    def __init__(self, report_path: Path) -> None:
+        self.report_path = report_path
+
+    def collect(self) -> Iterator[Metric]:
+        mismatches = GaugeMetricFamily(
+            "skewless_skew_mismatches", "Mismatching values per feature in the last skew check",
+            labels=["feature"])
+        rows = GaugeMetricFamily("skewless_skew_rows_checked", "Rows in the last skew check")
+        checked_at = GaugeMetricFamily("skewless_skew_checked_timestamp_seconds",
+                                       "When the last skew check ran")
+        try:
+            report = json.loads(self.report_path.read_text())
+        except (OSError, ValueError):
+            return
+        for feature, result in report.get("features", {}).items():
+            mismatches.add_metric([feature], result["mismatches"])
+        rows.add_metric([], report.get("rows", 0))
+        checked_at.add_metric([], datetime.fromisoformat(report["checked_at"]).timestamp())
+        yield from (mismatches, rows, checked_at)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, skew_report: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("skewless_http_requests_total", "HTTP requests by route and status",
@@ -52,6 +80,8 @@ class Metrics:
                                            registry=r)
         self.log_errors = Counter("skewless_feature_log_write_errors_total",
                                   "Failed writes of served rows (retried)", registry=r)
+        if skew_report is not None:
+            r.register(SkewCollector(skew_report))
         self.log_refused = Counter("skewless_feature_log_refused_total",
                                    "Predictions refused because the log buffer was full",
                                    registry=r)

@@ -203,7 +203,7 @@ def skew_check(
     settings = _settings()
     report = check_served(settings, _parse_time(since, "--since"), _parse_time(until, "--until"),
                           sample, log_dir)
-    save_report(report, settings.var_dir / "skew" / f"{settings.feature_service}.json")
+    save_report(report, settings.skew_report_path)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -212,7 +212,7 @@ def skew_check(
         raise typer.Exit(1)
 
 
-def _print_skew(report) -> None:  # type: ignore[no-untyped-def]
+def _print_skew(report, brief: bool = False) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     table = Table(title=f"Skew check of {report.feature_service}: {report.rows:,} served rows "
@@ -220,10 +220,13 @@ def _print_skew(report) -> None:  # type: ignore[no-untyped-def]
     for column in ("feature", "checked", "mismatches", "causes"):
         table.add_column(column)
     for name, result in report.features.items():
+        if brief and not result.mismatches:
+            continue
         table.add_row(name, f"{result.checked:,}",
                       f"[red]{result.mismatches:,}[/]" if result.mismatches else "0",
                       ", ".join(f"{c} {n}" for c, n in result.causes.most_common()))
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     for name, result in report.features.items():
         for example in result.examples[:1]:
             console.print(f"[red]{name}[/] {example['cause']}: entity {example['entity']}, "
@@ -278,7 +281,13 @@ def demo(
 
     settings = _settings()
     run_demo(settings, console, cards=cards, days=days)
-    run_serving_demo(settings, console)
+    served = run_serving_demo(settings, console)
+    # The promise, checked: what was just served, replayed through the training path.
+    from training.skew import check_served, save_report
+
+    report = check_served(settings, since=served["started_at"])
+    save_report(report, settings.skew_report_path)
+    _print_skew(report, brief=True)
 
 
 @redis_app.command("start")

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         return self.data_dir / "raw"
 
     @property
+    def skew_report_path(self) -> Path:
+        """The last skew check's result (read by /metrics)."""
+        return self.var_dir / "skew" / f"{self.feature_service}.json"
+
+    @property
     def model_dir(self) -> Path:
         return self.var_dir / "models"
 

@@ -203,6 +203,9 @@ def test_a_changed_transformation_is_named_and_the_cli_gates(live):
     assert body["mismatches"] == 3
     saved = json.loads((settings.var_dir / "skew" / "fraud_model_v1.json").read_text())
     assert saved["features"]["transaction_features__is_night"]["mismatches"] == 3
+    metrics = http.get("/metrics").text  # the predictor shows the last check per feature
+    assert 'skewless_skew_mismatches{feature="transaction_features__is_night"} 3.0' in metrics
+    assert 'skewless_skew_mismatches{feature="card_activity__txn_count_1d"} 0.0' in metrics
     tolerated = CliRunner().invoke(cli, ["skew-check", "--since", since.isoformat(),
                                          "--max-mismatches", "3"], env=env)
     assert tolerated.exit_code == 0, tolerated.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ def run_demo(
         step("write raw data", lambda: write_generated(data, settings.raw_dir))
         counts = step("compute feature tables (duckdb)",
                       lambda: build_feature_tables(PipelinePaths.from_settings(settings)))
+        # Served-feature logs of a previous demo describe data that is about to be replaced.
+        shutil.rmtree(settings.data_dir / "feature_logs", ignore_errors=True)
         if (settings.data_dir / "registry.db").is_file():
             # Clear the previous demo's online values: Feast's Redis writer keeps a stored
             # value whose timestamp is not older than the new one, so regenerated data

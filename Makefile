@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-serve clean
+.PHONY: help install demo test lint bench bench-serve bench-skew clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench: install ## Benchmarks: pipeline and training set at demo size and 10M tra
 
 bench-serve: install ## Load benchmark: POST /predict vs tuned `feast serve` (installs wrk if missing)
 	$(BIN)/python bench/serve.py
+
+bench-skew: install ## Skew check over 100k served rows: wall time and peak RSS
+	$(BIN)/python bench/skew.py
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

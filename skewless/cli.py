@@ -194,16 +194,24 @@ def skew_check(
     log_dir: Annotated[Path | None, typer.Option(
         help="Served-feature logs (default: the feature service's logging destination).")]
     = None,
+    online: Annotated[bool, typer.Option(
+        "--online", help="Instead: reconcile Redis with the offline latest values (after "
+        "materialization), for --sample entities per view (default 1,000).")] = False,
 ) -> None:
     """Replay served feature vectors through the training path and compare value by value."""
     import json
 
-    from training.skew import check_served, save_report
+    from skewless.redis import redis_for
+    from training.skew import check_online, check_served, save_report
 
     settings = _settings()
-    report = check_served(settings, _parse_time(since, "--since"), _parse_time(until, "--until"),
-                          sample, log_dir)
-    save_report(report, settings.skew_report_path)
+    if online:
+        with redis_for(settings):
+            report = check_online(settings, sample or 1000)
+    else:
+        report = check_served(settings, _parse_time(since, "--since"),
+                              _parse_time(until, "--until"), sample, log_dir)
+        save_report(report, settings.skew_report_path)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -215,8 +223,10 @@ def skew_check(
 def _print_skew(report, brief: bool = False) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
-    table = Table(title=f"Skew check of {report.feature_service}: {report.rows:,} served rows "
-                  f"replayed through the training path")
+    what = ("entities of the online store reconciled with the offline latest values"
+            if report.log_dir == "(online store)" else
+            "served rows replayed through the training path")
+    table = Table(title=f"Skew check of {report.feature_service}: {report.rows:,} {what}")
     for column in ("feature", "checked", "mismatches", "causes"):
         table.add_column(column)
     for name, result in report.features.items():

@@ -32,7 +32,15 @@ from tests.service_harness import app_in_thread, read_logs
 from training.dataset import build_training_set
 from training.generate import GenerateConfig, generate, write_generated
 from training.pipeline import PipelinePaths, build_feature_tables
-from training.skew import EXPIRED, MISSING_ONLINE, STALE, TRANSFORMATION_CHANGED, VALUE_DIFFERS, check_served
+from training.skew import (
+    EXPIRED,
+    MISSING_ONLINE,
+    STALE,
+    TRANSFORMATION_CHANGED,
+    VALUE_DIFFERS,
+    check_online,
+    check_served,
+)
 from training.train import train_model
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -105,6 +113,14 @@ def test_an_honest_run_has_no_mismatch(live):
     statuses = {  # the run covered present, unknown and expired values
         s for s in read_logs(Path(report.log_dir))["card_activity__txn_count_1d__status"]}
     assert {1, 3, 4} <= statuses
+
+
+def test_online_store_reconciles_with_offline_latest_values(live):
+    settings, _, _, _, _ = live
+    report = check_online(settings)
+    assert report.rows > 500  # every card in two views, and the merchants
+    assert report.mismatches == 0, {k: v.examples for k, v in report.features.items()
+                                    if v.mismatches}
 
 
 def redis_key(settings: Settings, card_id: int) -> bytes:
@@ -210,3 +226,13 @@ def test_a_changed_transformation_is_named_and_the_cli_gates(live):
                                          "--max-mismatches", "3"], env=env)
     assert tolerated.exit_code == 0, tolerated.output
     assert "transformation changed" in tolerated.output
+
+
+def test_the_online_check_finds_edited_and_lost_entities(live):
+    """After the injections above: one value edited by hand, one entity deleted."""
+    settings = live[0]
+    report = check_online(settings)
+    causes = {name: dict(r.causes) for name, r in report.features.items() if r.mismatches}
+    assert causes["card_activity__txn_count_7d"] == {VALUE_DIFFERS: 1, MISSING_ONLINE: 1}
+    assert causes["card_profile__card_type"] == {MISSING_ONLINE: 1}
+    assert not any(name.startswith("merchant_stats__") for name in causes)

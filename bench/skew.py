@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,32 +29,22 @@ RESULTS = ROOT / "var" / "bench" / "skew.json"
 def serve_rows(fx, rows: int) -> float:  # type: ignore[no-untyped-def]
     """Serve ``rows`` recent transactions through the predictor; returns seconds."""
     import httpx
-    import uvicorn
 
-    from service.app import create_app
-    from skewless.redis import free_port
+    from service.app import create_app, serve_in_thread
     from skewless.settings import Settings
 
     settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=fx.redis,
                         feature_log_flush_rows=50_000)
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     fields = ["card_id", "merchant_id", "amount", "channel", "local_hour"]
     recent = fx.transactions.tail(rows)[fields]
     body = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in recent.to_dict("records")]
-    started = time.perf_counter()
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+    with serve_in_thread(create_app(settings)) as url, \
+            httpx.Client(base_url=url, timeout=60) as http:
+        started = time.perf_counter()
         for i in range(0, len(body), 1000):
             http.post("/predict/batch", json={"rows": body[i:i + 1000]}).raise_for_status()
-    seconds = time.perf_counter() - started
-    server.should_exit = True
-    thread.join()
+        seconds = time.perf_counter() - started
     return seconds
 
 

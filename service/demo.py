@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pandas as pd
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from service.app import create_app
-from skewless.redis import free_port, redis_for
+from service.app import create_app, serve_in_thread
+from skewless.redis import redis_for
 from skewless.settings import Settings
 
 
@@ -31,50 +29,36 @@ def sample_requests(settings: Settings, fields: list[str], n: int) -> list[dict[
 def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[str, Any]:
     with redis_for(settings) as address:
         app = create_app(settings.model_copy(update={"redis": address}))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
         started = time.perf_counter()
         started_at = datetime.now(UTC)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the predictor did not start; see the log above")
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
         spec = app.state.spec
         fields = [f.name for f in (*spec.entity_keys, *spec.request_fields)]
-        try:
-            with httpx.Client(base_url=url, timeout=10) as http:
-                ready = http.get("/readyz")
-                if ready.status_code != 200:
-                    raise RuntimeError(f"predictor not ready: {ready.json()['detail']}")
-                rows = sample_requests(settings, fields, n)
-                table = Table(title=f"Scored by {url}/predict?explain=true")
-                for name in [*fields, "score", "main reason (log-odds)"]:
-                    table.add_column(name, overflow="fold")
-                timings = []
-                for row in rows:
-                    response = http.post("/predict", params={"explain": "true"}, json=row)
-                    response.raise_for_status()
-                    body = response.json()
-                    timings.append(response.headers["server-timing"])
-                    name, value = max(((k, v) for k, v in body["contributions"].items()
-                                       if k != "bias"), key=lambda kv: abs(kv[1]))
-                    table.add_row(*(str(row[f]) for f in fields), f"{body['score']:.4f}",
-                                  f"{name.split('__', 1)[1]} {value:+.2f}")
-                batch = http.post("/predict/batch", json={"rows": rows})
-                batch.raise_for_status()
-                console.print(table)
-                console.print(f"Server-Timing of the last request: {timings[-1]}")
-                console.print(f"one /predict/batch of {len(rows)} rows: "
-                              f"{batch.headers['server-timing']}")
-                console.print(f"while it ran: {url}/docs (OpenAPI), {url}/readyz, "
-                              f"{url}/metrics")
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+            ready = http.get("/readyz")
+            if ready.status_code != 200:
+                raise RuntimeError(f"predictor not ready: {ready.json()['detail']}")
+            rows = sample_requests(settings, fields, n)
+            table = Table(title=f"Scored by {url}/predict?explain=true")
+            for name in [*fields, "score", "main reason (log-odds)"]:
+                table.add_column(name, overflow="fold")
+            timings = []
+            for row in rows:
+                response = http.post("/predict", params={"explain": "true"}, json=row)
+                response.raise_for_status()
+                body = response.json()
+                timings.append(response.headers["server-timing"])
+                name, value = max(((k, v) for k, v in body["contributions"].items()
+                                   if k != "bias"), key=lambda kv: abs(kv[1]))
+                table.add_row(*(str(row[f]) for f in fields), f"{body['score']:.4f}",
+                              f"{name.split('__', 1)[1]} {value:+.2f}")
+            batch = http.post("/predict/batch", json={"rows": rows})
+            batch.raise_for_status()
+            console.print(table)
+            console.print(f"Server-Timing of the last request: {timings[-1]}")
+            console.print(f"one /predict/batch of {len(rows)} rows: "
+                          f"{batch.headers['server-timing']}")
+            console.print(f"while it ran: {url}/docs (OpenAPI), {url}/readyz, "
+                          f"{url}/metrics")
         predictor = app.state.predictor
         console.print(
             f"predictor stopped cleanly after {time.perf_counter() - started:.1f} s; "

@@ -41,9 +41,9 @@ STATUS_NAMES = {PRESENT: "PRESENT", NULL_VALUE: "NULL_VALUE", NOT_FOUND: "NOT_FO
 _VALUE_FIELD = {"Int32": "int32_val", "Int64": "int64_val", "Float32": "float_val",
                 "Float64": "double_val", "String": "string_val", "Bool": "bool_val",
                 "Bytes": "bytes_val"}
-# How an on-demand output is coerced to its declared type, as Feast does when it turns
-# python values into protos.
-_PYTHON_TYPE: dict[str, Callable[[Any], Any]] = {
+# The Python type of each Feast scalar type: request fields are validated as it, and
+# on-demand outputs coerced to it, as Feast does when it turns python values into protos.
+PYTHON_TYPES: dict[str, type] = {
     "Int32": int, "Int64": int, "Float32": float, "Float64": float, "String": str,
     "Bool": bool, "Bytes": bytes,
 }
@@ -151,7 +151,7 @@ class OnlinePlan:
                 request_fields=tuple(
                     f.name for src in odfv.source_request_sources.values() for f in src.schema
                 ),
-                outputs=tuple((n, position[f"{view_name}__{n}"], _PYTHON_TYPE[dtypes[n]])
+                outputs=tuple((n, position[f"{view_name}__{n}"], PYTHON_TYPES[dtypes[n]])
                               for n in names),
             ))
         groups = []

@@ -7,11 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from service.online import PYTHON_TYPES
 from service.predictor import Prediction, Predictor, ServiceUnavailable, Timings
 from skewless.contract import ServiceSpec
 
-PYTHON_TYPES: dict[str, type] = {"Int32": int, "Int64": int, "Float32": float, "Float64": float,
-                                 "String": str, "Bool": bool}
+# What /predict answers besides 200 and 422, for OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Model, online store or log buffer unavailable"},
+    413: {"description": "Body too large"},
+}
 
 
 def request_models(spec: ServiceSpec, batch_max_rows: int) -> tuple[type[BaseModel],
@@ -94,8 +98,7 @@ def build_router(spec: ServiceSpec, batch_max_rows: int) -> APIRouter:
             raise HTTPException(503, str(exc)) from exc
 
     @router.post("/predict", response_model=PredictResponse,
-                 responses={503: {"description": "Model, online store or log buffer unavailable"},
-                            413: {"description": "Body too large"}})
+                 responses=ERROR_RESPONSES)
     async def create_prediction(
         request: Request, body: row_model,  # type: ignore[valid-type]
         include_features: IncludeFeatures = False, explain: Explain = False,
@@ -107,8 +110,7 @@ def build_router(spec: ServiceSpec, batch_max_rows: int) -> APIRouter:
         return _json(content, timings)
 
     @router.post("/predict/batch", response_model=PredictBatchResponse,
-                 responses={503: {"description": "Model, online store or log buffer unavailable"},
-                            413: {"description": "Body too large"}})
+                 responses=ERROR_RESPONSES)
     async def create_predictions(
         request: Request, body: batch_model,  # type: ignore[valid-type]
         include_features: IncludeFeatures = False, explain: Explain = False,

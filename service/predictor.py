@@ -193,8 +193,8 @@ class Predictor:
     def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
              now: float, version: str, contributions: list[dict[str, float]] | None,
              ) -> list[Prediction]:
-        keys = [k.name for k in self.spec.entity_keys]
-        requests = [r.name for r in self.spec.request_fields]
+        keys, requests = self.logbook.layout.key_columns, self.logbook.layout.request_columns
+        keep = self.settings.feature_log_enabled
         served_us = round(now * 1e6)
         logged = []
         predictions = []
@@ -206,14 +206,15 @@ class Predictor:
                        for pos, status in enumerate(statuses) if status != PRESENT}
             for view_status in missing:
                 self._count_missing(view_status)
-            logged.append(LoggedRow(
-                request_id, served_us, version, score, tuple(row[k] for k in keys),
-                tuple(row[r] for r in requests), tuple(features.values[i]), tuple(statuses),
-                tuple(features.timestamps[i]),
-            ))
+            if keep:
+                logged.append(LoggedRow(
+                    request_id, served_us, version, score, tuple(row[k] for k in keys),
+                    tuple(row[r] for r in requests), tuple(features.values[i]),
+                    tuple(statuses), tuple(features.timestamps[i]),
+                ))
             predictions.append(Prediction(request_id, score, features.values[i], statuses,
                                           contributions[i] if contributions else None))
-        if self.settings.feature_log_enabled:
+        if logged:
             self.logbook.append(logged)
         self.metrics.predictions.inc(len(rows))
         return predictions

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +15,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pyarrow.dataset as pads
-import uvicorn
 
-from service.app import create_app
+from service.app import create_app, serve_in_thread
 from skewless.redis import free_port
 from skewless.settings import Settings
 
@@ -28,21 +26,8 @@ ROW = {"card_id": 1, "merchant_id": 2, "amount": 12.5, "channel": "pos", "local_
 @contextmanager
 def app_in_thread(settings: Settings) -> Iterator[str]:
     """The app on uvicorn in a background thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                          log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the app did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 @dataclass

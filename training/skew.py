@@ -77,10 +77,6 @@ class SkewReport:
     def mismatches(self) -> int:
         return sum(r.mismatches for r in self.features.values())
 
-    @property
-    def rows_with_mismatch(self) -> int:
-        return len({e["request_id"] for r in self.features.values() for e in r.examples})
-
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if k != "features"}
         out["mismatches"] = self.mismatches

@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.spec = spec
     app.state.metrics = metrics
-    app.include_router(build_router(spec, settings.batch_max_rows))
+    app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column))
     app.include_router(health_router)
 
     @app.exception_handler(Exception)

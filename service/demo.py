@@ -32,7 +32,9 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
         started = time.perf_counter()
         started_at = datetime.now(UTC)
         spec = app.state.spec
-        fields = [f.name for f in (*spec.entity_keys, *spec.request_fields)]
+        # The event id rides along, so the served log can be joined with later labels.
+        fields = list(dict.fromkeys([settings.event_id_column, *(
+            f.name for f in (*spec.entity_keys, *spec.request_fields))]))
         with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
             ready = http.get("/readyz")
             if ready.status_code != 200:

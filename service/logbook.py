@@ -5,9 +5,11 @@ task turns the buffer into Arrow record batches every 0.1 s and writes the batch
 ``flush_seconds`` (or ``flush_rows``), both from a dedicated thread, so a slow or failing
 disk never blocks a request, and the conversion runs in small steps rather than one long
 hold of the interpreter. Files follow Feast's feature-logging schema for the feature
-service (``FeatureServiceLoggingSource.get_schema``) plus ``model_version`` and ``score``,
-one file per write and UTC date under ``<destination>/__log_date=<date>/``, and appear
-atomically (written to a hidden file, then renamed).
+service (``FeatureServiceLoggingSource.get_schema``) plus ``model_version``, ``score`` and
+the event id the client sent (a string column named after the label source's id, so labels
+that arrive later can be joined to what was served), one file per write and UTC date under
+``<destination>/__log_date=<date>/``, and appear atomically (written to a hidden file, then
+renamed).
 
 Policy when the buffer is full: it holds at most ``capacity`` unwritten rows. A prediction
 is only accepted when its rows fit; otherwise it is refused with 503 before any work is
@@ -52,6 +54,7 @@ class LoggedRow(NamedTuple):
     served_at_us: int
     model_version: str
     score: float
+    event_id: str | None  # the client's id of the scored event, when it sent one
     keys: tuple[Any, ...]
     requests: tuple[Any, ...]
     values: tuple[Any, ...]
@@ -67,16 +70,22 @@ class LogLayout:
     key_columns: tuple[str, ...]
     request_columns: tuple[str, ...]
     feature_columns: tuple[str, ...]  # `<view>__<feature>`, in the model's order
+    event_id_column: str | None = None  # an extra column, unless the id is a key or field
 
     @classmethod
     def from_feast(cls, feast_schema: pa.Schema, keys: Sequence[str], requests: Sequence[str],
-                   features: Sequence[str]) -> LogLayout:
+                   features: Sequence[str], event_id: str | None = None) -> LogLayout:
         names = set(feast_schema.names)
         missing = [c for c in (*keys, *requests, *features) if c not in names]
         if missing:
             raise ValueError(f"Feast's logging schema has no column for {missing}")
-        schema = pa.schema([*feast_schema, *EXTRA_FIELDS])
-        return cls(schema, tuple(keys), tuple(requests), tuple(features))
+        extra = list(EXTRA_FIELDS)
+        if event_id is not None and event_id in names:
+            event_id = None  # already logged as what it is
+        if event_id is not None:
+            extra.append(pa.field(event_id, pa.string()))
+        schema = pa.schema([*feast_schema, *extra])
+        return cls(schema, tuple(keys), tuple(requests), tuple(features), event_id)
 
     def to_batch(self, rows: Sequence[LoggedRow]) -> pa.RecordBatch:
         """Rows → one record batch in the log schema (columns transposed in C by zip)."""
@@ -106,6 +115,8 @@ class LogLayout:
         put(REQUEST_ID, [r.request_id for r in rows])
         put("model_version", [r.model_version for r in rows])
         put("score", [r.score for r in rows])
+        if self.event_id_column is not None:
+            put(self.event_id_column, [r.event_id for r in rows])
         return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 

@@ -5,7 +5,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 
 from service.online import PYTHON_TYPES
 from service.predictor import Prediction, Predictor, ServiceUnavailable, Timings
@@ -17,10 +17,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body too large"},
 }
 
+EventId = StrictInt | Annotated[str, Field(min_length=1, max_length=256)]
 
-def request_models(spec: ServiceSpec, batch_max_rows: int) -> tuple[type[BaseModel],
-                                                                     type[BaseModel]]:
-    """Pydantic models for one row and for a batch: the service's entity keys and request fields.
+
+def request_models(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
+                   ) -> tuple[type[BaseModel], type[BaseModel]]:
+    """Pydantic models for one row and for a batch: the service's entity keys and request fields,
+    and optionally ``event_id``, the client's id of the event being scored.
 
     Unknown fields are refused (a misspelt field must not be silently ignored) and floats
     must be finite.
@@ -32,6 +35,11 @@ def request_models(spec: ServiceSpec, batch_max_rows: int) -> tuple[type[BaseMod
     for req in spec.request_fields:
         fields[req.name] = (PYTHON_TYPES[req.dtype], Field(
             description=f"Request-time field ({req.dtype}) read by an on-demand feature view."))
+    if event_id and event_id not in fields:
+        fields[event_id] = (EventId | None, Field(
+            None, description="Optional id of the scored event (integer or string). It is "
+            "logged with the served features, so labels that arrive later can be joined by "
+            "it (`skewless dataset --from-logs`)."))
     config = ConfigDict(extra="forbid", allow_inf_nan=False, title="PredictRequest")
     row = create_model("PredictRequest", __config__=config, **fields)
     batch = create_model(
@@ -83,8 +91,9 @@ IncludeFeatures = Annotated[bool, Query(description="Return the feature vector a
 Explain = Annotated[bool, Query(description="Return each feature's contribution to the score.")]
 
 
-def build_router(spec: ServiceSpec, batch_max_rows: int) -> APIRouter:
-    row_model, batch_model = request_models(spec, batch_max_rows)
+def build_router(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
+                 ) -> APIRouter:
+    row_model, batch_model = request_models(spec, batch_max_rows, event_id)
     router = APIRouter(tags=["predict"])
 
     def predictor_of(request: Request) -> Predictor:

@@ -109,6 +109,7 @@ class Predictor:
         layout = LogLayout.from_feast(
             feast_schema, [k.name for k in spec.entity_keys],
             [r.name for r in spec.request_fields], spec.feature_names,
+            event_id=settings.event_id_column,
         )
         logbook = LogBook(
             logging_destination(store, settings.feature_service, settings.feature_log_dir),
@@ -193,7 +194,9 @@ class Predictor:
     def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
              now: float, version: str, contributions: list[dict[str, float]] | None,
              ) -> list[Prediction]:
-        keys, requests = self.logbook.layout.key_columns, self.logbook.layout.request_columns
+        layout = self.logbook.layout
+        keys, requests, event_id = layout.key_columns, layout.request_columns, \
+            layout.event_id_column
         keep = self.settings.feature_log_enabled
         served_us = round(now * 1e6)
         logged = []
@@ -207,8 +210,10 @@ class Predictor:
             for view_status in missing:
                 self._count_missing(view_status)
             if keep:
+                ident = row.get(event_id) if event_id else None
                 logged.append(LoggedRow(
-                    request_id, served_us, version, score, tuple(row[k] for k in keys),
+                    request_id, served_us, version, score,
+                    None if ident is None else str(ident), tuple(row[k] for k in keys),
                     tuple(row[r] for r in requests), tuple(features.values[i]),
                     tuple(statuses), tuple(features.timestamps[i]),
                 ))

@@ -104,6 +104,14 @@ def load_artifact(directory: Path) -> ModelArtifact:
     return ModelArtifact(directory=directory, booster=booster, contract=contract)
 
 
+def read_contract(model_dir: Path, feature_service: str, version: str) -> dict[str, Any] | None:
+    """A stored model version's contract, or None when no such version is stored here."""
+    path = model_dir / feature_service / version / CONTRACT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
 def latest_artifact_dir(model_dir: Path, feature_service: str) -> Path:
     base = model_dir / feature_service
     versions = sorted(p for p in base.glob("*") if (p / CONTRACT_FILE).is_file())

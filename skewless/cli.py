@@ -133,13 +133,39 @@ def materialize(
 def dataset(
     output: Annotated[Path, typer.Option(help="Where to write the training set (parquet).")],
     cutoff: Annotated[str, typer.Option(help="Use only labels known by then.")] = "now",
+    from_logs: Annotated[bool, typer.Option(
+        "--from-logs", help="Train on what was served: logged feature vectors joined with "
+        "their labels by event id, instead of point-in-time retrieval.")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="With --from-logs: first served-at time (ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="With --from-logs: last served-at time (ISO-8601).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="With --from-logs: served-feature logs (default: the feature service's "
+        "logging destination).")] = None,
 ) -> None:
-    """Build the point-in-time training set through Feast's historical retrieval."""
-    from training.dataset import write_training_set
+    """Build a training set: point-in-time through Feast, or from the served-feature log."""
+    from training.dataset import write_from_logs, write_training_set
 
     settings = _settings()
-    rows = write_training_set(settings, output, cutoff=_parse_time(cutoff, "--cutoff"))
-    console.print(f"[green]training set[/]: {rows:,} label events → {output}")
+    stamp = _parse_time(cutoff, "--cutoff")
+    if not from_logs:
+        if since or until or log_dir:
+            raise typer.BadParameter("--since, --until and --log-dir need --from-logs",
+                                     param_hint="--from-logs")
+        rows = write_training_set(settings, output, cutoff=stamp)
+        console.print(f"[green]training set[/]: {rows:,} label events → {output}")
+        return
+    counts = write_from_logs(settings, output, stamp, _parse_time(since, "--since"),
+                             _parse_time(until, "--until"), log_dir)
+    console.print(
+        f"[green]training set from served logs[/]: {counts.rows:,} labelled events → {output}"
+        f"\n  of {counts.logged:,} logged rows: {counts.without_id:,} without "
+        f"{settings.event_id_column}, {counts.repeated:,} repeated scorings (first kept), "
+        f"{counts.unlabelled:,} not labelled yet, {counts.other_definitions:,} served under "
+        "other feature definitions"
+        + (f" (model {', '.join(counts.other_versions)})" if counts.other_versions else ""),
+        soft_wrap=True)
 
 
 @app.command()

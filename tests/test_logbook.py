@@ -18,18 +18,22 @@ def layout() -> LogLayout:
         ("__log_timestamp", pa.timestamp("us", tz="UTC")), ("__log_date", pa.date32()),
         ("__request_id", pa.string()),
     ])
-    return LogLayout.from_feast(feast_schema, ["card_id"], ["amount"], ["v__f"])
+    return LogLayout.from_feast(feast_schema, ["card_id"], ["amount"], ["v__f"],
+                                event_id="transaction_id")
 
 
-def row(request_id: str, served: datetime, value: float | None, stamp: float | None) -> LoggedRow:
-    return LoggedRow(request_id, int(served.timestamp() * 1e6), "m1", 0.25, (7,), (12.5,),
+def row(request_id: str, served: datetime, value: float | None, stamp: float | None,
+        event_id: str | None = None) -> LoggedRow:
+    return LoggedRow(request_id, int(served.timestamp() * 1e6), "m1", 0.25, event_id, (7,),
+                     (12.5,),
                      (value,), (1 if value is not None else 3,), (stamp,))
 
 
 def test_rows_across_midnight_land_in_two_date_partitions(tmp_path):
     before = datetime(2026, 11, 22, 23, 59, 59, 999_000, tzinfo=UTC)
     after = datetime(2026, 11, 23, 0, 0, 0, 1_000, tzinfo=UTC)
-    rows = [row("a", before, 1.5, before.timestamp() - 3600.7), row("b", after, None, None)]
+    rows = [row("a", before, 1.5, before.timestamp() - 3600.7, "t-1"),
+            row("b", after, None, None)]
     lay = layout()
     files = write_log_files(tmp_path, lay.schema, [lay.to_batch(rows)])
     assert [f.parent.name for f in files] == ["__log_date=2026-11-22", "__log_date=2026-11-23"]
@@ -42,3 +46,11 @@ def test_rows_across_midnight_land_in_two_date_partitions(tmp_path):
     assert logged["v__f__timestamp"].iloc[0] == datetime(2026, 11, 22, 22, 59, 59, tzinfo=UTC)
     assert logged["__log_timestamp"].iloc[1] == after
     assert logged["model_version"].tolist() == ["m1", "m1"]
+    assert logged["transaction_id"].iloc[0] == "t-1" and logged["transaction_id"].isna().iloc[1]
+
+
+def test_an_event_id_that_is_already_a_key_gets_no_extra_column():
+    lay = layout()
+    keyed = LogLayout.from_feast(pa.schema(list(lay.schema)[:-3]), ["card_id"], ["amount"],
+                                 ["v__f"], event_id="card_id")
+    assert keyed.event_id_column is None and keyed.schema.names.count("card_id") == 1

@@ -23,13 +23,13 @@ from typer.testing import CliRunner
 
 from service.online import OnlinePlan
 from skewless.cli import app as cli
-from skewless.contract import resolve_service
+from skewless.contract import contract_differences, resolve_service
 from skewless.feast_cli import run_feast
 from skewless.redis import RedisServer, find_redis_server
 from skewless.settings import Settings, export_for_feast
 from tests.conftest import copy_feature_repo
 from tests.service_harness import app_in_thread, read_logs
-from training.dataset import build_training_set
+from training.dataset import TrainingSet, build_training_set
 from training.generate import GenerateConfig, generate, write_generated
 from training.pipeline import PipelinePaths, build_feature_tables
 from training.skew import (
@@ -89,10 +89,15 @@ def predict(http, rows: list[dict]) -> datetime:
 
 
 def request_rows(events: pd.DataFrame, n: int, seed: int) -> list[dict]:
-    sample = events.sample(n, random_state=seed)
+    return as_requests(events.sample(n, random_state=seed))
+
+
+def as_requests(events: pd.DataFrame, with_id: bool = False) -> list[dict]:
     return [{"card_id": int(r.card_id), "merchant_id": int(r.merchant_id),
              "amount": float(r.amount), "channel": str(r.channel),
-             "local_hour": int(r.local_hour)} for r in sample.itertuples()]
+             "local_hour": int(r.local_hour)}
+            | ({"transaction_id": int(r.transaction_id)} if with_id else {})
+            for r in events.itertuples()]
 
 
 def test_an_honest_run_has_no_mismatch(live):
@@ -121,6 +126,81 @@ def test_online_store_reconciles_with_offline_latest_values(live):
     assert report.rows > 500  # every card in two views, and the merchants
     assert report.mismatches == 0, {k: v.examples for k, v in report.features.items()
                                     if v.mismatches}
+
+
+def test_a_training_set_from_served_logs_equals_the_point_in_time_set(live, tmp_path):
+    """Served events joined with labels that arrived later, against Feast's point-in-time set
+    for the same events at their served-at times; `skewless train` takes it."""
+    settings, http, events, _, _ = live
+    assert http.post("/predict", json=as_requests(events[:1])[0] | {"transaction_id": True}
+                     ).json()["detail"][0]["loc"][1] == "transaction_id"
+    labels = pd.read_parquet(settings.raw_dir / "labels.parquet")
+    fraud = events.transaction_id.isin(labels.transaction_id[labels.is_fraud == 1])
+    # Three waves, each with enough fraud for the time split's three windows.
+    waves = [pd.concat([events[fraud].sample(30, random_state=w),
+                        events[~fraud].sample(370, random_state=w)]) for w in range(3)]
+    waves[1] = waves[1][~waves[1].transaction_id.isin(waves[0].transaction_id)]
+    waves[2] = waves[2][~waves[2].transaction_id.isin(pd.concat(waves[:2]).transaction_id)]
+    since = datetime.now(UTC)
+    starts = []
+    for number, wave in enumerate(waves):
+        starts.append(datetime.now(UTC))
+        rows = as_requests(wave, with_id=True)
+        if number == 1:
+            rows += request_rows(events, 30, seed=11)  # no event id: not joinable
+        if number == 2:
+            rows += as_requests(waves[0][:20], with_id=True)  # scored again: first one kept
+        predict(http, rows)
+    cutoff = datetime.now(UTC)
+    served = pd.concat(waves)
+    late = served[~served.transaction_id.isin(labels.transaction_id[labels.is_fraud == 1])
+                  ].transaction_id.sample(50, random_state=4)  # labels not arrived yet
+    known = served.transaction_id[~served.transaction_id.isin(late)]
+    labels_path = tmp_path / "labels.parquet"
+    labels[labels.transaction_id.isin(known)].assign(label_timestamp=cutoff).to_parquet(
+        labels_path)
+    env = {"SKEWLESS_REPO_PATH": str(settings.repo_path), "SKEWLESS_VAR_DIR": str(settings.var_dir),
+           "SKEWLESS_REDIS": str(settings.redis), "SKEWLESS_LABELS_PATH": str(labels_path)}
+    output = tmp_path / "from_logs.parquet"
+    built = CliRunner().invoke(cli, ["dataset", "--from-logs", "--output", str(output),
+                                     "--since", since.isoformat(), "--cutoff",
+                                     cutoff.isoformat()], env=env)
+    assert built.exit_code == 0, built.output
+    assert f"{len(known):,} labelled events" in built.output
+    assert "30 without transaction_id, 20 repeated scorings" in built.output
+    assert "50 not labelled yet, 0 served under other" in built.output
+    from_logs = TrainingSet.read(output)
+    assert from_logs.origin == "served logs"
+
+    # The point-in-time set of the same events, each at the time it was first served.
+    logged = read_logs(settings.data_dir / "feature_logs" / settings.feature_service)
+    first = logged.dropna(subset=["transaction_id"]).groupby("transaction_id")[
+        "__log_timestamp"].min()
+    replay = served.assign(event_timestamp=served.transaction_id.astype(str).map(first))
+    replay.to_parquet(tmp_path / "events.parquet")
+    pit = build_training_set(
+        settings.model_copy(update={"events_path": tmp_path / "events.parquet",
+                                    "labels_path": labels_path}), cutoff=cutoff)
+    assert len(pit.frame) == len(known)
+    pd.testing.assert_frame_equal(from_logs.frame, pit.frame, check_exact=True)
+    assert from_logs.service == pit.service
+
+    # `skewless train` takes it; the model's contract is the one the predictor checks.
+    holdout = (cutoff - (starts[2] - timedelta(seconds=0.3))).total_seconds() / 86400
+    validation = (starts[2] - starts[1]).total_seconds() / 86400
+    trained = CliRunner().invoke(cli, ["train", "--dataset", str(output)], env={
+        **env, "SKEWLESS_VAR_DIR": str(tmp_path / "var"),
+        "SKEWLESS_HOLDOUT_DAYS": repr(holdout), "SKEWLESS_VALIDATION_DAYS": repr(validation)})
+    assert trained.exit_code == 0, trained.output
+    (directory,) = (tmp_path / "var" / "models" / settings.feature_service).iterdir()
+    contract = json.loads((directory / "contract.json").read_text())
+    in_holdout = int((from_logs.frame["event_timestamp"] >= starts[2]).sum())
+    assert contract["training"]["rows"]["holdout"] == in_holdout > 0
+    from feast import FeatureStore
+
+    spec = resolve_service(FeatureStore(repo_path=str(settings.repo_path)),
+                           settings.feature_service)
+    assert contract_differences(contract, spec) == []
 
 
 def redis_key(settings: Settings, card_id: int) -> bytes:

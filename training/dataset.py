@@ -1,16 +1,20 @@
-"""Point-in-time training sets, built only through Feast's historical retrieval.
+"""Training sets: point-in-time through Feast's historical retrieval, or from served logs.
 
 Every label event known at the cut-off becomes exactly one row: its id, entity keys, event
 timestamp, label, and every feature of the model's feature service as ``<view>__<feature>``,
 null where no value was known at the event's time or the latest one was past the view's TTL.
 Feast's duckdb offline store does the join; this module checks that it kept every row.
+
+A set built from the served-feature log has the same columns: each logged prediction that
+carried an event id, joined with its label, with the features exactly as they were served
+and the served-at time as the event time.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skewless.contract import ServiceSpec, resolve_service, service_summary
+from skewless.artifact import read_contract
+from skewless.contract import ServiceSpec, logging_destination, resolve_service, service_summary
 from skewless.errors import SkewlessError
 from skewless.settings import Settings, export_for_feast
+from training.served import LOG_TIMESTAMP, REQUEST_ID, ServedLogError, load_served
+
+POINT_IN_TIME = "point-in-time"
+SERVED_LOGS = "served logs"
 
 
 @dataclass
@@ -35,6 +44,7 @@ class TrainingSet:
     label_column: str
     timestamp_column: str
     id_column: str
+    origin: str = POINT_IN_TIME
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -43,6 +53,7 @@ class TrainingSet:
             "label_column": self.label_column,
             "timestamp_column": self.timestamp_column,
             "id_column": self.id_column,
+            "origin": self.origin,
         }
 
     def schema_with_provenance(self, schema: pa.Schema) -> pa.Schema:
@@ -67,6 +78,7 @@ class TrainingSet:
             label_column=meta["label_column"],
             timestamp_column=meta["timestamp_column"],
             id_column=meta["id_column"],
+            origin=meta.get("origin", POINT_IN_TIME),
         )
 
     def write(self, path: Path) -> Path:
@@ -111,6 +123,27 @@ def open_store(settings: Settings):  # -> feast.FeatureStore, imported lazily (s
     return FeatureStore(repo_path=str(settings.repo_path))
 
 
+def ident(column: str) -> str:
+    """A column name quoted for SQL."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _check_unique_labels(con: Any, source: LabelSource) -> None:
+    key = ident(source.id_column)
+    duplicates = con.sql(
+        f"SELECT count(*) - count(DISTINCT {key}) FROM read_parquet(?)",
+        params=[str(source.labels_path)],
+    ).fetchall()[0][0]
+    if duplicates:
+        raise DatasetError(f"labels hold {duplicates} duplicate {source.id_column} values")
+
+
+def layout_columns(source: LabelSource, spec: ServiceSpec) -> list[str]:
+    """The columns of every training set, in order."""
+    return [source.id_column, *(k.name for k in spec.entity_keys), source.timestamp_column,
+            source.label_timestamp_column, source.label_column, *spec.feature_names]
+
+
 def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) -> pa.Table:
     """Label events known at ``cutoff``, in time order: id, time, the service's inputs, label.
 
@@ -119,7 +152,6 @@ def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) 
     import duckdb
 
     inputs = [f.name for f in spec.entity_keys] + [f.name for f in spec.request_fields]
-    ident = lambda c: '"' + c.replace('"', '""') + '"'  # noqa: E731
     # Times in microseconds, UTC, whatever precision the files hold (duckdb cannot compare
     # or return timezone-aware nanoseconds).
     event_ts = f"CAST(e.{ident(source.timestamp_column)} AS TIMESTAMPTZ)"
@@ -128,12 +160,7 @@ def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) 
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        duplicates = con.sql(
-            f"SELECT count(*) - count(DISTINCT {key}) FROM read_parquet(?)",
-            params=[str(source.labels_path)],
-        ).fetchall()[0][0]
-        if duplicates:
-            raise DatasetError(f"labels hold {duplicates} duplicate {source.id_column} values")
+        _check_unique_labels(con, source)
         # con.sql hands Arrow the result without the extra copy a DB-API cursor makes.
         return con.sql(
             f"""SELECT e.{key}, {event_ts} AS {ident(source.timestamp_column)},
@@ -288,9 +315,7 @@ def iter_training_chunks(
     events = load_label_events(source, spec, cutoff)
     if events.num_rows == 0:
         raise DatasetError(f"no label events known at {cutoff.isoformat()}")
-    keys = [f.name for f in spec.entity_keys]
-    ordered = [source.id_column, *keys, source.timestamp_column, source.label_timestamp_column,
-               source.label_column, *spec.feature_names]
+    ordered = layout_columns(source, spec)
     step = chunk_rows or settings.dataset_chunk_rows
     for start in range(0, events.num_rows, step):
         part = events.slice(start, step)
@@ -353,3 +378,125 @@ def write_training_set(
         raise
     tmp.replace(path)  # only a complete set ever appears at PATH
     return rows
+
+
+@dataclass
+class FromLogsCounts:
+    """What became of the logged rows in the window."""
+
+    logged: int = 0
+    without_id: int = 0  # sent without an event id: nothing to join a label to
+    repeated: int = 0  # the same event scored again; its first scoring is kept
+    other_definitions: int = 0  # served by a model of other feature definitions than today's
+    unlabelled: int = 0  # no label known at the cut-off (yet)
+    rows: int = 0
+    other_versions: list[str] = field(default_factory=list)
+
+
+def _current_definitions(settings: Settings, spec: ServiceSpec, served: pa.Table,
+                         counts: FromLogsCounts) -> pa.Table:
+    """Only rows served by models trained on today's definitions (same fingerprint).
+
+    Features served under other definitions (an on-demand view changed since) are not what
+    the definitions compute now; a model trained on them would be skewed from the start.
+    """
+    keep = []
+    for version in pc.unique(served["model_version"]).to_pylist():
+        contract = read_contract(settings.model_dir, spec.feature_service, version)
+        if contract is not None and contract.get("fingerprint") == spec.fingerprint:
+            keep.append(version)
+        else:
+            counts.other_versions.append(version)
+    mask = pc.is_in(served["model_version"], value_set=pa.array(keep, pa.string()))
+    kept = served.filter(mask)
+    counts.other_definitions = served.num_rows - kept.num_rows
+    return kept
+
+
+def served_training_table(
+    settings: Settings, cutoff: datetime, since: datetime | None = None,
+    until: datetime | None = None, log_dir: Path | None = None, store=None,
+) -> tuple[pa.Table, ServiceSpec, FromLogsCounts]:
+    """The logged rows served before ``cutoff`` (in [since, until]) joined with their labels.
+
+    One row per event id: the first time the event was scored, with the features exactly as
+    served; its served-at time is the row's event time. Labels must be known by ``cutoff``.
+    """
+    import duckdb
+
+    store = store or open_store(settings)
+    spec = resolve_service(store, settings.feature_service)
+    source = LabelSource.from_settings(settings)
+    directory = log_dir or logging_destination(store, spec.feature_service,
+                                               settings.feature_log_dir)
+    served = load_served(directory, since, until)
+    served = served.filter(pc.less(served[LOG_TIMESTAMP],
+                                   pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))))
+    missing = [c for c in (source.id_column, "model_version", *spec.feature_names)
+               if c not in served.column_names]
+    if missing:
+        raise ServedLogError(
+            f"the served-feature logs under {directory} have no column {', '.join(missing)}"
+            + (f": requests must send {source.id_column} to be joined with their labels"
+               if source.id_column in missing else ""))
+    counts = FromLogsCounts(logged=served.num_rows)
+    counts.without_id = served[source.id_column].null_count
+    served = _current_definitions(settings, spec, served, counts)
+    keys = [k.name for k in spec.entity_keys]
+    event_id, label_ts = ident(source.id_column), ident(source.label_timestamp_column)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        _check_unique_labels(con, source)
+        con.register("served", served.select(
+            [*dict.fromkeys([source.id_column, LOG_TIMESTAMP, REQUEST_ID, *keys,
+                             *spec.feature_names])]))
+        con.execute(f"""
+            CREATE TEMP TABLE firsts AS
+            SELECT * EXCLUDE (scoring) FROM (
+                SELECT *, row_number() OVER (PARTITION BY CAST({event_id} AS VARCHAR)
+                                             ORDER BY "{LOG_TIMESTAMP}", "{REQUEST_ID}") scoring
+                FROM served WHERE {event_id} IS NOT NULL)
+            WHERE scoring = 1""")
+        firsts = con.sql("SELECT count(*) FROM firsts").fetchall()[0][0]
+        counts.repeated = served.num_rows - counts.without_id - firsts
+        table = con.sql(
+            f"""SELECT l.{event_id}, {", ".join(f"s.{ident(k)}" for k in keys)},
+                       s."{LOG_TIMESTAMP}" AS {ident(source.timestamp_column)},
+                       CAST(l.{label_ts} AS TIMESTAMPTZ) AS {label_ts},
+                       l.{ident(source.label_column)},
+                       {", ".join(f"s.{ident(f)}" for f in spec.feature_names)}
+                FROM firsts s JOIN read_parquet(?) l
+                  ON CAST(s.{event_id} AS VARCHAR) = CAST(l.{event_id} AS VARCHAR)
+                WHERE CAST(l.{label_ts} AS TIMESTAMPTZ) <= ?
+                ORDER BY {ident(source.timestamp_column)}, {event_id}""",
+            params=[str(source.labels_path), cutoff],
+        ).to_arrow_table()
+    finally:
+        con.close()
+    counts.rows = table.num_rows
+    counts.unlabelled = firsts - table.num_rows
+    return cast_features(table.select(layout_columns(source, spec)), spec), spec, counts
+
+
+def write_from_logs(
+    settings: Settings, path: Path, cutoff: datetime | None = None,
+    since: datetime | None = None, until: datetime | None = None, log_dir: Path | None = None,
+) -> FromLogsCounts:
+    """Write the training set of what was served (see :func:`served_training_table`)."""
+    source = LabelSource.from_settings(settings)
+    cutoff = cutoff or datetime.now(UTC)
+    table, spec, counts = served_training_table(settings, cutoff, since, until, log_dir)
+    if table.num_rows == 0:
+        raise DatasetError(
+            f"no logged prediction in the window has a label known at {cutoff.isoformat()} "
+            f"({counts.logged:,} logged, {counts.without_id:,} without "
+            f"{source.id_column}, {counts.unlabelled:,} unlabelled, "
+            f"{counts.other_definitions:,} served under other definitions)")
+    header = TrainingSet(pd.DataFrame(), service_summary(spec), cutoff, source.label_column,
+                         source.timestamp_column, source.id_column, origin=SERVED_LOGS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(path.suffix + ".partial")
+    pq.write_table(table.cast(header.schema_with_provenance(table.schema)), staging)
+    staging.replace(path)
+    return counts

@@ -22,7 +22,6 @@ An on-demand output whose inputs mismatched inherits its input's cause.
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,12 +30,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
+from skewless.artifact import read_contract
 from skewless.contract import ServiceSpec, logging_destination, resolve_service
 from skewless.errors import SkewlessError
 from skewless.settings import Settings
 from training.dataset import open_store, plan_retrieval, retrieve_in_order
+from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
 
 REL_TOL = 1e-9
 ABS_TOL = 1e-12
@@ -47,7 +47,6 @@ EXPIRED = "expired"
 STALE = "stale online value"
 TRANSFORMATION_CHANGED = "transformation changed"
 VALUE_DIFFERS = "value differs"
-REQUEST_ID, LOG_TIMESTAMP = "__request_id", "__log_timestamp"
 
 
 class SkewCheckError(SkewlessError):
@@ -88,27 +87,6 @@ class SkewReport:
         return out
 
 
-def load_served(log_dir: Path, since: datetime | None = None, until: datetime | None = None,
-                sample: int | None = None, seed: int = 7) -> pa.Table:
-    """Logged rows served in [since, until], optionally a random sample of them."""
-    files = sorted(p for p in log_dir.rglob("*.parquet") if not p.name.startswith("."))
-    if not files:
-        raise SkewCheckError(f"no served-feature logs under {log_dir}")
-    dataset = pads.dataset([str(f) for f in files], format="parquet")
-    stamp = pc.field(LOG_TIMESTAMP)
-    condition = None
-    for bound, op in ((since, "ge"), (until, "le")):
-        if bound is not None:
-            term = stamp >= pa.scalar(bound, pa.timestamp("us", tz="UTC")) if op == "ge" \
-                else stamp <= pa.scalar(bound, pa.timestamp("us", tz="UTC"))
-            condition = term if condition is None else condition & term
-    table = dataset.to_table(filter=condition)
-    if sample is not None and sample < table.num_rows:
-        picked = sorted(random.Random(seed).sample(range(table.num_rows), sample))
-        table = table.take(pa.array(picked))
-    return table
-
-
 def _mismatch_mask(served: pa.ChunkedArray, offline: pa.ChunkedArray) -> pa.ChunkedArray:
     s_null, o_null = pc.is_null(served), pc.is_null(offline)
     if pa.types.is_floating(served.type):
@@ -124,10 +102,10 @@ def _changed_views(settings: Settings, spec: ServiceSpec, versions: list[str]) -
     changed: set[str] = set()
     current = spec.definitions["views"]
     for version in versions:
-        path = settings.model_dir / spec.feature_service / version / "contract.json"
-        if not path.is_file():
+        contract = read_contract(settings.model_dir, spec.feature_service, version)
+        if contract is None:
             continue
-        trained = json.loads(path.read_text()).get("definitions", {}).get("views", {})
+        trained = contract.get("definitions", {}).get("views", {})
         changed |= {v for v in current.keys() | trained.keys()
                     if current.get(v) != trained.get(v)}
     return changed
@@ -257,8 +235,6 @@ def check_served(settings: Settings, since: datetime | None = None,
     step = settings.dataset_chunk_rows
     for start in range(0, served.num_rows, step):
         part = served.slice(start, step)
-        part = part.set_column(part.schema.get_field_index(LOG_TIMESTAMP), LOG_TIMESTAMP,
-                               part[LOG_TIMESTAMP].cast(pa.timestamp("us", tz="UTC")))
         events = part.select([REQUEST_ID, LOG_TIMESTAMP, *inputs])
         offline = retrieve_in_order(store, plan, spec, events, REQUEST_ID, LOG_TIMESTAMP)
         compare(settings, store, spec, part, offline, report)

@@ -1,0 +1,45 @@
+"""Reading the served-feature log: the rows the predictor logged, as Arrow."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from skewless.errors import SkewlessError
+
+REQUEST_ID, LOG_TIMESTAMP = "__request_id", "__log_timestamp"
+_MICROS_UTC = pa.timestamp("us", tz="UTC")
+
+
+class ServedLogError(SkewlessError):
+    """No served-feature logs where they were looked for, or not the ones needed."""
+
+
+def load_served(log_dir: Path, since: datetime | None = None, until: datetime | None = None,
+                sample: int | None = None, seed: int = 7) -> pa.Table:
+    """Logged rows served in [since, until], optionally a random sample of them.
+
+    The served-at time (``__log_timestamp``) comes back as microseconds, UTC.
+    """
+    files = sorted(p for p in log_dir.rglob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise ServedLogError(f"no served-feature logs under {log_dir}")
+    dataset = pads.dataset([str(f) for f in files], format="parquet")
+    stamp = pc.field(LOG_TIMESTAMP)
+    condition = None
+    if since is not None:
+        condition = stamp >= pa.scalar(since, _MICROS_UTC)
+    if until is not None:
+        term = stamp <= pa.scalar(until, _MICROS_UTC)
+        condition = term if condition is None else condition & term
+    table = dataset.to_table(filter=condition)
+    if sample is not None and sample < table.num_rows:
+        picked = sorted(random.Random(seed).sample(range(table.num_rows), sample))
+        table = table.take(pa.array(picked))
+    index = table.schema.get_field_index(LOG_TIMESTAMP)
+    return table.set_column(index, LOG_TIMESTAMP, table[LOG_TIMESTAMP].cast(_MICROS_UTC))

@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 from service.health import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
 from service.predict import build_router
-from service.predictor import Predictor, open_store
+from service.predictor import Predictor
 from skewless.contract import resolve_service
+from skewless.feast_cli import open_store
 from skewless.settings import Settings, export_for_feast
 
 logger = logging.getLogger(__name__)

@@ -61,12 +61,6 @@ class Timings:
                 f"model;dur={self.model:.3f}, log;dur={self.log:.3f}")
 
 
-def open_store(settings: Settings) -> FeatureStore:
-    from feast import FeatureStore
-
-    return FeatureStore(repo_path=str(settings.repo_path))
-
-
 def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
     """An asyncio client for Feast's connection string that fails fast instead of retrying."""
     from feast.infra.online_stores.redis import RedisOnlineStore

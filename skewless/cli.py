@@ -20,18 +20,21 @@ app = typer.Typer(help="Skewless: one feature definition for training and servin
 redis_app = typer.Typer(help="A long-lived embedded redis-server for Feast's own CLI.",
                         no_args_is_help=True)
 app.add_typer(redis_app, name="redis")
+db_app = typer.Typer(help="The metadata database: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+models_app = typer.Typer(help="The model registry: versions, stages and their audit.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console()
 
 
 def _settings() -> Settings:
-    import warnings
-
+    from skewless.feast_cli import quiet_library_warnings
     from skewless.settings import export_for_feast
 
     # Feast and ibis warn about their own internals on every call; users can do nothing
     # about them, so the CLI keeps its output to what the command did.
-    for category in (DeprecationWarning, FutureWarning, RuntimeWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(feast|ibis|dask)(\.|$)")
+    quiet_library_warnings()
     settings = get_settings()
     export_for_feast()
     return settings
@@ -173,21 +176,29 @@ def train(
     dataset: Annotated[Path, typer.Option(help="A training set written by `skewless dataset`.")],
 ) -> None:
     """Train LightGBM with a time split; save model.txt, its sha256 and the contract."""
+    from skewless.registry import Registry
     from training.dataset import TrainingSet
     from training.train import train_model
 
     settings = _settings()
     if not dataset.is_file():
         raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
-    result = train_model(
-        TrainingSet.read(dataset), settings.model_dir, settings.holdout_days,
-        settings.validation_days, seed=settings.seed, truth_path=settings.resolved_truth_path,
-        dataset_path=dataset,
-    )
+    registry = Registry.from_settings(settings)  # before training: fail fast if not migrated
+    try:
+        result = train_model(
+            TrainingSet.read(dataset), settings.model_dir, settings.holdout_days,
+            settings.validation_days, seed=settings.seed,
+            truth_path=settings.resolved_truth_path, dataset_path=dataset,
+        )
+        row = registry.register(result.directory)
+    finally:
+        registry.close()
     m = result.contract["metrics"]["holdout"]
     bayes = f" (Bayes {m['bayes_auc']:.4f}, ratio {m['auc_to_bayes']:.3f})" if "bayes_auc" in m else ""
-    console.print(f"[green]model[/] {result.contract['model']['version']}: holdout ROC AUC "
-                  f"{m['roc_auc']:.4f}{bayes}, PR AUC {m['pr_auc']:.4f} → {result.directory}")
+    console.print(f"[green]model[/] {row.name} {row.version}: holdout ROC AUC "
+                  f"{m['roc_auc']:.4f}{bayes}, PR AUC {m['pr_auc']:.4f} → {result.directory}; "
+                  f"registered as a candidate (promote: skewless models promote {row.name} "
+                  f"{row.version})", soft_wrap=True)
 
 
 @app.command()
@@ -324,6 +335,155 @@ def demo(
     report = check_served(settings, since=served["started_at"])
     save_report(report, settings.skew_report_path)
     _print_skew(report, brief=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+               ) -> None:
+    """Apply the migrations up to REVISION (run before training or serving)."""
+    from skewless.registry import current_revision, upgrade
+
+    url = _settings().resolved_database_url
+    upgrade(url, revision)
+    console.print(f"metadata database at revision {current_revision(url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(
+        help="Target revision (`base` removes every table; `-1` undoes one step).")]) -> None:
+    """Undo migrations down to REVISION."""
+    from skewless.registry import current_revision, downgrade
+
+    url = _settings().resolved_database_url
+    downgrade(url, revision)
+    console.print(f"metadata database at revision {current_revision(url) or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision."""
+    from skewless.registry import current_revision
+
+    typer.echo(current_revision(_settings().resolved_database_url) or "base")
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from skewless.registry import Registry
+
+    return Registry.from_settings(_settings())
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model name.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Every registered version, its stage and holdout metric."""
+    import json
+
+    from rich.table import Table
+
+    rows = [row.summary() for row in _registry().versions(name)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="Model registry")
+    for column in ("name", "version", "stage", "holdout ROC AUC", "created", "by"):
+        table.add_column(column)
+    for row in rows:
+        auc = row["metrics"].get("holdout", {}).get("roc_auc")
+        stage = f"[bold green]{row['stage']}[/]" if row["stage"] == "production" else row["stage"]
+        table.add_row(row["name"], row["version"], stage, f"{auc:.4f}" if auc else "-",
+                      row["created_at"][:19], row["created_by"])
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(name: str, version: str, as_json: Json = False) -> None:
+    """One version in full: contract, metrics, training window and stage history."""
+    import json
+
+    details = _registry().get(name, version).details()
+    if as_json:
+        typer.echo(json.dumps(details, indent=2, default=str))
+        return
+    console.print(f"[bold]{name} {version}[/] — {details['stage']}; trained by "
+                  f"{details['created_by']} at {details['created_at']}; sha256 {details['sha256']}")
+    console.print(f"artefact {details['artifact_uri']}; {len(details['features'])} features of "
+                  f"{details['feature_service']} (fingerprint {details['fingerprint'][:12]})")
+    for t in details["transitions"]:
+        forced = " [red](forced)[/]" if t["forced"] else ""
+        console.print(f"  {t['at'][:19]} {t['from'] or '-'} → {t['to']} by {t['actor']}"
+                      f"{forced}: {t['reason']}", soft_wrap=True)
+
+
+@models_app.command("register")
+def models_register(directory: Annotated[Path, typer.Argument(
+        help="A model artefact directory (model.txt + contract.json).")]) -> None:
+    """Register an artefact trained elsewhere as a candidate."""
+    row = _registry().register(directory)
+    console.print(f"registered {row.name} {row.version} as a candidate")
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str, version: str,
+    force: Annotated[bool, typer.Option(help="Skip the acceptance gate (needs --reason).")]
+    = False,
+    reason: Annotated[str | None, typer.Option(help="Why; stored in the audit.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Promote VERSION to production if it passes the acceptance gate against production."""
+    import json
+
+    from skewless.registry import current_user
+    from training.gate import PromotionRefused, promote
+
+    settings = _settings()
+    registry = _registry()
+    try:
+        row, decision = promote(settings, registry, name, version, current_user(), reason, force)
+    except PromotionRefused as exc:
+        if as_json:
+            typer.echo(json.dumps({"promoted": False, "error": str(exc), **(
+                exc.decision.evidence() if exc.decision else {})}, indent=2, default=str))
+        else:
+            console.print(f"[red]refused:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"promoted": True, "version": row.version, **(
+            decision.evidence() if decision else {"gate": "skipped (forced)"})},
+            indent=2, default=str))
+    else:
+        how = decision.explain() if decision else f"forced: {reason}"
+        console.print(f"[green]{name} {version} is production[/] — {how}", soft_wrap=True)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "rollback",
+) -> None:
+    """Return production to the version that was production before the current one."""
+    from skewless.registry import current_user
+
+    row = _registry().rollback(name, current_user(), reason)
+    console.print(f"[green]{name} {row.version} is production again[/]")
+
+
+@models_app.command("archive")
+def models_archive(
+    name: str, version: str,
+    reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "archived",
+) -> None:
+    """Archive a candidate (production is replaced by promote or rollback, never emptied)."""
+    from skewless.registry import current_user
+
+    row = _registry().archive(name, version, current_user(), reason)
+    console.print(f"{name} {row.version} archived")
 
 
 @redis_app.command("start")

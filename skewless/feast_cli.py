@@ -1,13 +1,33 @@
-"""Running Feast's own CLI on the repo, exactly as a Feast user would."""
+"""Feast on the repo: its own CLI, exactly as a Feast user runs it, and its SDK store."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from skewless.errors import SkewlessError
-from skewless.settings import Settings, feast_process_env
+from skewless.settings import Settings, export_for_feast, feast_process_env
+
+
+def quiet_library_warnings() -> None:
+    """Silence the warnings Feast, ibis and dask raise about their own internals.
+
+    Users can do nothing about them. Feast puts ``simplefilter("once", ...)`` in front of
+    every filter when it is imported, so this runs again after the import.
+    """
+    for category in (DeprecationWarning, FutureWarning, RuntimeWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(feast|ibis|dask)(\.|$)")
+
+
+def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here (slow import)
+    from feast import FeatureStore
+
+    quiet_library_warnings()
+    export_for_feast()
+    return FeatureStore(repo_path=str(settings.repo_path))
 
 
 class FeastCommandError(SkewlessError):

@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The admin token a development checkout works with; any other environment refuses it.
+DEVELOPMENT_ADMIN_TOKEN = "dev-admin-token"
+ENVIRONMENTS = ("development", "test", "production")
 
 
 class Settings(BaseSettings):
@@ -83,6 +86,38 @@ class Settings(BaseSettings):
     )
     feature_log_flush_rows: int = Field(20_000, gt=0, description="rows per log file at most")
     feature_log_flush_seconds: float = Field(2.0, gt=0, description="log write interval")
+
+    # The metadata database (model registry and audit) and its admin API.
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the metadata database (default: SQLite "
+        "var/skewless.db); PostgreSQL: postgresql+psycopg://user:pass@host/db")
+    admin_token: SecretStr = Field(
+        SecretStr(DEVELOPMENT_ADMIN_TOKEN), description="bearer token of /admin; outside "
+        "development the service refuses to start with the default one")
+    registry_poll_seconds: float = Field(
+        2.0, gt=0, description="how often the predictor checks the registry's production "
+        "version (an admin call is noticed at once)")
+    gate_metric: str = Field("roc_auc", pattern="^(roc_auc|pr_auc)$",
+                             description="metric of the acceptance gate (higher is better)")
+    gate_margin: float = Field(
+        0.005, ge=0, description="a candidate may score this much below production and pass")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'skewless.db'}"
+
+    def serving_problems(self) -> list[str]:
+        """What makes this configuration unfit to serve (empty when it is fit)."""
+        problems = []
+        if self.environment not in ENVIRONMENTS:
+            problems.append(f"SKEWLESS_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, "
+                            f"not {self.environment!r}")
+        elif self.environment != "development":
+            token = self.admin_token.get_secret_value()
+            if token == DEVELOPMENT_ADMIN_TOKEN or len(token) < 16:
+                problems.append(f"SKEWLESS_ADMIN_TOKEN must be set to a secret of at least 16 "
+                                f"characters in {self.environment} (not the default)")
+        return problems
 
     @property
     def data_dir(self) -> Path:

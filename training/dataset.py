@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from skewless.artifact import read_contract
 from skewless.contract import ServiceSpec, logging_destination, resolve_service, service_summary
 from skewless.errors import SkewlessError
-from skewless.settings import Settings, export_for_feast
+from skewless.feast_cli import open_store
+from skewless.settings import Settings
 from training.served import LOG_TIMESTAMP, REQUEST_ID, ServedLogError, load_served
 
 POINT_IN_TIME = "point-in-time"
@@ -116,13 +117,6 @@ class LabelSource:
         )
 
 
-def open_store(settings: Settings):  # -> feast.FeatureStore, imported lazily (slow import)
-    from feast import FeatureStore
-
-    export_for_feast()
-    return FeatureStore(repo_path=str(settings.repo_path))
-
-
 def ident(column: str) -> str:
     """A column name quoted for SQL."""
     return '"' + column.replace('"', '""') + '"'
@@ -144,10 +138,31 @@ def layout_columns(source: LabelSource, spec: ServiceSpec) -> list[str]:
             source.label_timestamp_column, source.label_column, *spec.feature_names]
 
 
-def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) -> pa.Table:
+def latest_labelled_event(source: LabelSource, known_at: datetime) -> datetime | None:
+    """The time of the latest event whose label was known at ``known_at``."""
+    import duckdb
+
+    event_ts = f"CAST(e.{ident(source.timestamp_column)} AS TIMESTAMPTZ)"
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        latest = con.sql(
+            f"""SELECT max({event_ts}) FROM read_parquet(?) e JOIN read_parquet(?) l
+                USING ({ident(source.id_column)})
+                WHERE CAST(l.{ident(source.label_timestamp_column)} AS TIMESTAMPTZ) <= ?""",
+            params=[str(source.events_path), str(source.labels_path), known_at],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    return latest  # type: ignore[no-any-return]
+
+
+def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime,
+                      since: datetime | None = None) -> pa.Table:
     """Label events known at ``cutoff``, in time order: id, time, the service's inputs, label.
 
-    An event counts when its label arrived by the cut-off and it happened before it.
+    An event counts when its label arrived by the cut-off and it happened before it (and,
+    with ``since``, not before that).
     """
     import duckdb
 
@@ -168,9 +183,10 @@ def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime) 
                        {label_ts} AS {ident(source.label_timestamp_column)},
                        l.{ident(source.label_column)}
                 FROM read_parquet(?) e JOIN read_parquet(?) l USING ({key})
-                WHERE {label_ts} <= ? AND {event_ts} < ?
+                WHERE {label_ts} <= ? AND {event_ts} < ? AND {event_ts} >= ?
                 ORDER BY 2, 1""",
-            params=[str(source.events_path), str(source.labels_path), cutoff, cutoff],
+            params=[str(source.events_path), str(source.labels_path), cutoff, cutoff,
+                    since or datetime.min.replace(tzinfo=UTC)],
         ).to_arrow_table()
     finally:
         con.close()
@@ -302,6 +318,7 @@ def iter_training_chunks(
     store=None,
     source: LabelSource | None = None,
     chunk_rows: int | None = None,
+    since: datetime | None = None,
 ) -> Iterator[tuple[pa.Table, ServiceSpec]]:
     """Yield the training set in time-ordered slices of at most ``chunk_rows`` label events.
 
@@ -312,9 +329,10 @@ def iter_training_chunks(
     source = source or LabelSource.from_settings(settings)
     spec = resolve_service(store, settings.feature_service)
     plan = plan_retrieval(store, settings.feature_service)
-    events = load_label_events(source, spec, cutoff)
+    events = load_label_events(source, spec, cutoff, since)
     if events.num_rows == 0:
-        raise DatasetError(f"no label events known at {cutoff.isoformat()}")
+        raise DatasetError(f"no label events known at {cutoff.isoformat()}"
+                           + (f" since {since.isoformat()}" if since else ""))
     ordered = layout_columns(source, spec)
     step = chunk_rows or settings.dataset_chunk_rows
     for start in range(0, events.num_rows, step):
@@ -331,11 +349,13 @@ def build_training_set(
     store=None,
     source: LabelSource | None = None,
     chunk_rows: int | None = None,
+    since: datetime | None = None,
 ) -> TrainingSet:
-    """Join every label event known at ``cutoff`` with its point-in-time features."""
+    """Join every label event known at ``cutoff`` (since ``since``) with its point-in-time
+    features."""
     source = source or LabelSource.from_settings(settings)
     cutoff = cutoff or datetime.now(UTC)
-    parts = list(iter_training_chunks(settings, cutoff, store, source, chunk_rows))
+    parts = list(iter_training_chunks(settings, cutoff, store, source, chunk_rows, since))
     spec = parts[0][1]
     return TrainingSet(
         frame=to_frame(pa.concat_tables([p for p, _ in parts]), spec.feature_names),

@@ -20,7 +20,9 @@ def run_demo(
 ) -> dict[str, Any]:
     from skewless.feast_cli import run_feast
     from skewless.redis import redis_for
+    from skewless.registry import Registry, current_user, upgrade
     from training.dataset import TrainingSet, write_training_set
+    from training.gate import PromotionRefused, promote
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
     from training.train import train_model
@@ -68,10 +70,23 @@ def run_demo(
         step("point-in-time training set (Feast, duckdb)",
              lambda: write_training_set(settings, dataset_path, cutoff=now))
         ts = TrainingSet.read(dataset_path)
+        step("metadata database migrations (alembic upgrade)",
+             lambda: upgrade(settings.resolved_database_url))
         result = step("train LightGBM", lambda: train_model(
             ts, settings.model_dir, settings.holdout_days, settings.validation_days,
             seed=settings.seed, truth_path=settings.resolved_truth_path,
             dataset_path=dataset_path))
+        registry = Registry.from_settings(settings)
+        row = registry.register(result.directory)
+        try:
+            _, decision = step("acceptance gate and promotion", lambda: promote(
+                settings, registry, row.name, row.version, current_user(), "demo"))
+            facts["promotion"] = (f"{row.version} is production: "
+                                  + (decision.explain() if decision else "forced"))
+        except PromotionRefused as exc:
+            facts["promotion"] = f"{exc}; production stays {registry.production_version(row.name)}"
+        finally:
+            registry.close()
 
     metrics = result.contract["metrics"]["holdout"]
     facts.update(
@@ -92,6 +107,7 @@ def run_demo(
     table.add_row("holdout PR AUC / log loss",
                   f"{metrics['pr_auc']:.4f} / {metrics['log_loss']:.4f}")
     table.add_row("model", f"{result.directory / 'model.txt'} (+ contract.json)")
+    table.add_row("registry", facts["promotion"])
     table.add_row("feature repo", f"{settings.repo_path} (registry data/registry.db)")
     table.add_row("online store", facts["redis"])
     table.add_row("time", ", ".join(f"{d.split(' (')[0]} {s:.1f}s" for d, s in timings))

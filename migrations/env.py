@@ -1,0 +1,45 @@
+"""Alembic environment: the URL from Skewless settings, the metadata from the registry models."""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy.pool import NullPool
+
+from skewless.registry import Base, make_engine
+from skewless.settings import get_settings
+
+config = context.config
+if config.config_file_name is not None and not config.attributes.get("quiet"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+url: str = config.attributes.get("url") or get_settings().resolved_database_url
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL instead of running it (`alembic upgrade head --sql`)."""
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(url, poolclass=NullPool)  # one connection, closed afterwards
+    try:
+        with engine.connect() as connection:
+            # render_as_batch: SQLite alters tables by copying them.
+            context.configure(connection=connection, target_metadata=target_metadata,
+                              render_as_batch=True, compare_type=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

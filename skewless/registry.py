@@ -1,0 +1,459 @@
+"""The metadata database: model versions, their stage changes, and the admin audit.
+
+SQLAlchemy 2 models plus the few queries the CLI, the acceptance gate, the admin API and the
+predictor share. The schema is created by Alembic (``migrations/``, ``skewless db upgrade``),
+never here. Stages are candidate → production → archived; the database itself refuses a
+second production version of a model name (a partial unique index), so two promotions that
+race cannot both win, whatever the code does.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from skewless.errors import SkewlessError
+from skewless.settings import PROJECT_ROOT, Settings
+
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+
+
+class Stage(StrEnum):
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+class RegistryError(SkewlessError):
+    """A registry operation could not be done; the message says why."""
+
+
+class NotFound(RegistryError):
+    """No such model version (the message names it)."""
+
+
+class Conflict(RegistryError):
+    """The registry changed under the operation (another promotion won); retry."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and read back timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+STAGES = ", ".join(f"'{s.value}'" for s in Stage)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
+        CheckConstraint(f"stage IN ({STAGES})", name="ck_model_versions_stage"),
+        # At most one production version per name, enforced by the database.
+        Index("uq_model_versions_one_production", "name", unique=True,
+              sqlite_where=text("stage = 'production'"),
+              postgresql_where=text("stage = 'production'")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    stage: Mapped[str] = mapped_column(String(20), default=Stage.CANDIDATE.value)
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    feature_service: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    contract: Mapped[dict[str, Any]]
+    parameters: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    training_window: Mapped[dict[str, Any]]
+    baseline: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+    transitions: Mapped[list[StageTransition]] = relationship(
+        back_populates="model_version", order_by="StageTransition.id")
+
+    def summary(self) -> dict[str, Any]:
+        """What `models list` shows."""
+        return {
+            "name": self.name, "version": self.version, "stage": self.stage,
+            "feature_service": self.feature_service, "fingerprint": self.fingerprint,
+            "metrics": self.metrics, "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by, "artifact_uri": self.artifact_uri,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """What `models show` shows: everything, with the stage history."""
+        return {
+            **self.summary(), "sha256": self.sha256, "parameters": self.parameters,
+            "training_window": self.training_window, "baseline": self.baseline,
+            "features": self.contract.get("features", []),
+            "transitions": [t.to_json() for t in self.transitions],
+        }
+
+
+class StageTransition(Base):
+    """Append-only: every stage change of a model version, with who, when, why and evidence."""
+
+    __tablename__ = "stage_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
+    from_stage: Mapped[str | None] = mapped_column(String(20))
+    to_stage: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence: Mapped[dict[str, Any]]
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="transitions")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.from_stage, "to": self.to_stage, "actor": self.actor,
+                "at": self.at.isoformat(), "reason": self.reason, "forced": self.forced,
+                "evidence": self.evidence}
+
+
+class AuditEvent(Base):
+    """Append-only: every admin call (accepted or refused) and every refused promotion."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "actor": self.actor, "action": self.action,
+                "target": self.target, "outcome": self.outcome, "detail": self.detail}
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def make_engine(url: str, **options: Any) -> Engine:
+    """An engine for ``url``; on SQLite every transaction takes the write lock up front
+    (``BEGIN IMMEDIATE``), so concurrent writers queue instead of failing half-way."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, **options)
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        dbapi_connection.execute("PRAGMA journal_mode = WAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config(url: str) -> Any:
+    """Alembic's config for ``url``: the script location from the repo, no URL in the file."""
+    from alembic.config import Config
+
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` (the explicit step before serving or training)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """None when the database is at the migrations' head, else what to do about it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        return f"metadata database unavailable: {exc.orig}"
+    if current != head:
+        return (f"metadata database {engine.url.render_as_string(hide_password=True)} is at "
+                f"revision {current or 'none'}, not {head}: run `skewless db upgrade`")
+    return None
+
+
+def read_contract_file(directory: Path) -> dict[str, Any]:
+    path = directory / "contract.json"
+    if not path.is_file():
+        raise RegistryError(f"no contract.json in {directory}: not a model artefact")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+class Registry:
+    """Queries and stage changes of the model registry."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, check: bool = True) -> Registry:
+        registry = cls(settings.resolved_database_url)
+        if check:
+            problem = schema_problem(registry.engine)
+            if problem:
+                registry.close()
+                raise RegistryError(problem)
+        return registry
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    # Reads -------------------------------------------------------------------------------
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        with self.session() as session:
+            query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.id)
+            if name is not None:
+                query = query.where(ModelVersion.name == name)
+            return list(session.scalars(query))
+
+    def get(self, name: str, version: str) -> ModelVersion:
+        with self.session() as session:
+            found = session.scalar(
+                select(ModelVersion).where(ModelVersion.name == name,
+                                           ModelVersion.version == version))
+            if found is None:
+                raise NotFound(f"model {name} has no version {version}")
+            found.transitions  # noqa: B018  # load the history while the session is open
+            return found
+
+    def production(self, name: str) -> ModelVersion | None:
+        with self.session() as session:
+            return session.scalar(select(ModelVersion).where(
+                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value))
+
+    def production_version(self, name: str) -> str | None:
+        """The production version's name only: what the predictor polls."""
+        with self.session() as session:
+            return session.scalar(select(ModelVersion.version).where(
+                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value))
+
+    def audit_events(self, limit: int = 100) -> list[AuditEvent]:
+        with self.session() as session:
+            return list(session.scalars(
+                select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
+
+    # Writes ------------------------------------------------------------------------------
+
+    def register(self, directory: Path, actor: str | None = None,
+                 reason: str = "trained") -> ModelVersion:
+        """Record a trained artefact as a candidate (its contract.json says what it is)."""
+        contract = read_contract_file(directory)
+        model = contract.get("model", {})
+        training = contract.get("training", {})
+        row = ModelVersion(
+            name=contract["feature_service"], version=model["version"],
+            stage=Stage.CANDIDATE.value, artifact_uri=str(directory.resolve()),
+            sha256=model["sha256"], feature_service=contract["feature_service"],
+            fingerprint=contract["fingerprint"], contract=contract,
+            parameters=contract.get("parameters", {}),
+            metrics=contract.get("metrics", {}),
+            training_window={**training.get("windows", {}), "cutoff": training.get("cutoff"),
+                             "rows": training.get("rows", {}),
+                             "dataset": training.get("dataset")},
+            baseline=contract.get("baseline", {}), created_by=actor or current_user(),
+        )
+        try:
+            with self.session() as session:
+                session.add(row)
+                session.flush()
+                session.add(StageTransition(
+                    model_version_id=row.id, from_stage=None, to_stage=Stage.CANDIDATE.value,
+                    actor=row.created_by, reason=reason, evidence={}))
+        except IntegrityError as exc:
+            raise RegistryError(
+                f"model {row.name} version {row.version} is already registered") from exc
+        return row
+
+    def promote(self, name: str, version: str, actor: str, reason: str,
+                evidence: dict[str, Any], forced: bool = False,
+                expected_production: str | None = None) -> ModelVersion:
+        """Make ``version`` production and archive the one it replaces, in one transaction.
+
+        ``expected_production`` is the production version the decision was based on (the
+        gate compared against it); if production changed meanwhile, nothing is changed.
+        """
+        try:
+            with self.session() as session:
+                target = self._locked(session, name, version)
+                if target.stage == Stage.PRODUCTION.value:
+                    raise Conflict(f"model {name} version {version} is already production")
+                current = session.scalar(select(ModelVersion).where(
+                    ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value,
+                ).with_for_update())
+                current_version = current.version if current else None
+                if current_version != expected_production:
+                    raise Conflict(
+                        f"production of {name} changed to {current_version or 'none'} while "
+                        f"the promotion of {version} was decided against "
+                        f"{expected_production or 'none'}; nothing changed, try again")
+                if current is not None:
+                    self._move(session, current, Stage.ARCHIVED, actor,
+                               f"replaced by {version}: {reason}", {"replaced_by": version},
+                               forced)
+                    session.flush()  # archive first: the one-production index holds throughout
+                self._move(session, target, Stage.PRODUCTION, actor, reason,
+                           {**evidence, "previous_production": current_version}, forced)
+                return target
+        except IntegrityError as exc:
+            raise Conflict(f"another promotion of {name} committed first; nothing changed "
+                           f"({exc.orig})") from exc
+
+    def rollback(self, name: str, actor: str, reason: str) -> ModelVersion:
+        """Return production to the version that was production before the current one."""
+        with self.session() as session:
+            current = session.scalar(select(ModelVersion).where(
+                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value,
+            ).with_for_update())
+            if current is None:
+                raise RegistryError(f"model {name} has no production version to roll back")
+            promoted = session.scalar(
+                select(StageTransition).where(
+                    StageTransition.model_version_id == current.id,
+                    StageTransition.to_stage == Stage.PRODUCTION.value,
+                ).order_by(StageTransition.id.desc()).limit(1))
+            previous_version = (promoted.evidence or {}).get("previous_production") \
+                if promoted else None
+            if previous_version is None:
+                raise RegistryError(
+                    f"model {name} version {current.version} replaced no earlier production "
+                    "version: nothing to roll back to")
+            previous = self._locked(session, name, previous_version)
+            self._move(session, current, Stage.ARCHIVED, actor, f"rolled back: {reason}",
+                       {"rolled_back_to": previous.version}, False)
+            session.flush()
+            self._move(session, previous, Stage.PRODUCTION, actor, f"rollback: {reason}",
+                       {"previous_production": current.version, "rollback": True}, False)
+            return previous
+
+    def archive(self, name: str, version: str, actor: str, reason: str) -> ModelVersion:
+        with self.session() as session:
+            target = self._locked(session, name, version)
+            if target.stage == Stage.ARCHIVED.value:
+                raise Conflict(f"model {name} version {version} is already archived")
+            if target.stage == Stage.PRODUCTION.value:
+                raise Conflict(f"model {name} version {version} is production: promote another "
+                               "version or roll back instead of leaving none")
+            self._move(session, target, Stage.ARCHIVED, actor, reason, {}, False)
+            return target
+
+    def audit(self, actor: str, action: str, target: str, outcome: str,
+              detail: dict[str, Any] | None = None) -> None:
+        with self.session() as session:
+            session.add(AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
+                                   detail=detail or {}))
+
+    # Helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _locked(session: Session, name: str, version: str) -> ModelVersion:
+        found = session.scalar(select(ModelVersion).where(
+            ModelVersion.name == name, ModelVersion.version == version).with_for_update())
+        if found is None:
+            raise NotFound(f"model {name} has no version {version}")
+        return found
+
+    @staticmethod
+    def _move(session: Session, row: ModelVersion, to: Stage, actor: str, reason: str,
+              evidence: dict[str, Any], forced: bool) -> None:
+        session.add(StageTransition(
+            model_version_id=row.id, from_stage=row.stage, to_stage=to.value, actor=actor,
+            reason=reason, forced=forced, evidence=evidence))
+        row.stage = to.value

@@ -1,0 +1,164 @@
+"""The acceptance gate: a candidate is promoted only if it is not worse than production.
+
+Both versions are scored on the same point-in-time holdout — the label events of the last
+``holdout_days`` up to the latest event whose label has arrived, built through Feast like
+any training set — and the
+candidate passes when its metric is at least production's minus the configured margin. The
+evidence (both scores, the holdout window and size) is stored with the stage transition; a
+refusal is audited with the same evidence. ``force`` skips the gate and is audited as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
+from skewless.contract import FeatureSpec, contract_differences, resolve_service
+from skewless.registry import ModelVersion, Registry, RegistryError, Stage
+from skewless.settings import Settings
+from training.dataset import (
+    LabelSource,
+    TrainingSet,
+    build_training_set,
+    latest_labelled_event,
+    open_store,
+)
+from training.evaluate import evaluate_scores
+from training.train import to_matrix
+
+
+class PromotionRefused(RegistryError):
+    """The gate (or the artefact's checks) refused the candidate; ``decision`` says why."""
+
+    def __init__(self, message: str, decision: GateDecision | None = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+@dataclass
+class GateDecision:
+    accepted: bool
+    metric: str
+    margin: float
+    candidate: dict[str, Any]
+    production: dict[str, Any] | None
+    holdout: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def evidence(self) -> dict[str, Any]:
+        return {"gate": asdict(self)}
+
+    def explain(self) -> str:
+        c = self.candidate
+        if self.production is None or self.production.get("score") is None:
+            own = c.get("training_holdout")
+            return self.note + (f" (its training holdout {self.metric}: {own:.4f})"
+                                if isinstance(own, float) else "")
+        p = self.production
+        window = self.holdout
+        return (f"candidate {c['version']} {self.metric} {c['score']:.4f} vs production "
+                f"{p['version']} {p['score']:.4f} (margin {self.margin:g}) on the holdout "
+                f"{window['from']} to {window['to']}: {window['rows']:,} events, "
+                f"{window['positives']:,} positives")
+
+
+def verified_artifact(row: ModelVersion) -> ModelArtifact:
+    """The version's artefact, checked: files present, sha256 as registered, LightGBM text."""
+    artifact = load_artifact(Path(row.artifact_uri))
+    if artifact.contract["model"]["sha256"] != row.sha256:
+        raise ArtifactError(f"{row.artifact_uri} holds a model with sha256 "
+                            f"{artifact.contract['model']['sha256']}, registered as {row.sha256}")
+    return artifact
+
+
+def score_on(artifact: ModelArtifact, holdout: TrainingSet) -> dict[str, Any]:
+    features = [FeatureSpec(**f) for f in artifact.contract["features"]]
+    x = to_matrix(holdout.frame, features, artifact.contract.get("categories", {}))
+    p = np.asarray(artifact.booster.predict(x))
+    return evaluate_scores(holdout.frame[holdout.label_column].to_numpy(), p)
+
+
+def decide(settings: Settings, registry: Registry, name: str, version: str,
+           cutoff: datetime | None = None) -> GateDecision:
+    """Compare the candidate with the current production version on one holdout."""
+    candidate = registry.get(name, version)
+    if candidate.stage == Stage.PRODUCTION.value:
+        raise RegistryError(f"model {name} version {version} is already production")
+    metric, margin = settings.gate_metric, settings.gate_margin
+    try:
+        candidate_artifact = verified_artifact(candidate)
+    except ArtifactError as exc:
+        raise PromotionRefused(f"candidate {version} refused: {exc}") from exc
+    service_settings = settings.model_copy(update={"feature_service": candidate.feature_service})
+    store = open_store(service_settings)
+    spec = resolve_service(store, candidate.feature_service)
+    problems = contract_differences(candidate_artifact.contract, spec)
+    if problems:
+        raise PromotionRefused(f"candidate {version} does not match the current definitions of "
+                               f"{candidate.feature_service}: " + "; ".join(problems))
+    current = registry.production(name)
+    decision = GateDecision(
+        accepted=True, metric=metric, margin=margin,
+        candidate={"version": version,
+                   "training_holdout": candidate.metrics.get("holdout", {}).get(metric)},
+        production=None if current is None else {"version": current.version})
+    if current is None:
+        decision.note = f"no production version of {name}: the first one is accepted"
+        return decision
+    try:
+        production_artifact = verified_artifact(current)
+        stale = contract_differences(production_artifact.contract, spec)
+    except ArtifactError as exc:
+        stale = [str(exc)]
+    if stale:
+        decision.note = (f"production {current.version} cannot serve the current definitions "
+                         f"({'; '.join(stale)}): the candidate replaces it")
+        return decision
+    known_at = cutoff or datetime.now(UTC)
+    latest = latest_labelled_event(LabelSource.from_settings(settings), known_at)
+    if latest is None:
+        raise PromotionRefused(f"no labelled events known at {known_at.isoformat()} to compare "
+                               f"{version} with production {current.version} on")
+    since = latest - timedelta(days=settings.holdout_days)
+    holdout = build_training_set(service_settings, cutoff=known_at, store=store, since=since)
+    scores = {v: score_on(a, holdout) for v, a in
+              ((version, candidate_artifact), (current.version, production_artifact))}
+    decision.candidate["score"] = scores[version][metric]
+    decision.production = {"version": current.version, "score": scores[current.version][metric]}
+    decision.holdout = {"from": since.isoformat(), "to": latest.isoformat(),
+                        "labels_known_at": known_at.isoformat(),
+                        "rows": len(holdout.frame),
+                        "positives": int(holdout.frame[holdout.label_column].sum())}
+    decision.accepted = bool(decision.candidate["score"] >= decision.production["score"] - margin)
+    return decision
+
+
+def promote(settings: Settings, registry: Registry, name: str, version: str, actor: str,
+            reason: str | None = None, force: bool = False) -> tuple[ModelVersion, GateDecision | None]:
+    """Promote ``version`` through the gate (or past it with ``force`` and a reason)."""
+    if force:
+        if not reason:
+            raise RegistryError("--force needs a --reason: forced promotions are audited")
+        registry.audit(actor, "promote", f"{name}/{version}", "forced", {"reason": reason})
+        current = registry.production_version(name)
+        row = registry.promote(name, version, actor, reason, {"gate": "skipped (forced)"},
+                               forced=True, expected_production=current)
+        return row, None
+    try:
+        decision = decide(settings, registry, name, version)
+    except PromotionRefused as exc:
+        registry.audit(actor, "promote", f"{name}/{version}", "refused", {"error": str(exc)})
+        raise
+    if not decision.accepted:
+        registry.audit(actor, "promote", f"{name}/{version}", "refused by the gate",
+                       decision.evidence())
+        raise PromotionRefused(f"candidate {version} refused: {decision.explain()}", decision)
+    expected = decision.production["version"] if decision.production else None
+    row = registry.promote(name, version, actor, reason or "passed the acceptance gate",
+                           decision.evidence(), expected_production=expected)
+    return row, decision

@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 ENV FEAST_USAGE=False PYTHONUNBUFFERED=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md alembic.ini ./
 COPY skewless skewless
 COPY training training
 COPY service service

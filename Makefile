@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-serve bench-skew clean
+.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench-serve: install ## Load benchmark: POST /predict vs tuned `feast serve` (in
 
 bench-skew: install ## Skew check over 100k served rows: wall time and peak RSS
 	$(BIN)/python bench/skew.py
+
+bench-swap: install ## Hot swap under load: promotion to first new-version response, throughput dip
+	$(BIN)/python bench/swap.py
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

@@ -393,6 +393,7 @@ def build_fixture(tmp: Path, redis: str) -> Fixture:
 
     from skewless.contract import resolve_service
     from skewless.feast_cli import run_feast
+    from skewless.registry import bootstrap_production
     from skewless.settings import Settings
     from training.dataset import build_training_set
     from training.generate import GenerateConfig, generate, write_generated
@@ -431,6 +432,7 @@ def build_fixture(tmp: Path, redis: str) -> Fixture:
     model = step("train", lambda: train_model(
         ts, settings.model_dir, settings.holdout_days, settings.validation_days,
         seed=settings.seed, truth_path=settings.resolved_truth_path))
+    step("register as production", lambda: bootstrap_production(settings, model.directory))
     # The whole window of every feature table: card_profile rows are stamped with the card's
     # issue date, years before the transactions (a 61-day window would leave most cards
     # without a profile online).

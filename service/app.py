@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -14,12 +15,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.admin import AdminAuditMiddleware
+from service.admin import router as admin_router
 from service.health import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
 from service.predict import build_router
 from service.predictor import Predictor
 from skewless.contract import resolve_service
+from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
+from skewless.registry import Registry
 from skewless.settings import Settings, export_for_feast
 
 logger = logging.getLogger(__name__)
@@ -83,16 +88,23 @@ def create_app(settings: Settings) -> FastAPI:
     schema) are derived from it; the lifespan loads the model, checks its contract, opens
     the Redis client and starts the served-feature log writer.
     """
+    problems = settings.serving_problems()
+    if problems:
+        raise SkewlessError("refusing to start: " + "; ".join(problems))
     export_for_feast(settings.redis)
     store = open_store(settings)
     spec = resolve_service(store, settings.feature_service)
     metrics = Metrics(skew_report=settings.skew_report_path)
+    # The registry's schema must be migrated already (`skewless db upgrade`): migrations are
+    # an explicit step, never run by the service.
+    registry = Registry.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        predictor = Predictor.load(settings, store, spec, metrics)
+        predictor = Predictor.load(settings, store, spec, metrics, registry)
         app.state.predictor = predictor
         predictor.logbook.start()
+        follower = asyncio.create_task(predictor.follow_registry(), name="registry follower")
         problem = await predictor.check_redis()
         if problem:
             logger.warning("starting without the online store: %s", problem)
@@ -103,10 +115,12 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            follower.cancel()
             await predictor.logbook.close()
             await predictor.redis.aclose()
             if predictor.scorer is not None:
                 predictor.scorer.close()
+            registry.close()
             gc.unfreeze()
 
     app = FastAPI(
@@ -118,8 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.spec = spec
     app.state.metrics = metrics
+    app.state.registry = registry
     app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column))
     app.include_router(health_router)
+    app.include_router(admin_router)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -127,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdminAuditMiddleware, registry=registry)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -69,6 +69,15 @@ class Metrics:
         self.redis_errors = Counter("skewless_redis_errors_total",
                                     "Online store reads that failed", registry=r)
         self.model = Info("skewless_model", "The model being served", registry=r)
+        self.model_loads = Counter(
+            "skewless_model_loads_total", "Model versions loaded (swapped in) or refused "
+            "(corrupt, missing or mismatched artefact; the previous model keeps serving)",
+            ["outcome"], registry=r)
+        self.model_load_seconds = Histogram(
+            "skewless_model_load_seconds", "Time to load and verify a model version",
+            registry=r)
+        self.registry_errors = Counter(
+            "skewless_registry_errors_total", "Failed reads of the model registry", registry=r)
         self.log_depth = Gauge("skewless_feature_log_buffer_rows",
                                "Served rows accepted and not yet written", registry=r)
         self.log_capacity = Gauge("skewless_feature_log_buffer_capacity",

@@ -2,15 +2,26 @@
 
 Per request: one pipelined round trip to Redis, Feast's on-demand transformation, one
 LightGBM call and an append to the log buffer. No registry access, no pandas.
+
+The model follows the registry: the production version is loaded at start-up, and when it
+changes (noticed by polling, or told by an admin call) the new version is loaded and
+verified beside the old one — sha256 as registered, LightGBM text that parses, a contract
+matching the current Feast definitions, a smoke prediction — and swapped in with one
+assignment. Each request takes the model once, so it is scored by one version throughout;
+the old model is freed after a grace period. A version that fails verification is refused
+(log line and metric) and the old one keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -23,15 +34,17 @@ from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
 from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
-from skewless.artifact import ArtifactError, latest_artifact_dir, load_artifact
+from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
 from skewless.contract import ServiceSpec, contract_differences, logging_destination
 from skewless.errors import SkewlessError
+from skewless.registry import ModelVersion, Registry
 from skewless.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 logger = logging.getLogger(__name__)
+RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
 
 
 class ServiceUnavailable(SkewlessError):
@@ -86,13 +99,16 @@ class Predictor:
     redis: aioredis.Redis
     logbook: LogBook
     metrics: Metrics
+    registry: Registry | None = None  # None: a pinned model (SKEWLESS_MODEL_PATH)
     scorer: Scorer | None = None
     model_problem: str | None = None
     _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+    _refused: dict[str, str] = field(default_factory=dict, repr=False)
+    _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def load(cls, settings: Settings, store: FeatureStore, spec: ServiceSpec,
-             metrics: Metrics) -> Predictor:
+             metrics: Metrics, registry: Registry | None = None) -> Predictor:
         from feast.feature_logging import FeatureServiceLoggingSource
 
         if not settings.redis:
@@ -119,30 +135,114 @@ class Predictor:
             settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
             redis=redis_client(settings.redis, settings.redis_timeout_seconds),
             logbook=logbook, metrics=metrics,
+            registry=None if settings.model_path else registry,
         )
         predictor.load_model()
         return predictor
 
+    @property
+    def model_name(self) -> str:
+        return self.spec.feature_service
+
     def load_model(self) -> None:
-        """Load the configured (or latest) model; refuse it unless its contract matches."""
+        """Load the pinned model or the registry's production version, or say why not."""
         try:
-            directory = self.settings.model_path or latest_artifact_dir(
-                self.settings.model_dir, self.settings.feature_service)
-            artifact = load_artifact(directory)
-            problems = contract_differences(artifact.contract, self.spec)
-            if problems:
-                raise ArtifactError(
-                    f"model {artifact.version} does not match feature service "
-                    f"{self.spec.feature_service}: " + "; ".join(problems))
-            scorer = Scorer(artifact)
+            if self.registry is None:
+                if self.settings.model_path is None:
+                    raise ArtifactError("no model registry and no SKEWLESS_MODEL_PATH")
+                scorer = self.verified_scorer(load_artifact(self.settings.model_path))
+            else:
+                row = self.registry.production(self.model_name)
+                if row is None:
+                    raise ArtifactError(
+                        f"no production version of {self.model_name} in the registry "
+                        f"(skewless models promote {self.model_name} VERSION)")
+                scorer = self.verified_scorer(self.registered_artifact(row))
         except ArtifactError as exc:
             self.scorer, self.model_problem = None, str(exc)
+            self.metrics.model_loads.labels("refused").inc()
             logger.error("refusing to serve: %s", exc)
             return
-        self.scorer, self.model_problem = scorer, None
+        self._install(scorer)
+
+    @staticmethod
+    def registered_artifact(row: ModelVersion) -> ModelArtifact:
+        artifact = load_artifact(Path(row.artifact_uri))
+        if artifact.contract["model"]["sha256"] != row.sha256 or artifact.version != row.version:
+            raise ArtifactError(
+                f"{row.artifact_uri} holds {artifact.version} with sha256 "
+                f"{artifact.contract['model']['sha256']}, registered as {row.version} with "
+                f"sha256 {row.sha256}")
+        return artifact
+
+    def verified_scorer(self, artifact: ModelArtifact) -> Scorer:
+        """A scorer for ``artifact`` if its contract matches and a smoke prediction works."""
+        problems = contract_differences(artifact.contract, self.spec)
+        if problems:
+            raise ArtifactError(
+                f"model {artifact.version} does not match feature service "
+                f"{self.spec.feature_service}: " + "; ".join(problems))
+        scorer = Scorer(artifact)  # checks its single-row path against Booster.predict
+        smoke = scorer.predict(scorer.matrix([[None] * len(self.spec.features)]))
+        if len(smoke) != 1 or not math.isfinite(float(smoke[0])) or not 0 <= smoke[0] <= 1:
+            scorer.close()
+            raise ArtifactError(f"model {artifact.version} scored an empty row as {smoke}")
+        return scorer
+
+    def _install(self, scorer: Scorer) -> Scorer | None:
+        """Swap ``scorer`` in (one assignment); returns the one it replaced."""
+        old, self.scorer, self.model_problem = self.scorer, scorer, None
+        self.metrics.model_loads.labels("loaded").inc()
         self.metrics.model.info({"version": scorer.version,
                                  "feature_service": self.spec.feature_service,
                                  "fingerprint": self.spec.fingerprint})
+        return old
+
+    async def refresh(self) -> str | None:
+        """Serve the registry's production version if it changed; returns what is served.
+
+        Loading and verifying run in a thread beside the serving model; only the final
+        assignment happens on the event loop.
+        """
+        if self.registry is None:
+            return self.scorer.version if self.scorer else None
+        async with self._swap_lock:
+            try:
+                row = await asyncio.to_thread(self.registry.production, self.model_name)
+            except Exception as exc:  # the database is down: keep serving what we have
+                self.metrics.registry_errors.inc()
+                logger.warning("model registry unavailable: %s", exc)
+                return self.scorer.version if self.scorer else None
+            current = self.scorer.version if self.scorer else None
+            if row is None or row.version == current or row.version in self._refused:
+                return current
+            started = time.perf_counter()
+            try:
+                scorer = await asyncio.to_thread(
+                    lambda: self.verified_scorer(self.registered_artifact(row)))
+            except ArtifactError as exc:
+                self._refused[row.version] = str(exc)
+                self.metrics.model_loads.labels("refused").inc()
+                logger.error("refusing production version %s of %s; still serving %s: %s",
+                             row.version, self.model_name, current, exc)
+                return current
+            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            old = self._install(scorer)
+            logger.warning("now serving %s %s (was %s), loaded and verified in %.0f ms",
+                           self.model_name, row.version, current,
+                           (time.perf_counter() - started) * 1e3)
+            if old is not None:
+                asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
+            return row.version
+
+    async def follow_registry(self) -> None:
+        """Poll the registry's production version until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.registry_poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # never let the follower die; the next poll tries again
+                logger.exception("following the model registry failed")
 
     async def predict(self, rows: Sequence[dict[str, Any]], explain: bool = False,
                       ) -> tuple[list[Prediction], str, Timings]:

@@ -183,10 +183,11 @@ def train(
     settings = _settings()
     if not dataset.is_file():
         raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
+    training_set = TrainingSet.read(dataset)
     registry = Registry.from_settings(settings)  # before training: fail fast if not migrated
     try:
         result = train_model(
-            TrainingSet.read(dataset), settings.model_dir, settings.holdout_days,
+            training_set, settings.model_dir, settings.holdout_days,
             settings.validation_days, seed=settings.seed,
             truth_path=settings.resolved_truth_path, dataset_path=dataset,
         )

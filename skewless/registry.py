@@ -457,3 +457,27 @@ class Registry:
             model_version_id=row.id, from_stage=row.stage, to_stage=to.value, actor=actor,
             reason=reason, forced=forced, evidence=evidence))
         row.stage = to.value
+
+
+def bootstrap_production(settings: Settings, directory: Path,
+                         reason: str = "first production version") -> ModelVersion:
+    """Migrate the database, register ``directory`` if it is not yet, and make it production
+    without the gate (recorded as forced): a first install, a fixture, a benchmark."""
+    upgrade(settings.resolved_database_url)
+    registry = Registry.from_settings(settings)
+    try:
+        contract = read_contract_file(directory)
+        name, version = contract["feature_service"], contract["model"]["version"]
+        try:
+            row = registry.get(name, version)
+        except NotFound:
+            row = registry.register(directory)
+        if row.stage != Stage.PRODUCTION.value:
+            registry.audit(current_user(), "promote", f"{name}/{version}", "forced",
+                           {"reason": reason})
+            row = registry.promote(name, version, current_user(), reason,
+                                   {"gate": "skipped (bootstrap)"}, forced=True,
+                                   expected_production=registry.production_version(name))
+        return row
+    finally:
+        registry.close()

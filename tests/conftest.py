@@ -17,6 +17,7 @@ import pytest
 
 from skewless.feast_cli import run_feast
 from skewless.redis import RedisServer, find_redis_server
+from skewless.registry import bootstrap_production
 from skewless.settings import PROJECT_ROOT, Settings, export_for_feast
 from training.dataset import TrainingSet, build_training_set
 from training.generate import GenerateConfig, GeneratedData, generate, write_generated
@@ -76,4 +77,5 @@ def demo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) ->
     ts = build_training_set(settings, cutoff=DEMO_END)
     model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
                         truth_path=settings.resolved_truth_path)
+    bootstrap_production(settings, model.directory)  # the predictor serves production
     return DemoRepo(settings, data, paths, ts, model, DEMO_END)

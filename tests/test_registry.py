@@ -199,7 +199,7 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
     assert (audit.actor, audit.outcome) == ("mallory", "refused by the gate")
     assert audit.detail["gate"]["production"]["version"] == good.version
 
-    with pytest.raises(RegistryError, match="needs a --reason"):
+    with pytest.raises(RegistryError, match="needs a reason"):
         promote(settings, registry, "fraud_model_v1", bad.version, "mallory", force=True)
     env = {"SKEWLESS_REPO_PATH": str(settings.repo_path), "SKEWLESS_VAR_DIR": str(settings.var_dir)}
     forced = CliRunner().invoke(cli, ["models", "promote", "fraud_model_v1", bad.version,

@@ -26,6 +26,7 @@ from skewless.cli import app as cli
 from skewless.contract import contract_differences, resolve_service
 from skewless.feast_cli import run_feast
 from skewless.redis import RedisServer, find_redis_server
+from skewless.registry import bootstrap_production
 from skewless.settings import Settings, export_for_feast
 from tests.conftest import copy_feature_repo
 from tests.service_harness import app_in_thread, read_logs
@@ -71,7 +72,8 @@ def live(tmp_path_factory):
     run_feast(settings, "apply")
     run_feast(settings, "materialize", paths.earliest_event().strftime("%Y-%m-%dT%H:%M:%S"),
               now.strftime("%Y-%m-%dT%H:%M:%S"))
-    train_model(build_training_set(settings, cutoff=now), settings.model_dir, 7, 7)
+    model = train_model(build_training_set(settings, cutoff=now), settings.model_dir, 7, 7)
+    bootstrap_production(settings, model.directory)
     events = pd.read_parquet(settings.raw_dir / "transactions.parquet")
     with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
         yield settings, http, events, redis, cards
@@ -188,10 +190,12 @@ def test_a_training_set_from_served_logs_equals_the_point_in_time_set(live, tmp_
     # `skewless train` takes it; the model's contract is the one the predictor checks.
     holdout = (cutoff - (starts[2] - timedelta(seconds=0.3))).total_seconds() / 86400
     validation = (starts[2] - starts[1]).total_seconds() / 86400
-    trained = CliRunner().invoke(cli, ["train", "--dataset", str(output)], env={
-        **env, "SKEWLESS_VAR_DIR": str(tmp_path / "var"),
-        "SKEWLESS_HOLDOUT_DAYS": repr(holdout), "SKEWLESS_VALIDATION_DAYS": repr(validation)})
+    train_env = {**env, "SKEWLESS_VAR_DIR": str(tmp_path / "var"),
+                 "SKEWLESS_HOLDOUT_DAYS": repr(holdout), "SKEWLESS_VALIDATION_DAYS": repr(validation)}
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=train_env).exit_code == 0
+    trained = CliRunner().invoke(cli, ["train", "--dataset", str(output)], env=train_env)
     assert trained.exit_code == 0, trained.output
+    assert "registered as a candidate" in trained.output
     (directory,) = (tmp_path / "var" / "models" / settings.feature_service).iterdir()
     contract = json.loads((directory / "contract.json").read_text())
     in_holdout = int((from_logs.frame["event_timestamp"] >= starts[2]).sum())

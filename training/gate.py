@@ -143,7 +143,7 @@ def promote(settings: Settings, registry: Registry, name: str, version: str, act
     """Promote ``version`` through the gate (or past it with ``force`` and a reason)."""
     if force:
         if not reason:
-            raise RegistryError("--force needs a --reason: forced promotions are audited")
+            raise RegistryError("a forced promotion needs a reason (--reason): it is audited")
         registry.audit(actor, "promote", f"{name}/{version}", "forced", {"reason": reason})
         current = registry.production_version(name)
         row = registry.promote(name, version, actor, reason, {"gate": "skipped (forced)"},

@@ -1,0 +1,194 @@
+"""/admin: the registry's actions over HTTP, behind a bearer token, every call audited.
+
+401 without a token, 403 with a wrong one. The caller may name themselves in
+``X-Skewless-Actor`` (recorded as ``<name> (admin token)``). Every call — accepted, refused
+or unauthenticated — is written to the audit table with its status, by a small middleware
+that sees the final status code. A promotion or rollback makes the predictor reload at once
+instead of at its next registry poll.
+"""
+
+import asyncio
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from skewless.registry import Conflict, NotFound, Registry, RegistryError
+
+logger = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False, description="SKEWLESS_ADMIN_TOKEN")
+
+
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    """The caller's name when the bearer token is right; 401 without one, 403 when wrong."""
+    if credentials is None:
+        request.state.audit_actor = "anonymous"
+        raise HTTPException(401, "admin token required (Authorization: Bearer …)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    expected = request.app.state.settings.admin_token.get_secret_value()
+    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        request.state.audit_actor = "wrong token"
+        raise HTTPException(403, "admin token not accepted")
+    name = request.headers.get("x-skewless-actor", "").strip()[:100]
+    actor = f"{name} (admin token)" if name else "admin token"
+    request.state.audit_actor = actor
+    return actor
+
+
+Actor = Annotated[str, Depends(require_admin)]
+
+
+def registry_of(request: Request) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+RegistryDep = Annotated[Registry, Depends(registry_of)]
+
+
+class Reason(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, description="Why; kept in the audit.")
+
+
+class PromoteRequest(BaseModel):
+    reason: str | None = Field(None, max_length=2000, description="Why; required with force.")
+    force: bool = Field(False, description="Skip the acceptance gate (audited).")
+
+
+def _failure(exc: RegistryError) -> HTTPException:
+    from training.gate import PromotionRefused
+
+    if isinstance(exc, NotFound):
+        return HTTPException(404, str(exc))
+    if isinstance(exc, PromotionRefused):
+        return HTTPException(409, {"message": str(exc), **(
+            exc.decision.evidence() if exc.decision else {})})
+    if isinstance(exc, Conflict):
+        return HTTPException(409, str(exc))
+    return HTTPException(400, str(exc))
+
+
+async def _serving(request: Request) -> str | None:
+    """Tell the predictor the registry changed; returns the version it now serves."""
+    predictor = getattr(request.app.state, "predictor", None)
+    return await predictor.refresh() if predictor is not None else None
+
+
+router = APIRouter(prefix="/admin", tags=["admin"],
+                   responses={401: {"description": "No bearer token"},
+                              403: {"description": "Wrong bearer token"}})
+
+
+@router.get("/models")
+async def read_models(actor: Actor, registry: RegistryDep,
+                      name: Annotated[str | None, Query()] = None) -> list[dict[str, Any]]:
+    """Every registered version (or those of one model name), with its stage."""
+    rows = await asyncio.to_thread(registry.versions, name)
+    return [row.summary() for row in rows]
+
+
+@router.get("/models/{name}/versions/{version}", responses={404: {"description": "Unknown"}})
+async def read_model_version(name: str, version: str, actor: Actor,
+                             registry: RegistryDep) -> dict[str, Any]:
+    """One version in full: contract, metrics, training window and stage history."""
+    try:
+        row = await asyncio.to_thread(registry.get, name, version)
+    except RegistryError as exc:
+        raise _failure(exc) from exc
+    return row.details()
+
+
+@router.post("/models/{name}/versions/{version}/promote",
+             responses={404: {"description": "Unknown version"},
+                        409: {"description": "Refused by the gate, or production changed"}})
+async def promote_model_version(name: str, version: str, body: PromoteRequest, actor: Actor,
+                                request: Request, registry: RegistryDep) -> dict[str, Any]:
+    """Promote through the acceptance gate (or past it with force and a reason)."""
+    from training.gate import promote
+
+    settings = request.app.state.settings
+    request.state.audit_detail = body.model_dump()
+    try:
+        row, decision = await asyncio.to_thread(
+            promote, settings, registry, name, version, actor, body.reason, body.force)
+    except RegistryError as exc:
+        raise _failure(exc) from exc
+    return {"promoted": row.version, **(decision.evidence() if decision else {"gate": "skipped"}),
+            "serving": await _serving(request)}
+
+
+@router.post("/models/{name}/rollback",
+             responses={400: {"description": "Nothing to roll back to"}})
+async def rollback_model(name: str, body: Reason, actor: Actor, request: Request,
+                         registry: RegistryDep) -> dict[str, Any]:
+    """Return production to the version that was production before the current one."""
+    request.state.audit_detail = body.model_dump()
+    try:
+        row = await asyncio.to_thread(registry.rollback, name, actor, body.reason)
+    except RegistryError as exc:
+        raise _failure(exc) from exc
+    return {"production": row.version, "serving": await _serving(request)}
+
+
+@router.post("/models/{name}/versions/{version}/archive",
+             responses={404: {"description": "Unknown version"},
+                        409: {"description": "Production or already archived"}})
+async def archive_model_version(name: str, version: str, body: Reason, actor: Actor,
+                                request: Request, registry: RegistryDep) -> dict[str, Any]:
+    """Archive a candidate."""
+    request.state.audit_detail = body.model_dump()
+    try:
+        row = await asyncio.to_thread(registry.archive, name, version, actor, body.reason)
+    except RegistryError as exc:
+        raise _failure(exc) from exc
+    return {"archived": row.version}
+
+
+@router.post("/reload")
+async def reload_model(actor: Actor, request: Request) -> dict[str, Any]:
+    """Check the registry now and swap to its production version if it changed."""
+    return {"serving": await _serving(request)}
+
+
+@router.get("/audit")
+async def read_audit(actor: Actor, registry: RegistryDep,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """The latest audit events, newest first."""
+    return [e.to_json() for e in await asyncio.to_thread(registry.audit_events, limit)]
+
+
+class AdminAuditMiddleware:
+    """Writes one audit event per /admin call with its final status (pure ASGI)."""
+
+    def __init__(self, app: Any, registry: Registry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/admin"):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state", {})
+            try:
+                await asyncio.to_thread(
+                    self.registry.audit, state.get("audit_actor", "anonymous"),
+                    f"{scope['method']} {scope['path']}", scope["path"], str(status),
+                    state.get("audit_detail"))
+            except Exception:  # the call itself is done; say loudly that its audit is not
+                logger.exception("could not audit %s %s", scope["method"], scope["path"])

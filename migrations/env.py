@@ -11,10 +11,11 @@ from skewless.registry import Base, make_engine
 from skewless.settings import get_settings
 
 config = context.config
-if config.config_file_name is not None and not config.attributes.get("quiet"):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
-
-url: str = config.attributes.get("url") or get_settings().resolved_database_url
+url: str | None = config.attributes.get("url")
+if url is None:  # the `alembic` command itself: its logging setup and our settings
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    url = get_settings().resolved_database_url
 target_metadata = Base.metadata
 
 

@@ -207,14 +207,16 @@ class Predictor:
         if self.registry is None:
             return self.scorer.version if self.scorer else None
         async with self._swap_lock:
-            try:
-                row = await asyncio.to_thread(self.registry.production, self.model_name)
+            current = self.scorer.version if self.scorer else None
+            try:  # the version only (cheap); the full row when it changed
+                version = await asyncio.to_thread(self.registry.production_version,
+                                                  self.model_name)
+                if version is None or version == current or version in self._refused:
+                    return current
+                row = await asyncio.to_thread(self.registry.get, self.model_name, version)
             except Exception as exc:  # the database is down: keep serving what we have
                 self.metrics.registry_errors.inc()
                 logger.warning("model registry unavailable: %s", exc)
-                return self.scorer.version if self.scorer else None
-            current = self.scorer.version if self.scorer else None
-            if row is None or row.version == current or row.version in self._refused:
                 return current
             started = time.perf_counter()
             try:

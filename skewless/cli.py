@@ -467,24 +467,36 @@ def models_promote(
 def models_rollback(
     name: str,
     reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "rollback",
+    as_json: Json = False,
 ) -> None:
     """Return production to the version that was production before the current one."""
+    import json
+
     from skewless.registry import current_user
 
     row = _registry().rollback(name, current_user(), reason)
-    console.print(f"[green]{name} {row.version} is production again[/]")
+    if as_json:
+        typer.echo(json.dumps({"production": row.version}))
+    else:
+        console.print(f"[green]{name} {row.version} is production again[/]")
 
 
 @models_app.command("archive")
 def models_archive(
     name: str, version: str,
     reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "archived",
+    as_json: Json = False,
 ) -> None:
     """Archive a candidate (production is replaced by promote or rollback, never emptied)."""
+    import json
+
     from skewless.registry import current_user
 
     row = _registry().archive(name, version, current_user(), reason)
-    console.print(f"{name} {row.version} archived")
+    if as_json:
+        typer.echo(json.dumps({"archived": row.version}))
+    else:
+        console.print(f"{name} {row.version} archived")
 
 
 @redis_app.command("start")

@@ -202,6 +202,9 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
     with pytest.raises(RegistryError, match="needs a reason"):
         promote(settings, registry, "fraud_model_v1", bad.version, "mallory", force=True)
     env = {"SKEWLESS_REPO_PATH": str(settings.repo_path), "SKEWLESS_VAR_DIR": str(settings.var_dir)}
+    archived = CliRunner().invoke(cli, ["models", "archive", "fraud_model_v1", bad.version,
+                                        "--reason", "chance-level", "--json"], env=env)
+    assert json.loads(archived.output) == {"archived": bad.version}
     forced = CliRunner().invoke(cli, ["models", "promote", "fraud_model_v1", bad.version,
                                       "--force", "--reason", "incident 42 hotfix"], env=env)
     assert forced.exit_code == 0, forced.output
@@ -213,6 +216,7 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
     last = shown["transitions"][-1]
     assert last["forced"] and last["reason"] == "incident 42 hotfix"
     assert registry.audit_events()[0].outcome == "forced"
-    rolled = CliRunner().invoke(cli, ["models", "rollback", "fraud_model_v1"], env=env)
-    assert rolled.exit_code == 0 and registry.production_version("fraud_model_v1") == good.version
+    rolled = CliRunner().invoke(cli, ["models", "rollback", "fraud_model_v1", "--json"], env=env)
+    assert json.loads(rolled.output) == {"production": good.version}
+    assert registry.production_version("fraud_model_v1") == good.version
     registry.close()

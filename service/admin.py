@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from service.metrics import StatusRecorder
 from skewless.registry import Conflict, NotFound, Registry, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -173,22 +174,15 @@ class AdminAuditMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith("/admin"):
             await self.app(scope, receive, send)
             return
-        status = 500
-
-        async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, recorder)
         finally:
             state = scope.get("state", {})
             try:
                 await asyncio.to_thread(
                     self.registry.audit, state.get("audit_actor", "anonymous"),
-                    f"{scope['method']} {scope['path']}", scope["path"], str(status),
+                    f"{scope['method']} {scope['path']}", scope["path"], str(recorder.status),
                     state.get("audit_detail"))
             except Exception:  # the call itself is done; say loudly that its audit is not
                 logger.exception("could not audit %s %s", scope["method"], scope["path"])

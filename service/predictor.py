@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -37,7 +36,7 @@ from service.scoring import Scorer
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
 from skewless.contract import ServiceSpec, contract_differences, logging_destination
 from skewless.errors import SkewlessError
-from skewless.registry import ModelVersion, Registry
+from skewless.registry import Registry, load_registered
 from skewless.settings import Settings
 
 if TYPE_CHECKING:
@@ -103,7 +102,7 @@ class Predictor:
     scorer: Scorer | None = None
     model_problem: str | None = None
     _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
-    _refused: dict[str, str] = field(default_factory=dict, repr=False)
+    _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
@@ -157,23 +156,13 @@ class Predictor:
                     raise ArtifactError(
                         f"no production version of {self.model_name} in the registry "
                         f"(skewless models promote {self.model_name} VERSION)")
-                scorer = self.verified_scorer(self.registered_artifact(row))
+                scorer = self.verified_scorer(load_registered(row))
         except ArtifactError as exc:
             self.scorer, self.model_problem = None, str(exc)
             self.metrics.model_loads.labels("refused").inc()
             logger.error("refusing to serve: %s", exc)
             return
         self._install(scorer)
-
-    @staticmethod
-    def registered_artifact(row: ModelVersion) -> ModelArtifact:
-        artifact = load_artifact(Path(row.artifact_uri))
-        if artifact.contract["model"]["sha256"] != row.sha256 or artifact.version != row.version:
-            raise ArtifactError(
-                f"{row.artifact_uri} holds {artifact.version} with sha256 "
-                f"{artifact.contract['model']['sha256']}, registered as {row.version} with "
-                f"sha256 {row.sha256}")
-        return artifact
 
     def verified_scorer(self, artifact: ModelArtifact) -> Scorer:
         """A scorer for ``artifact`` if its contract matches and a smoke prediction works."""
@@ -221,9 +210,9 @@ class Predictor:
             started = time.perf_counter()
             try:
                 scorer = await asyncio.to_thread(
-                    lambda: self.verified_scorer(self.registered_artifact(row)))
+                    lambda: self.verified_scorer(load_registered(row)))
             except ArtifactError as exc:
-                self._refused[row.version] = str(exc)
+                self._refused.add(row.version)
                 self.metrics.model_loads.labels("refused").inc()
                 logger.error("refusing production version %s of %s; still serving %s: %s",
                              row.version, self.model_name, current, exc)

@@ -104,9 +104,9 @@ def load_artifact(directory: Path) -> ModelArtifact:
     return ModelArtifact(directory=directory, booster=booster, contract=contract)
 
 
-def read_contract(model_dir: Path, feature_service: str, version: str) -> dict[str, Any] | None:
-    """A stored model version's contract, or None when no such version is stored here."""
-    path = model_dir / feature_service / version / CONTRACT_FILE
+def read_contract(directory: Path) -> dict[str, Any] | None:
+    """An artefact directory's contract, or None when the directory holds none."""
+    path = directory / CONTRACT_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text())  # type: ignore[no-any-return]

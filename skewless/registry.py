@@ -10,7 +10,6 @@ race cannot both win, whatever the code does.
 from __future__ import annotations
 
 import getpass
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
 from skewless.errors import SkewlessError
 from skewless.settings import PROJECT_ROOT, Settings
 
@@ -263,10 +263,22 @@ def schema_problem(engine: Engine) -> str | None:
 
 
 def read_contract_file(directory: Path) -> dict[str, Any]:
-    path = directory / "contract.json"
-    if not path.is_file():
+    contract = read_contract(directory)
+    if contract is None:
         raise RegistryError(f"no contract.json in {directory}: not a model artefact")
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    return contract
+
+
+def load_registered(row: ModelVersion) -> ModelArtifact:
+    """A version's artefact, checked: its files (sha256, LightGBM text) and that it is the
+    version and sha256 the registry recorded."""
+    artifact = load_artifact(Path(row.artifact_uri))
+    if artifact.contract["model"]["sha256"] != row.sha256 or artifact.version != row.version:
+        raise ArtifactError(
+            f"{row.artifact_uri} holds {artifact.version} with sha256 "
+            f"{artifact.contract['model']['sha256']}, registered as {row.version} with "
+            f"sha256 {row.sha256}")
+    return artifact
 
 
 class Registry:
@@ -396,6 +408,13 @@ class Registry:
             raise Conflict(f"another promotion of {name} committed first; nothing changed "
                            f"({exc.orig})") from exc
 
+    def force_promote(self, name: str, version: str, actor: str, reason: str,
+                      evidence: dict[str, Any]) -> ModelVersion:
+        """Promote without the gate; audited as forced."""
+        self.audit(actor, "promote", f"{name}/{version}", "forced", {"reason": reason})
+        return self.promote(name, version, actor, reason, evidence, forced=True,
+                            expected_production=self.production_version(name))
+
     def rollback(self, name: str, actor: str, reason: str) -> ModelVersion:
         """Return production to the version that was production before the current one."""
         with self.session() as session:
@@ -473,11 +492,8 @@ def bootstrap_production(settings: Settings, directory: Path,
         except NotFound:
             row = registry.register(directory)
         if row.stage != Stage.PRODUCTION.value:
-            registry.audit(current_user(), "promote", f"{name}/{version}", "forced",
-                           {"reason": reason})
-            row = registry.promote(name, version, current_user(), reason,
-                                   {"gate": "skipped (bootstrap)"}, forced=True,
-                                   expected_production=registry.production_version(name))
+            row = registry.force_promote(name, version, current_user(), reason,
+                                         {"gate": "skipped (bootstrap)"})
         return row
     finally:
         registry.close()

@@ -422,7 +422,7 @@ def _current_definitions(settings: Settings, spec: ServiceSpec, served: pa.Table
     """
     keep = []
     for version in pc.unique(served["model_version"]).to_pylist():
-        contract = read_contract(settings.model_dir, spec.feature_service, version)
+        contract = read_contract(settings.model_dir / spec.feature_service / version)
         if contract is not None and contract.get("fingerprint") == spec.fingerprint:
             keep.append(version)
         else:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
+from skewless.artifact import ArtifactError, ModelArtifact
 from skewless.contract import FeatureSpec, contract_differences, resolve_service
-from skewless.registry import ModelVersion, Registry, RegistryError, Stage
+from skewless.registry import ModelVersion, Registry, RegistryError, Stage, load_registered
 from skewless.settings import Settings
 from training.dataset import (
     LabelSource,
@@ -67,15 +66,6 @@ class GateDecision:
                 f"{window['positives']:,} positives")
 
 
-def verified_artifact(row: ModelVersion) -> ModelArtifact:
-    """The version's artefact, checked: files present, sha256 as registered, LightGBM text."""
-    artifact = load_artifact(Path(row.artifact_uri))
-    if artifact.contract["model"]["sha256"] != row.sha256:
-        raise ArtifactError(f"{row.artifact_uri} holds a model with sha256 "
-                            f"{artifact.contract['model']['sha256']}, registered as {row.sha256}")
-    return artifact
-
-
 def score_on(artifact: ModelArtifact, holdout: TrainingSet) -> dict[str, Any]:
     features = [FeatureSpec(**f) for f in artifact.contract["features"]]
     x = to_matrix(holdout.frame, features, artifact.contract.get("categories", {}))
@@ -91,7 +81,7 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
         raise RegistryError(f"model {name} version {version} is already production")
     metric, margin = settings.gate_metric, settings.gate_margin
     try:
-        candidate_artifact = verified_artifact(candidate)
+        candidate_artifact = load_registered(candidate)
     except ArtifactError as exc:
         raise PromotionRefused(f"candidate {version} refused: {exc}") from exc
     service_settings = settings.model_copy(update={"feature_service": candidate.feature_service})
@@ -111,7 +101,7 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
         decision.note = f"no production version of {name}: the first one is accepted"
         return decision
     try:
-        production_artifact = verified_artifact(current)
+        production_artifact = load_registered(current)
         stale = contract_differences(production_artifact.contract, spec)
     except ArtifactError as exc:
         stale = [str(exc)]
@@ -144,11 +134,8 @@ def promote(settings: Settings, registry: Registry, name: str, version: str, act
     if force:
         if not reason:
             raise RegistryError("a forced promotion needs a reason (--reason): it is audited")
-        registry.audit(actor, "promote", f"{name}/{version}", "forced", {"reason": reason})
-        current = registry.production_version(name)
-        row = registry.promote(name, version, actor, reason, {"gate": "skipped (forced)"},
-                               forced=True, expected_production=current)
-        return row, None
+        return registry.force_promote(name, version, actor, reason,
+                                      {"gate": "skipped (forced)"}), None
     try:
         decision = decide(settings, registry, name, version)
     except PromotionRefused as exc:

@@ -102,7 +102,7 @@ def _changed_views(settings: Settings, spec: ServiceSpec, versions: list[str]) -
     changed: set[str] = set()
     current = spec.definitions["views"]
     for version in versions:
-        contract = read_contract(settings.model_dir, spec.feature_service, version)
+        contract = read_contract(settings.model_dir / spec.feature_service / version)
         if contract is None:
             continue
         trained = contract.get("definitions", {}).get("views", {})

@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap clean
+.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap bench-catalog clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-skew: install ## Skew check over 100k served rows: wall time and peak RSS
 
 bench-swap: install ## Hot swap under load: promotion to first new-version response, throughput dip
 	$(BIN)/python bench/swap.py
+
+bench-catalog: install ## Catalog pages with 1,000 features; statistics refresh over 10M rows
+	$(BIN)/python bench/catalog.py
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

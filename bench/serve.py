@@ -388,7 +388,8 @@ class Fixture:
     facts: dict[str, Any]
 
 
-def build_fixture(tmp: Path, redis: str) -> Fixture:
+def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
+    """The served world; ``cards`` overrides the generator's default number of cards."""
     from feast import FeatureStore
 
     from skewless.contract import resolve_service
@@ -423,8 +424,9 @@ def build_fixture(tmp: Path, redis: str) -> Fixture:
         print(f" {seconds:.1f} s", flush=True)
         return result
 
-    data = step("generate", lambda: generate(GenerateConfig(end=end, days=DAYS,
-                                                            holdout_days=settings.holdout_days)))
+    sized = {"cards": cards} if cards else {}
+    data = step("generate", lambda: generate(GenerateConfig(
+        end=end, days=DAYS, holdout_days=settings.holdout_days, **sized)))
     step("write raw data", lambda: write_generated(data, settings.raw_dir))
     step("feature tables", lambda: build_feature_tables(PipelinePaths.from_settings(settings)))
     step("feast apply", lambda: run_feast(settings, "apply"))

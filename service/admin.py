@@ -175,14 +175,30 @@ class AdminAuditMiddleware:
             await self.app(scope, receive, send)
             return
         recorder = StatusRecorder(send)
+        audited = False
+
+        async def send_audited(message: dict[str, Any]) -> None:
+            # The event is committed before the response's last part leaves: a client that
+            # has its answer finds its call in the audit.
+            nonlocal audited
+            if (message["type"] == "http.response.body" and not message.get("more_body")
+                    and not audited):
+                audited = True
+                await self._audit(scope, recorder.status)
+            await recorder(message)
+
         try:
-            await self.app(scope, receive, recorder)
+            await self.app(scope, receive, send_audited)
         finally:
-            state = scope.get("state", {})
-            try:
-                await asyncio.to_thread(
-                    self.registry.audit, state.get("audit_actor", "anonymous"),
-                    f"{scope['method']} {scope['path']}", scope["path"], str(recorder.status),
-                    state.get("audit_detail"))
-            except Exception:  # the call itself is done; say loudly that its audit is not
-                logger.exception("could not audit %s %s", scope["method"], scope["path"])
+            if not audited:  # no response was completed (an error, a dropped client)
+                await self._audit(scope, recorder.status)
+
+    async def _audit(self, scope: dict[str, Any], status: int) -> None:
+        state = scope.get("state", {})
+        try:
+            await asyncio.to_thread(
+                self.registry.audit, state.get("audit_actor", "anonymous"),
+                f"{scope['method']} {scope['path']}", scope["path"], str(status),
+                state.get("audit_detail"))
+        except Exception:  # the call itself is done; say loudly that its audit is not
+            logger.exception("could not audit %s %s", scope["method"], scope["path"])

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 
 from service.admin import AdminAuditMiddleware
 from service.admin import router as admin_router
+from service.catalog.catalog import Catalog
+from service.catalog.routes import install_catalog
 from service.health import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
 from service.predict import build_router
@@ -94,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     export_for_feast(settings.redis)
     store = open_store(settings)
     spec = resolve_service(store, settings.feature_service)
-    metrics = Metrics(skew_report=settings.skew_report_path)
+    metrics = Metrics(skew_report=settings.skew_report_path,
+                      monitor_report=settings.monitor_report_path)
     # The registry's schema must be migrated already (`skewless db upgrade`): migrations are
     # an explicit step, never run by the service.
     registry = Registry.from_settings(settings)
@@ -136,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column))
     app.include_router(health_router)
     app.include_router(admin_router)
+    install_catalog(app, Catalog.open(settings, registry))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +149,31 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdminAuditMiddleware, registry=registry)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def create_catalog_app(settings: Settings) -> FastAPI:
+    """The feature catalog alone (`skewless catalog serve`): for a repo with no model yet.
+
+    Lineage reads the metadata database when there is one; without it the pages say so.
+    """
+    export_for_feast(settings.redis)
+    registry = Registry.from_settings(settings, check=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # As in create_app: Feast's and the snapshot's long-lived objects out of the
+        # collector's reach, or each full collection pauses a page for ~200 ms.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            registry.close()
+            gc.unfreeze()
+
+    app = FastAPI(title="Skewless feature catalog", lifespan=lifespan)
+    install_catalog(app, Catalog.open(settings, registry))
     return app
 
 

@@ -59,7 +59,7 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
             console.print(f"Server-Timing of the last request: {timings[-1]}")
             console.print(f"one /predict/batch of {len(rows)} rows: "
                           f"{batch.headers['server-timing']}")
-            console.print(f"while it ran: {url}/docs (OpenAPI), {url}/readyz, "
+            console.print(f"while it ran: {url}/docs (OpenAPI), {url}/catalog, {url}/readyz, "
                           f"{url}/metrics")
         predictor = app.state.predictor
         console.print(

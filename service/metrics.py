@@ -48,8 +48,75 @@ class SkewCollector:
         yield from (mismatches, rows, checked_at)
 
 
+class MonitorCollector:
+    """The last `skewless monitor` report's findings per model version, read at scrape time
+    (parsed again only when the file changes)."""
+
+    def __init__(self, report_path: Path) -> None:
+        self.report_path = report_path
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    def _report(self) -> dict[str, Any] | None:
+        try:
+            mtime = self.report_path.stat().st_mtime
+            if self._cached is None or self._cached[0] != mtime:
+                self._cached = (mtime, json.loads(self.report_path.read_text()))
+        except (OSError, ValueError):
+            return None
+        return self._cached[1]
+
+    def collect(self) -> Iterator[Metric]:
+        report = self._report()
+        if report is None:
+            return
+        version = ["model_version"]
+        psi = GaugeMetricFamily("skewless_monitor_feature_psi",
+                                "PSI of each feature against its training baseline",
+                                labels=[*version, "feature"])
+        drifted = GaugeMetricFamily(
+            "skewless_monitor_feature_drifted",
+            "1 when the feature drifted (PSI over the threshold, test significant)",
+            labels=[*version, "feature"])
+        score_psi = GaugeMetricFamily("skewless_monitor_score_psi",
+                                      "PSI of the served scores against the holdout's",
+                                      labels=version)
+        auc = GaugeMetricFamily("skewless_monitor_roc_auc",
+                                "ROC AUC on the delayed labels that arrived", labels=version)
+        pr_auc = GaugeMetricFamily("skewless_monitor_pr_auc",
+                                   "PR AUC on the delayed labels that arrived", labels=version)
+        labels = GaugeMetricFamily("skewless_monitor_labels",
+                                   "Served predictions whose label arrived", labels=version)
+        outstanding = GaugeMetricFamily("skewless_monitor_labels_outstanding",
+                                        "Served predictions still waiting for a label",
+                                        labels=version)
+        for v in report.get("versions", []):
+            name = v["version"]
+            for feature, d in v.get("drift", {}).get("features", {}).items():
+                psi.add_metric([name, feature], d["psi"])
+                drifted.add_metric([name, feature], 1.0 if d["drifted"] else 0.0)
+            if "prediction_drift" in v:
+                score_psi.add_metric([name], v["prediction_drift"]["psi"])
+            overall = v.get("performance", {}).get("overall")
+            if overall:
+                labels.add_metric([name], overall["labelled"])
+                outstanding.add_metric([name], overall.get("outstanding", 0))
+                if overall.get("status") == "ok":
+                    auc.add_metric([name], overall["roc_auc"])
+                    pr_auc.add_metric([name], overall["pr_auc"])
+        due = GaugeMetricFamily("skewless_monitor_retrain_due",
+                                "1 when the last monitor run found the retraining policy met "
+                                "and did not retrain")
+        due.add_metric([], 1.0 if report.get("trigger", {}).get("retrain")
+                       and "retraining" not in report else 0.0)
+        ran = GaugeMetricFamily("skewless_monitor_run_timestamp_seconds",
+                                "When the last monitor report was made")
+        ran.add_metric([], datetime.fromisoformat(report["generated_at"]).timestamp())
+        yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, due, ran)
+
+
 class Metrics:
-    def __init__(self, skew_report: Path | None = None) -> None:
+    def __init__(self, skew_report: Path | None = None,
+                 monitor_report: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("skewless_http_requests_total", "HTTP requests by route and status",
@@ -91,6 +158,8 @@ class Metrics:
                                   "Failed writes of served rows (retried)", registry=r)
         if skew_report is not None:
             r.register(SkewCollector(skew_report))
+        if monitor_report is not None:
+            r.register(MonitorCollector(monitor_report))
         self.log_refused = Counter("skewless_feature_log_refused_total",
                                    "Predictions refused because the log buffer was full",
                                    registry=r)

@@ -25,6 +25,9 @@ app.add_typer(db_app, name="db")
 models_app = typer.Typer(help="The model registry: versions, stages and their audit.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+catalog_app = typer.Typer(help="The feature catalog: search it, refresh its statistics, serve it.",
+                          no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 console = Console()
 
 
@@ -290,6 +293,80 @@ def _print_skew(report, brief: bool = False) -> None:  # type: ignore[no-untyped
 
 
 @app.command()
+def monitor(
+    since: Annotated[str | None, typer.Option(
+        help="First served-at time (ISO-8601; default SKEWLESS_MONITOR_WINDOW_DAYS before "
+        "--until).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last served-at time (default now).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="When the retraining policy is met: build a training set, train, "
+        "pass the acceptance gate and promote (all audited).")] = False,
+    output: Annotated[Path | None, typer.Option(
+        help="Directory of the JSON and HTML report (default var/monitor; the latest there "
+        "is what /metrics exports).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Served-feature logs (default: the feature service's logging destination).")]
+    = None,
+) -> None:
+    """Drift, data quality and delayed-label performance of the served models, per version."""
+    import json
+
+    from training.monitor import default_window, write_report
+    from training.monitor import monitor as run_monitor
+    from training.monitor import retrain as run_retrain
+
+    settings = _settings()
+    window = default_window(settings, _parse_time(since, "--since"),
+                            _parse_time(until, "--until"))
+    report = run_monitor(settings, window, log_dir)
+    if retrain and report["trigger"]["retrain"]:
+        report["retraining"] = run_retrain(settings, report)
+    json_path, html_path = write_report(report, output or settings.monitor_dir,
+                                        settings.feature_service)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    _print_monitor(report)
+    console.print(f"report: {html_path} (JSON: {json_path})")
+
+
+def _print_monitor(report: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=f"{report['feature_service']}: {report['rows']:,} predictions served "
+                  f"{report['window']['since'][:16]} to {report['window']['until'][:16]}")
+    for column in ("version", "rows", "drifted features", "score PSI", "labels",
+                   "outstanding", "ROC AUC", "PR AUC"):
+        table.add_column(column)
+    for v in report["versions"]:
+        overall = v.get("performance", {}).get("overall", {})
+        ok = overall.get("status") == "ok"
+        table.add_row(
+            v["version"] + (" (production)" if v["version"] == report["production"] else ""),
+            f"{v['rows']:,}", ", ".join(v.get("drift", {}).get("drifted", [])) or "none",
+            f"{v['prediction_drift']['psi']:.3f}" if "prediction_drift" in v else "—",
+            f"{overall.get('labelled', 0):,}", f"{overall.get('outstanding', 0):,}",
+            f"{overall['roc_auc']:.4f}" if ok else overall.get("status", "—"),
+            f"{overall['pr_auc']:.4f}" if ok else "")
+    console.print(table)
+    for line in report["findings"]:
+        console.print(f"  [yellow]•[/] {line}")
+    trigger = report["trigger"]
+    if not trigger["retrain"]:
+        console.print("[green]nothing calls for retraining[/]"
+                      + (f" ({trigger['note']})" if trigger.get("note") else ""))
+    elif "retraining" not in report:
+        console.print(f"[red]retraining is due[/]: {'; '.join(trigger['reasons'])} "
+                      "(run with --retrain to act on it)")
+    else:
+        done = report["retraining"]
+        console.print(f"retrained: candidate {done['candidate']} {done['outcome']}: "
+                      f"{done['explanation']}; production is {done['production']}")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default SKEWLESS_API_HOST).")]
     = None,
@@ -336,6 +413,14 @@ def demo(
     report = check_served(settings, since=served["started_at"])
     save_report(report, settings.skew_report_path)
     _print_skew(report, brief=True)
+    # Again, now that features were served: the catalog shows their online missing rates.
+    from skewless.redis import redis_for
+    from training.stats import refresh_stats
+
+    with redis_for(settings):
+        refresh_stats(settings)
+    console.print(f"feature catalog: [bold]skewless serve[/], then "
+                  f"http://{settings.api_host}:{settings.api_port}/catalog")
 
 
 @db_app.command("upgrade")
@@ -497,6 +582,78 @@ def models_archive(
         typer.echo(json.dumps({"archived": row.version}))
     else:
         console.print(f"{name} {row.version} archived")
+
+
+@catalog_app.command("search")
+def catalog_search(
+    text: Annotated[str, typer.Argument(help="Words that must all appear in a feature's name, "
+                                        "description, tags or owner.")] = "",
+    tag: Annotated[str | None, typer.Option(help="Only features tagged KEY or KEY=VALUE.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only features of this owner.")] = None,
+    entity: Annotated[str | None, typer.Option(help="Only features of this entity.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Find features in the Feast registry; exit 1 when none matches."""
+    import json
+
+    from rich.table import Table
+
+    from service.catalog.catalog import Catalog
+
+    catalog = Catalog.open(_settings())
+    index = catalog.index(text, tag, owner, entity)
+    if as_json:
+        typer.echo(json.dumps([f.model_dump() for f in index.features], indent=2))
+    else:
+        table = Table(title=f"{len(index.features)} of {index.total_features} features")
+        table.add_column("feature", no_wrap=True)
+        for column in ("type", "owner", "description", "feature services"):
+            table.add_column(column)
+        for f in index.features:
+            table.add_row(f.ref, f.dtype, f.owner, f.description, ", ".join(f.feature_services))
+        console.print(table)
+    if not index.features:
+        raise typer.Exit(1)
+
+
+@catalog_app.command("refresh")
+def catalog_refresh(
+    online: Annotated[bool, typer.Option(help="Sample the age of online values (needs Redis).")]
+    = True,
+) -> None:
+    """Recompute the catalog's statistics from the offline data and the served-feature logs."""
+    from contextlib import nullcontext
+
+    from skewless.redis import redis_for
+    from training.stats import refresh_stats
+
+    settings = _settings()
+    with redis_for(settings) if online else nullcontext():
+        doc = refresh_stats(settings, online=online)
+    problems = {name: v["error"] for part in ("views", "serving", "online")
+                for name, v in doc[part].items() if v.get("error")}
+    rows = sum(v.get("rows", 0) for v in doc["views"].values())
+    console.print(f"[green]statistics of {len(doc['features'])} features[/] over {rows:,} offline "
+                  f"rows and {len(doc['serving'])} served-feature logs in {doc['seconds']:.1f}s "
+                  f"→ {settings.catalog_stats_path}")
+    for name, problem in problems.items():
+        console.print(f"[yellow]{name}[/]: {problem}")
+
+
+@catalog_app.command("serve")
+def catalog_serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default SKEWLESS_API_HOST).")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SKEWLESS_API_PORT).")] = None,
+) -> None:
+    """Serve the catalog alone (`skewless serve` includes it beside the predictor)."""
+    import uvicorn
+
+    from service.app import create_catalog_app
+
+    settings = _settings()
+    uvicorn.run(create_catalog_app(settings), host=host or settings.api_host,
+                port=settings.api_port if port is None else port, access_log=False)
 
 
 @redis_app.command("start")

@@ -309,11 +309,14 @@ class Registry:
 
     # Reads -------------------------------------------------------------------------------
 
-    def versions(self, name: str | None = None) -> list[ModelVersion]:
+    def versions(self, name: str | None = None,
+                 feature_services: list[str] | None = None) -> list[ModelVersion]:
         with self.session() as session:
             query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.id)
             if name is not None:
                 query = query.where(ModelVersion.name == name)
+            if feature_services is not None:
+                query = query.where(ModelVersion.feature_service.in_(feature_services))
             return list(session.scalars(query))
 
     def get(self, name: str, version: str) -> ModelVersion:

@@ -102,6 +102,55 @@ class Settings(BaseSettings):
     gate_margin: float = Field(
         0.005, ge=0, description="a candidate may score this much below production and pass")
 
+    # The feature catalog (`/catalog`, `skewless catalog`).
+    catalog_serving_days: float = Field(
+        7.0, gt=0, description="served-feature logs of this many recent days give the "
+        "catalog's online missing rates and the statistics of on-demand features")
+    catalog_online_sample: int = Field(
+        200, ge=0, description="entities per feature view whose online values' age "
+        "`skewless catalog refresh` samples (0: none)")
+    catalog_histogram_bins: int = Field(20, ge=2, le=200, description="histogram bars")
+
+    # Monitoring and continuous training (`skewless monitor`).
+    decision_threshold: float = Field(
+        0.5, gt=0, lt=1, description="the score at or above which a served prediction is "
+        "acted on; monitoring reports precision and recall at it")
+    monitor_window_days: float = Field(
+        7.0, gt=0, description="served-log window of `skewless monitor` without --since")
+    monitor_bucket_hours: float = Field(24.0, gt=0, description="time buckets of performance")
+    monitor_psi_threshold: float = Field(
+        0.2, gt=0, description="a feature drifted when its PSI reaches this and its test "
+        "(KS or chi-squared) is significant")
+    monitor_p_value: float = Field(0.01, gt=0, lt=1, description="significance of drift tests")
+    monitor_null_tolerance: float = Field(
+        0.05, ge=0, le=1, description="served null rate above the training one by more than "
+        "this is a data-quality finding")
+    monitor_out_of_range_tolerance: float = Field(
+        0.05, ge=0, le=1, description="share of served values outside the training range "
+        "(or unseen categories) above which it is a data-quality finding")
+    monitor_min_labels: int = Field(
+        200, ge=1, description="a performance cell with fewer labelled predictions is shown "
+        "as too small, not as a number")
+    monitor_min_positives: int = Field(10, ge=1, description="… or with fewer positives")
+    monitor_subgroups: list[str] = Field(
+        ["channel", "merchant_stats__merchant_category", "card_profile__card_type",
+         "card_activity__txn_count_28d:20,60"],
+        description="logged columns to break performance down by; `column:e1,e2` bands a "
+        "numeric column at those edges")
+    retrain_top_features: int = Field(
+        5, ge=0, description="retrain when any of the model's this many most important "
+        "features (by gain) drifted")
+    retrain_auc_floor: float = Field(
+        0.8, ge=0, le=1, description="… or when its ROC AUC on delayed labels is below this")
+    retrain_min_labels: int = Field(1000, ge=1, description="… with at least this many labels")
+    retrain_window_days: float = Field(
+        28.0, gt=0, description="a retraining learns from the label events of this many "
+        "recent days (train, validation and holdout)")
+    retrain_source: str = Field(
+        "point-in-time", pattern="^(point-in-time|served-logs)$",
+        description="a retraining's training set: Feast point-in-time retrieval, or the "
+        "served-feature logs joined with their labels")
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'skewless.db'}"
@@ -131,7 +180,25 @@ class Settings(BaseSettings):
     @property
     def skew_report_path(self) -> Path:
         """The last skew check's result (read by /metrics)."""
-        return self.var_dir / "skew" / f"{self.feature_service}.json"
+        return self.skew_report_for(self.feature_service)
+
+    def skew_report_for(self, feature_service: str) -> Path:
+        return self.var_dir / "skew" / f"{feature_service}.json"
+
+    @property
+    def catalog_stats_path(self) -> Path:
+        """Feature statistics computed by `skewless catalog refresh`, read by the catalog."""
+        return self.var_dir / "catalog" / "stats.json"
+
+    @property
+    def monitor_dir(self) -> Path:
+        """`skewless monitor` reports; the latest one is also read by /metrics."""
+        return self.var_dir / "monitor"
+
+    @property
+    def monitor_report_path(self) -> Path:
+        """The latest monitor report of the feature service (read by /metrics)."""
+        return self.monitor_dir / f"{self.feature_service}.json"
 
     @property
     def model_dir(self) -> Path:

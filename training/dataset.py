@@ -122,7 +122,7 @@ def ident(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
-def _check_unique_labels(con: Any, source: LabelSource) -> None:
+def check_unique_labels(con: Any, source: LabelSource) -> None:
     key = ident(source.id_column)
     duplicates = con.sql(
         f"SELECT count(*) - count(DISTINCT {key}) FROM read_parquet(?)",
@@ -175,7 +175,7 @@ def load_label_events(source: LabelSource, spec: ServiceSpec, cutoff: datetime,
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        _check_unique_labels(con, source)
+        check_unique_labels(con, source)
         # con.sql hands Arrow the result without the extra copy a DB-API cursor makes.
         return con.sql(
             f"""SELECT e.{key}, {event_ts} AS {ident(source.timestamp_column)},
@@ -372,6 +372,7 @@ def write_training_set(
     path: Path,
     cutoff: datetime | None = None,
     chunk_rows: int | None = None,
+    since: datetime | None = None,
 ) -> int:
     """Stream the training set to parquet slice by slice (memory bounded); returns rows."""
     source = LabelSource.from_settings(settings)
@@ -381,7 +382,8 @@ def write_training_set(
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
-        for table, spec in iter_training_chunks(settings, cutoff, None, source, chunk_rows):
+        for table, spec in iter_training_chunks(settings, cutoff, None, source, chunk_rows,
+                                                 since):
             if writer is None:
                 header = TrainingSet(pd.DataFrame(), service_summary(spec), cutoff,
                                      source.label_column, source.timestamp_column,
@@ -467,7 +469,7 @@ def served_training_table(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        _check_unique_labels(con, source)
+        check_unique_labels(con, source)
         con.register("served", served.select(
             [*dict.fromkeys([source.id_column, LOG_TIMESTAMP, REQUEST_ID, *keys,
                              *spec.feature_names])]))

@@ -25,6 +25,7 @@ def run_demo(
     from training.gate import PromotionRefused, promote
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
+    from training.stats import refresh_stats
     from training.train import train_model
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -67,6 +68,7 @@ def run_demo(
         step("feast materialize", lambda: run_feast(
             settings, "materialize", start.strftime("%Y-%m-%dT%H:%M:%S"),
             now.strftime("%Y-%m-%dT%H:%M:%S")))
+        step("catalog statistics (skewless catalog refresh)", lambda: refresh_stats(settings))
         step("point-in-time training set (Feast, duckdb)",
              lambda: write_training_set(settings, dataset_path, cutoff=now))
         ts = TrainingSet.read(dataset_path)

@@ -13,6 +13,16 @@ from skewless.contract import FeatureSpec
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 PSI_BINS = 10
 TOP_CATEGORIES = 50
+# A seeded sample of each numeric feature's training values (and of the holdout's scores),
+# kept with the baseline for the two-sample KS test of `skewless monitor`.
+BASELINE_SAMPLE = 500
+
+
+def baseline_sample(values: np.ndarray, size: int = BASELINE_SAMPLE, seed: int = 7) -> list[float]:
+    """Up to ``size`` values drawn without replacement, to 6 significant digits."""
+    if values.size > size:
+        values = np.random.default_rng(seed).choice(values, size, replace=False)
+    return [float(f"{v:.6g}") for v in values]
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -87,6 +97,7 @@ def baseline_statistics(df: pd.DataFrame, features: list[FeatureSpec]) -> dict[s
                     quantiles={str(q): float(v) for q, v in zip(QUANTILES, qs, strict=True)},
                     psi_bin_edges=[float(e) for e in edges],
                     psi_bin_shares=[float(c) / values.size for c in counts],
+                    sample=baseline_sample(values),
                 )
         stats[f.name] = entry
     return stats

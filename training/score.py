@@ -42,7 +42,7 @@ class ScoreSummary:
     seconds: float
 
 
-def _accepts(dtype: str, actual: pa.DataType) -> bool:
+def accepts(dtype: str, actual: pa.DataType) -> bool:
     """Whether a column of ``actual`` type can stand for a Feast ``dtype`` without loss."""
     if pa.types.is_null(actual):  # only nulls (e.g. an empty pandas object column)
         return dtype in ("Int32", "Int64", "Float32", "Float64", "String", "Bool")
@@ -71,7 +71,7 @@ def _input_columns(schema: pa.Schema, contract: dict, timestamp_column: str,
         )
     for name, dtype in inputs.items():
         actual = schema.field(name).type
-        if not _accepts(dtype, actual):
+        if not accepts(dtype, actual):
             raise ScoreError(f"column {name} of {path} is {actual}; the model needs {dtype}")
     actual = schema.field(timestamp_column).type
     if not pa.types.is_timestamp(actual):

@@ -21,8 +21,10 @@ class ServedLogError(SkewlessError):
 
 
 def load_served(log_dir: Path, since: datetime | None = None, until: datetime | None = None,
-                sample: int | None = None, seed: int = 7) -> pa.Table:
-    """Logged rows served in [since, until], optionally a random sample of them.
+                sample: int | None = None, seed: int = 7,
+                columns: list[str] | None = None) -> pa.Table:
+    """Logged rows served in [since, until], optionally a random sample of them, optionally
+    only some of their columns (the ones the log holds; the served-at time always).
 
     The served-at time (``__log_timestamp``) comes back as microseconds, UTC.
     """
@@ -37,7 +39,10 @@ def load_served(log_dir: Path, since: datetime | None = None, until: datetime | 
     if until is not None:
         term = stamp <= pa.scalar(until, _MICROS_UTC)
         condition = term if condition is None else condition & term
-    table = dataset.to_table(filter=condition)
+    if columns is not None:
+        names = set(dataset.schema.names)
+        columns = list(dict.fromkeys([LOG_TIMESTAMP, *(c for c in columns if c in names)]))
+    table = dataset.to_table(columns=columns, filter=condition)
     if sample is not None and sample < table.num_rows:
         picked = sorted(random.Random(seed).sample(range(table.num_rows), sample))
         table = table.take(pa.array(picked))

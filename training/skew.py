@@ -250,7 +250,7 @@ def save_report(report: SkewReport, path: Path) -> Path:
     return path
 
 
-def _latest_offline(store: Any, view: str, keys: list[str], until: datetime, sample: int,
+def latest_offline(store: Any, view: str, keys: list[str], until: datetime, sample: int,
                     seed: int) -> pa.Table:
     """Each entity's latest row in the view's source with an event time up to ``until``."""
     import duckdb
@@ -301,7 +301,7 @@ def check_online(settings: Settings, sample: int = 1000) -> SkewReport:
         end = fv.materialization_intervals[-1][1]
         keys = definition["entities"]
         names = [f for f, _ in definition["features"]]
-        offline = _latest_offline(store, view, keys, end, sample, settings.seed)
+        offline = latest_offline(store, view, keys, end, sample, settings.seed)
         report.rows += offline.num_rows
         if offline.num_rows == 0:
             continue

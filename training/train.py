@@ -16,7 +16,7 @@ import pandas as pd
 from skewless.artifact import save_artifact
 from skewless.contract import FeatureSpec
 from training.dataset import TrainingSet
-from training.evaluate import baseline_statistics, evaluate_scores
+from training.evaluate import baseline_sample, baseline_statistics, evaluate_scores
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -182,6 +182,7 @@ def train_model(
                                   np.quantile(scores, (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)),
                                   strict=True)},
                 "mean": float(scores.mean()),
+                "sample": baseline_sample(scores),
             },
         },
         "feature_importance_gain": dict(

@@ -1,0 +1,1 @@
+"""The feature discovery catalog: `/catalog` pages and the `/api/catalog` JSON API."""

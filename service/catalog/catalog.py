@@ -1,0 +1,376 @@
+"""The catalog: the Feast registry's snapshot joined with what Skewless knows of each feature.
+
+Sources, each read cheaply per request and each optional ("not yet computed" where absent):
+the statistics document of `skewless catalog refresh`, the last skew report of each feature
+service, and the metadata database's model versions (lineage). Nothing is computed from
+feature data here: a page costs dictionary lookups, a stat or two and one small query.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.catalog.index import RegistryWatcher, Snapshot, model_url, service_url
+from service.catalog.schemas import (
+    CatalogIndex,
+    EntityDetail,
+    Facets,
+    FeatureDetail,
+    FeatureInfo,
+    FeatureStatistics,
+    Freshness,
+    Importance,
+    Lineage,
+    MissingRate,
+    ModelDetail,
+    ModelRef,
+    OnlineSample,
+    ServiceDetail,
+    ServingHealth,
+    SkewResult,
+    ViewDetail,
+    ViewInfo,
+)
+from skewless.errors import SkewlessError
+from skewless.registry import ModelVersion, NotFound, Registry, Stage, load_registered
+from skewless.settings import Settings
+
+NOT_REFRESHED = "not yet computed: run `skewless catalog refresh`"
+T = TypeVar("T")
+
+
+class CatalogNotFound(SkewlessError):
+    """No such object in the catalog; the message names what was looked for."""
+
+
+class JsonFiles:
+    """JSON documents re-read only when their file changes (stat per call, parse per change)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, path: Path) -> Any:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        with self._lock:
+            self._cache[path] = (stamp, doc)
+        return doc
+
+
+def feast_snippet(repo_path: Path, feature: FeatureInfo, view: ViewInfo) -> str:
+    """Copy-ready code that fetches ``feature`` with Feast, online and point in time."""
+    request = [f.name for f in view.transformation.request_fields] if view.transformation else []
+    row = ", ".join(f'"{k}": ...' for k in [*feature.join_keys, *request])
+    columns = ", ".join([*feature.join_keys, "event_timestamp", *request])
+    return (
+        "from feast import FeatureStore\n\n"
+        f'store = FeatureStore(repo_path="{repo_path}")\n\n'
+        "# Serving: the latest value of each entity, from the online store.\n"
+        "online = store.get_online_features(\n"
+        f'    features=["{feature.ref}"],\n'
+        f"    entity_rows=[{{{row}}}],\n"
+        ").to_dict()\n\n"
+        "# Training: the value known at each event's time (point in time).\n"
+        f"# events: a DataFrame with columns {columns}\n"
+        "training = store.get_historical_features(\n"
+        "    entity_df=events,\n"
+        f'    features=["{feature.ref}"],\n'
+        ").to_df()\n"
+    )
+
+
+def _model_ref(row: ModelVersion) -> ModelRef:
+    holdout = (row.metrics or {}).get("holdout", {})
+    return ModelRef(
+        name=row.name, version=row.version, stage=row.stage,
+        production=row.stage == Stage.PRODUCTION.value, feature_service=row.feature_service,
+        created_at=row.created_at, url=model_url(row.name, row.version),
+        holdout={k: holdout[k] for k in ("roc_auc", "pr_auc", "rows") if k in holdout})
+
+
+def _trained_on(row: ModelVersion, ref: str) -> bool:
+    return any(f"{f.get('view')}:{f.get('feature')}" == ref
+               for f in (row.contract or {}).get("features", []))
+
+
+class Catalog:
+    """What `/catalog`, `/api/catalog` and `skewless catalog search` show."""
+
+    def __init__(self, settings: Settings, store: Any, registry: Registry | None) -> None:
+        self.settings = settings
+        self.watcher = RegistryWatcher(store)
+        self.registry = registry
+        self.files = JsonFiles()
+        self._importance: dict[str, list[tuple[str, float]]] = {}
+
+    @classmethod
+    def open(cls, settings: Settings, registry: Registry | None = None) -> Catalog:
+        """A catalog over its own FeatureStore (registry refreshes do not touch the predictor's)."""
+        from skewless.feast_cli import open_store
+
+        return cls(settings, open_store(settings), registry)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.watcher.snapshot()
+
+    def stats(self) -> dict[str, Any] | None:
+        return self.files.read(self.settings.catalog_stats_path)  # type: ignore[no-any-return]
+
+    def _registry_call(self, fn: Callable[[Registry], T], notes: dict[str, str],
+                       section: str) -> T | None:
+        if self.registry is None:
+            notes[section] = "no metadata database configured"
+            return None
+        try:
+            return fn(self.registry)
+        except SQLAlchemyError as exc:
+            notes[section] = f"metadata database unavailable: {type(exc).__name__}"
+            return None
+
+    # The index ---------------------------------------------------------------------------
+
+    def index(self, query: str = "", tag: str | None = None, owner: str | None = None,
+              entity: str | None = None) -> CatalogIndex:
+        snap = self.snapshot
+        features = snap.search(query, tag, owner, entity)
+        words = query.lower().split()
+        filtered = bool(words or tag or owner or entity)
+        text_only = bool(words) and not (tag or owner or entity)
+
+        def keep(name: str, related: set[str], text: str) -> bool:
+            """Unfiltered, or holding a matching feature, or (text search only) matching."""
+            return (not filtered or name in related
+                    or (text_only and all(w in text.lower() for w in words)))
+
+        views = {f.view for f in features}
+        services = {s for f in features for s in f.feature_services}
+        entities = {e for f in features for e in f.entities}
+
+        def keep_view(v: ViewInfo) -> bool:
+            return keep(v.name, views, f"{v.name} {v.description} {v.owner}")
+
+        tags, owners, entity_names = snap.facets
+        stats = self.stats()
+        return CatalogIndex(
+            query=query, tag=tag, owner=owner, entity=entity,
+            entities=[e for e in snap.entities.values()
+                      if keep(e.name, entities, f"{e.name} {e.description}")],
+            feature_views=[v for v in snap.views.values() if v.kind == "batch" and keep_view(v)],
+            on_demand_feature_views=[v for v in snap.views.values()
+                                     if v.kind == "on_demand" and keep_view(v)],
+            feature_services=[s for s in snap.services.values()
+                              if keep(s.name, services, f"{s.name} {s.description}")],
+            features=features, total_features=len(snap.features),
+            facets=Facets(tags=tags, owners=owners, entities=entity_names),
+            stats_computed_at=stats.get("computed_at") if stats else None,
+        )
+
+    # Features ----------------------------------------------------------------------------
+
+    def _feature(self, view: str, name: str) -> tuple[Snapshot, FeatureInfo]:
+        snap = self.snapshot
+        if view not in snap.views:
+            raise CatalogNotFound(f"no feature view named {view!r}")
+        found = snap.features.get(f"{view}:{name}")
+        if found is None:
+            raise CatalogNotFound(f"feature view {view!r} has no feature named {name!r}")
+        return snap, found
+
+    def freshness(self, view: ViewInfo) -> Freshness:
+        stats = self.stats() or {}
+        offline = stats.get("views", {}).get(view.name, {})
+        online = stats.get("online", {}).get(view.name)
+        sample = None
+        if online:
+            ages = online.get("age_seconds") or {}
+            sample = OnlineSample(
+                sampled_at=online["sampled_at"], sample=online.get("sample", 0),
+                found=online.get("found", 0), age_seconds_min=ages.get("min"),
+                age_seconds_median=ages.get("median"), age_seconds_max=ages.get("max"),
+                past_ttl=online.get("past_ttl", 0), error=online.get("error"))
+        return Freshness(
+            latest_event_offline=offline.get("latest_event"),
+            earliest_event_offline=offline.get("earliest_event"),
+            offline_rows=offline.get("rows"), last_materialized=view.last_materialized,
+            online=sample)
+
+    def statistics(self, ref: str) -> FeatureStatistics | None:
+        stats = self.stats()
+        found = (stats or {}).get("features", {}).get(ref)
+        if not found:
+            return None
+        return FeatureStatistics(computed_from=found.get("from", ""),
+                                 computed_at=stats["computed_at"], **found)  # type: ignore[index]
+
+    def serving_health(self, feature: FeatureInfo) -> list[ServingHealth]:
+        stats = self.stats() or {}
+        health = []
+        for service in feature.feature_services:
+            served = stats.get("serving", {}).get(service, {})
+            missing = served.get("features", {}).get(feature.ref)
+            report = self.files.read(self.settings.skew_report_for(service)) or {}
+            skew = report.get("features", {}).get(f"{feature.view}__{feature.name}")
+            health.append(ServingHealth(
+                feature_service=service,
+                missing=MissingRate(**missing, since=served["since"],
+                                    computed_at=stats["computed_at"]) if missing else None,
+                skew=SkewResult(
+                    checked_at=report["checked_at"], checked=skew["checked"],
+                    mismatches=skew["mismatches"], causes=skew.get("causes", {}),
+                    source="online store" if report.get("log_dir") == "(online store)"
+                    else "served logs") if skew else None))
+        return health
+
+    def feature(self, view: str, name: str) -> FeatureDetail:
+        snap, feature = self._feature(view, name)
+        view_info = snap.views[view]
+        notes: dict[str, str] = {}
+        statistics = self.statistics(feature.ref)
+        if statistics is None:
+            notes["statistics"] = (
+                NOT_REFRESHED if view_info.kind == "batch" or not feature.feature_services
+                else NOT_REFRESHED + " after the feature is served (on-demand features are "
+                "profiled from the served-feature logs)")
+        freshness = self.freshness(view_info)
+        if view_info.kind == "on_demand":
+            notes["freshness"] = ("computed at request time from "
+                                  + ", ".join(view_info.transformation.inputs  # type: ignore[union-attr]
+                                              or ["request fields only"]))
+        elif freshness.latest_event_offline is None:
+            notes["freshness"] = NOT_REFRESHED
+        serving = self.serving_health(feature)
+        if not feature.feature_services:
+            notes["serving"] = "in no feature service, so never served"
+        elif not any(h.missing or h.skew for h in serving):
+            notes["serving"] = (NOT_REFRESHED + " after serving; the skew result comes from "
+                                "`skewless skew-check`")
+        rows = self._registry_call(
+            lambda r: r.versions(feature_services=feature.feature_services), notes, "lineage")
+        lineage = [Lineage(feature_service=s, url=service_url(s), models=[
+            _model_ref(row) for row in rows or []
+            if row.feature_service == s and _trained_on(row, feature.ref)])
+            for s in feature.feature_services]
+        if not feature.feature_services:
+            notes.setdefault("lineage", "in no feature service, so no model is trained on it")
+        histogram = statistics.histogram if statistics else None
+        return FeatureDetail(
+            feature=feature, view=view_info,
+            entities=[snap.entities[e] for e in feature.entities], freshness=freshness,
+            statistics=statistics, lineage=lineage, serving=serving,
+            histogram_url=f"{feature.url}/histogram.svg" if histogram else None,
+            snippet=feast_snippet(self.settings.repo_path, feature, view_info),
+            not_computed=notes)
+
+    # Views, entities, services --------------------------------------------------------------
+
+    def view(self, name: str) -> ViewDetail:
+        snap = self.snapshot
+        found = snap.views.get(name)
+        if found is None:
+            raise CatalogNotFound(f"no feature view named {name!r}")
+        return ViewDetail(
+            view=found, entities=[snap.entities[e] for e in found.entities],
+            features=[snap.features[f"{name}:{f}"] for f in found.features],
+            freshness=self.freshness(found) if found.kind == "batch" else None,
+            feature_services=[s.name for s in snap.services.values() if name in s.views])
+
+    def entity(self, name: str) -> EntityDetail:
+        snap = self.snapshot
+        found = snap.entities.get(name)
+        if found is None:
+            raise CatalogNotFound(f"no entity named {name!r}")
+        return EntityDetail(
+            entity=found, feature_views=[v for v in snap.views.values() if name in v.entities],
+            features=[f for f in snap.features.values() if name in f.entities])
+
+    def service(self, name: str) -> ServiceDetail:
+        snap = self.snapshot
+        found = snap.services.get(name)
+        if found is None:
+            raise CatalogNotFound(f"no feature service named {name!r}")
+        notes: dict[str, str] = {}
+        rows = self._registry_call(lambda r: r.versions(feature_services=[name]), notes, "models")
+        return ServiceDetail(
+            service=found, features=[snap.features[r] for r in found.features
+                                     if r in snap.features],
+            models=[_model_ref(row) for row in rows or []], not_computed=notes)
+
+    # Model versions ----------------------------------------------------------------------
+
+    def importance(self, row: ModelVersion) -> list[tuple[str, float]]:
+        """Gain importance per input, from the verified artefact (cached by its sha256)."""
+        cached = self._importance.get(row.sha256)
+        if cached is None:
+            booster = load_registered(row).booster
+            cached = list(zip(booster.feature_name(),
+                              (float(g) for g in booster.feature_importance("gain")),
+                              strict=True))
+            self._importance[row.sha256] = cached
+        return cached
+
+    def model(self, name: str, version: str) -> ModelDetail:
+        notes: dict[str, str] = {}
+        try:
+            row = self._registry_call(lambda r: r.get(name, version), notes, "model")
+        except NotFound as exc:
+            raise CatalogNotFound(f"model {name!r} has no version {version!r}") from exc
+        if row is None:
+            raise CatalogNotFound(f"model {name!r} version {version!r}: {notes['model']}")
+        snap = self.snapshot
+        refs = {f["name"]: f"{f.get('view')}:{f.get('feature')}"
+                for f in row.contract.get("features", [])}
+        importance = None
+        try:
+            gains = self.importance(row)
+            total = sum(g for _, g in gains) or 1.0
+            importance = sorted(
+                (Importance(feature=n, ref=refs.get(n) if refs.get(n) in snap.features else None,
+                            gain=g, share=g / total) for n, g in gains),
+                key=lambda i: -i.gain)
+        except SkewlessError as exc:
+            notes["importance"] = f"artefact unreadable: {exc}"
+        return ModelDetail(
+            model=_model_ref(row), fingerprint=row.fingerprint, sha256=row.sha256,
+            artifact_uri=row.artifact_uri, created_by=row.created_by, metrics=row.metrics,
+            training_window=row.training_window,
+            features=[snap.features[r] for r in refs.values() if r in snap.features],
+            unregistered_features=[r for r in refs.values() if r not in snap.features],
+            importance=importance,
+            importance_url=(model_url(name, version) + "/importance.svg") if importance else None,
+            not_computed=notes)
+
+
+def age_text(seconds: float | None) -> str:
+    """A duration as people read it: 42 s, 7 min, 5.2 h, 3.1 days."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def since_text(moment: datetime | None, now: datetime) -> str:
+    return "unknown" if moment is None else age_text((now - moment).total_seconds()) + " ago"

@@ -1,0 +1,179 @@
+"""`/api/catalog/…` (JSON, in the OpenAPI schema) and `/catalog/…` (the same data as pages).
+
+Handlers are plain functions: FastAPI runs them in its thread pool, so a metadata database
+query never blocks the event loop that serves predictions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+
+from service.catalog.catalog import Catalog, CatalogNotFound, age_text, since_text
+from service.catalog.charts import bar_chart, histogram_chart
+from service.catalog.schemas import (
+    CatalogIndex,
+    EntityDetail,
+    FeatureDetail,
+    ModelDetail,
+    ServiceDetail,
+    ViewDetail,
+)
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text)
+SVG = "image/svg+xml"
+
+
+class NotFoundDetail(BaseModel):
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": NotFoundDetail, "description": "Not found; detail names what"}}
+
+
+def catalog_of(request: Request) -> Catalog:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+CatalogDep = Annotated[Catalog, Depends(catalog_of)]
+SearchText = Annotated[str, Query(max_length=200, description="words that must all appear in "
+                                  "a name, description, tag or owner")]
+TagFilter = Annotated[str | None, Query(max_length=200, description="key or key=value")]
+OwnerFilter = Annotated[str | None, Query(max_length=200)]
+EntityFilter = Annotated[str | None, Query(max_length=200)]
+
+api = APIRouter(prefix="/api/catalog", tags=["catalog"])
+pages = APIRouter(prefix="/catalog", include_in_schema=False)
+
+
+def _blank(value: str | None) -> str | None:
+    return value or None
+
+
+@api.get("", response_model=CatalogIndex)
+def read_catalog(catalog: CatalogDep, q: SearchText = "", tag: TagFilter = None,
+                 owner: OwnerFilter = None, entity: EntityFilter = None) -> CatalogIndex:
+    """Entities, feature views, on-demand views, feature services and features; searched by
+    ``q`` and filtered by tag, owner and entity."""
+    return catalog.index(q, _blank(tag), _blank(owner), _blank(entity))
+
+
+@api.get("/features/{view}/{feature}", response_model=FeatureDetail, responses=NOT_FOUND)
+def read_feature(view: str, feature: str, catalog: CatalogDep) -> FeatureDetail:
+    """One feature: definition, freshness, statistics, lineage, serving health, snippet."""
+    return catalog.feature(view, feature)
+
+
+@api.get("/feature-views/{name}", response_model=ViewDetail, responses=NOT_FOUND)
+def read_feature_view(name: str, catalog: CatalogDep) -> ViewDetail:
+    """A feature view (batch or on-demand) and its features."""
+    return catalog.view(name)
+
+
+@api.get("/entities/{name}", response_model=EntityDetail, responses=NOT_FOUND)
+def read_entity(name: str, catalog: CatalogDep) -> EntityDetail:
+    """An entity, the views keyed on it and their features."""
+    return catalog.entity(name)
+
+
+@api.get("/feature-services/{name}", response_model=ServiceDetail, responses=NOT_FOUND)
+def read_feature_service(name: str, catalog: CatalogDep) -> ServiceDetail:
+    """A feature service, its features and the model versions trained on it."""
+    return catalog.service(name)
+
+
+@api.get("/models/{name}/versions/{version}", response_model=ModelDetail, responses=NOT_FOUND)
+def read_model_version(name: str, version: str, catalog: CatalogDep) -> ModelDetail:
+    """A registered model version: its features and their global importance (gain)."""
+    return catalog.model(name, version)
+
+
+# Pages ---------------------------------------------------------------------------------------
+
+
+def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, template,
+                                      {"now": datetime.now(UTC), **context})
+
+
+@pages.get("", response_class=HTMLResponse)
+def show_catalog(request: Request, catalog: CatalogDep, q: SearchText = "", tag: TagFilter = None,
+                 owner: OwnerFilter = None, entity: EntityFilter = None) -> HTMLResponse:
+    index = catalog.index(q, _blank(tag), _blank(owner), _blank(entity))
+    return _page(request, "index.html", index=index, title="Feature catalog")
+
+
+@pages.get("/features/{view}/{feature}", response_class=HTMLResponse)
+def show_feature(view: str, feature: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    detail = catalog.feature(view, feature)
+    return _page(request, "feature.html", d=detail, title=detail.feature.ref)
+
+
+@pages.get("/features/{view}/{feature}/histogram.svg")
+def show_histogram(view: str, feature: str, catalog: CatalogDep) -> Response:
+    detail = catalog.feature(view, feature)
+    stats = detail.statistics
+    if stats is None or (stats.histogram is None and not stats.top_values):
+        raise CatalogNotFound(f"no histogram of {detail.feature.ref} yet: run "
+                              "`skewless catalog refresh`")
+    return Response(histogram_chart(stats, detail.feature.ref), media_type=SVG)
+
+
+@pages.get("/feature-views/{name}", response_class=HTMLResponse)
+def show_feature_view(name: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    detail = catalog.view(name)
+    return _page(request, "view.html", d=detail, title=name)
+
+
+@pages.get("/entities/{name}", response_class=HTMLResponse)
+def show_entity(name: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    detail = catalog.entity(name)
+    return _page(request, "entity.html", d=detail, title=name)
+
+
+@pages.get("/feature-services/{name}", response_class=HTMLResponse)
+def show_feature_service(name: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    detail = catalog.service(name)
+    return _page(request, "service.html", d=detail, title=name)
+
+
+@pages.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
+def show_model_version(name: str, version: str, request: Request,
+                       catalog: CatalogDep) -> HTMLResponse:
+    detail = catalog.model(name, version)
+    return _page(request, "model.html", d=detail, title=f"{name} {version}")
+
+
+@pages.get("/models/{name}/versions/{version}/importance.svg")
+def show_importance(name: str, version: str, catalog: CatalogDep) -> Response:
+    detail = catalog.model(name, version)
+    if not detail.importance:
+        raise CatalogNotFound(f"no importance for model {name!r} version {version!r}: "
+                              + detail.not_computed.get("importance", "none recorded"))
+    bars = [(i.ref or i.feature, i.gain) for i in detail.importance]
+    return Response(bar_chart(bars, f"Gain importance of {name} {version}", "gain"),
+                    media_type=SVG)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """404 naming what was not found: JSON under /api, a page elsewhere."""
+    if request.url.path.startswith("/catalog") and not request.url.path.endswith(".svg"):
+        return TEMPLATES.TemplateResponse(request, "error.html", {
+            "title": "Not found", "detail": str(exc), "now": datetime.now(UTC)}, status_code=404)
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+def install_catalog(app: Any, catalog: Catalog) -> None:
+    """Mount the catalog's API and pages on ``app``."""
+    app.state.catalog = catalog
+    app.include_router(api)
+    app.include_router(pages)
+    app.add_exception_handler(CatalogNotFound, not_found)

@@ -1,0 +1,256 @@
+"""What the catalog says about each object: one set of models for the JSON API and the pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JoinKey(BaseModel):
+    name: str
+    dtype: str
+
+
+class EntityInfo(BaseModel):
+    name: str
+    description: str
+    owner: str
+    tags: dict[str, str]
+    join_keys: list[JoinKey]
+    url: str
+
+
+class SourceInfo(BaseModel):
+    name: str
+    type: str = Field(description="Feast data source class, e.g. FileSource")
+    path: str | None
+    timestamp_field: str | None
+    created_timestamp_column: str | None
+    description: str
+
+
+class RequestField(BaseModel):
+    source: str
+    name: str
+    dtype: str
+    description: str
+
+
+class Transformation(BaseModel):
+    mode: str = Field(description="Feast on-demand mode: python, pandas or substrait")
+    code: str = Field(description="the transformation's source, as registered")
+    inputs: list[str] = Field(description="feature references it reads (view:feature)")
+    request_fields: list[RequestField]
+
+
+class FeatureInfo(BaseModel):
+    ref: str = Field(description="Feast feature reference, view:feature")
+    view: str
+    name: str
+    kind: str = Field(description="batch (a feature view) or on_demand")
+    dtype: str
+    description: str
+    owner: str = Field(description="the owner of its feature view")
+    tags: dict[str, str]
+    view_tags: dict[str, str]
+    entities: list[str]
+    join_keys: list[str]
+    feature_services: list[str]
+    url: str
+
+
+class ViewInfo(BaseModel):
+    name: str
+    kind: str
+    description: str
+    owner: str
+    tags: dict[str, str]
+    entities: list[str]
+    join_keys: list[str]
+    features: list[str]
+    ttl_seconds: int | None = Field(description="0: values never expire; null: on-demand")
+    online: bool
+    source: SourceInfo | None
+    transformation: Transformation | None
+    last_materialized: datetime | None = Field(
+        description="end of the last materialization interval in the Feast registry")
+    url: str
+
+
+class ServiceInfo(BaseModel):
+    name: str
+    description: str
+    owner: str
+    tags: dict[str, str]
+    features: list[str]
+    views: list[str]
+    logging_path: str | None
+    url: str
+
+
+class Facets(BaseModel):
+    tags: list[str] = Field(description="key=value of every tag on a feature or its view")
+    owners: list[str]
+    entities: list[str]
+
+
+class CatalogIndex(BaseModel):
+    query: str
+    tag: str | None
+    owner: str | None
+    entity: str | None
+    entities: list[EntityInfo]
+    feature_views: list[ViewInfo]
+    on_demand_feature_views: list[ViewInfo]
+    feature_services: list[ServiceInfo]
+    features: list[FeatureInfo]
+    facets: Facets
+    total_features: int
+    stats_computed_at: datetime | None
+
+
+class OnlineSample(BaseModel):
+    sampled_at: datetime
+    sample: int = 0
+    found: int = 0
+    age_seconds_min: float | None = None
+    age_seconds_median: float | None = None
+    age_seconds_max: float | None = None
+    past_ttl: int = 0
+    error: str | None = None
+
+
+class Freshness(BaseModel):
+    latest_event_offline: datetime | None
+    earliest_event_offline: datetime | None
+    offline_rows: int | None
+    last_materialized: datetime | None
+    online: OnlineSample | None
+
+
+class Histogram(BaseModel):
+    edges: list[float]
+    counts: list[int]
+    integer: bool = Field(description="one bar per integer value")
+    clipped: bool = Field(False, description="edges span p1–p99 of a long tail; the outer "
+                          "bars hold the values beyond them")
+
+
+class FeatureStatistics(BaseModel):
+    computed_from: str = Field(description="offline source, or served logs of a service")
+    computed_at: datetime
+    kind: str
+    count: int
+    non_null: int
+    nulls: int
+    null_rate: float | None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    quantiles: dict[str, float | None] | None = None
+    distinct: int | None = None
+    distinct_approx: int | None = None
+    top_values: list[tuple[str, int]] | None = None
+    other_count: int | None = None
+    histogram: Histogram | None = None
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    stage: str
+    production: bool
+    feature_service: str
+    created_at: datetime
+    holdout: dict[str, Any] = Field(description="holdout roc_auc and pr_auc at training")
+    url: str
+
+
+class Lineage(BaseModel):
+    feature_service: str
+    url: str
+    models: list[ModelRef]
+
+
+class MissingRate(BaseModel):
+    rows: int
+    missing: int
+    missing_rate: float | None
+    statuses: dict[str, int]
+    since: datetime
+    computed_at: datetime
+
+
+class SkewResult(BaseModel):
+    checked_at: datetime
+    source: str = Field(description="served logs, or the online store")
+    checked: int
+    mismatches: int
+    causes: dict[str, int]
+
+
+class ServingHealth(BaseModel):
+    feature_service: str
+    missing: MissingRate | None
+    skew: SkewResult | None
+
+
+class FeatureDetail(BaseModel):
+    feature: FeatureInfo
+    view: ViewInfo
+    entities: list[EntityInfo]
+    freshness: Freshness
+    statistics: FeatureStatistics | None
+    histogram_url: str | None
+    lineage: list[Lineage]
+    serving: list[ServingHealth]
+    snippet: str
+    not_computed: dict[str, str] = Field(
+        description="sections without data yet, and what makes them")
+
+
+class ViewDetail(BaseModel):
+    view: ViewInfo
+    entities: list[EntityInfo]
+    features: list[FeatureInfo]
+    freshness: Freshness | None
+    feature_services: list[str]
+
+
+class EntityDetail(BaseModel):
+    entity: EntityInfo
+    feature_views: list[ViewInfo]
+    features: list[FeatureInfo]
+
+
+class ServiceDetail(BaseModel):
+    service: ServiceInfo
+    features: list[FeatureInfo]
+    models: list[ModelRef]
+    not_computed: dict[str, str]
+
+
+class Importance(BaseModel):
+    feature: str = Field(description="the model's input name")
+    ref: str | None = Field(description="the catalog feature it is, when still registered")
+    gain: float
+    share: float
+
+
+class ModelDetail(BaseModel):
+    model: ModelRef
+    fingerprint: str
+    sha256: str
+    artifact_uri: str
+    created_by: str
+    metrics: dict[str, Any]
+    training_window: dict[str, Any]
+    features: list[FeatureInfo]
+    unregistered_features: list[str] = Field(
+        description="inputs of the model that the Feast registry no longer holds")
+    importance: list[Importance] | None
+    importance_url: str | None
+    not_computed: dict[str, str]

@@ -1,0 +1,105 @@
+"""A world that lives through the generator's drift scenario, end to end, with real parts.
+
+Generated with ``end`` = now (so labels of the last days are still outstanding), turned into
+feature tables, applied and materialized with Feast's CLI into its own redis-server. The first
+model learns from the events between the warm-up (the longest feature window filled) and the
+drift day, and is production. The recent events are then scored by the real predictor app
+(``/predict/batch``, event ids sent), which logs every served vector. They are scored day by
+day, each day after materializing up to its start, as a live service would have seen them:
+served with the whole history materialized, every event of a popular merchant would share
+the merchant's latest value, a distribution no training row ever had. Since they are scored
+days after their time by the wall clock, the world's copy of the views widens their TTL
+(2 days) to ``SERVED_DAYS`` + 2 days, so the predictor does not expire the values a live
+service would have read fresh; training and serving use the same widened definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from feast import FeatureStore
+
+from service.app import create_app, serve_in_thread
+from skewless.feast_cli import run_feast
+from skewless.redis import RedisServer, find_redis_server
+from skewless.registry import bootstrap_production
+from skewless.settings import Settings, redis_for_feast
+from tests.conftest import copy_feature_repo
+from training.dataset import build_training_set
+from training.generate import GenerateConfig, generate, write_generated
+from training.pipeline import PipelinePaths, build_feature_tables
+from training.train import train_model
+
+CARDS = 1_000
+DAYS = 110
+WARM_UP_DAYS = 56  # the longest window of a feature (merchant labels over 56 days)
+DRIFT_DAY = 85
+SERVED_DAYS = 10
+
+
+@dataclass
+class World:
+    settings: Settings
+    now: datetime
+    drift_from: datetime | None
+    production: str
+    served_from: datetime
+    served_rows: int
+
+
+def build_world(root: Path, drift: bool, redis: RedisServer, now: datetime) -> World:
+    repo = copy_feature_repo(root / "feature_repo")
+    views = repo / "features.py"
+    ttl = "ttl=timedelta(days=2)"
+    assert views.read_text().count(ttl) == 2
+    views.write_text(views.read_text().replace(ttl, f"ttl=timedelta(days={SERVED_DAYS + 2})"))
+    settings = Settings(repo_path=repo,
+                        var_dir=root / "var", redis=redis.connection_string,
+                        feature_log_dir=root / "feature_logs", feature_log_flush_seconds=0.2)
+    data = generate(GenerateConfig(cards=CARDS, days=DAYS, end=now,
+                                   drift_day=DRIFT_DAY if drift else None,
+                                   holdout_days=settings.holdout_days))
+    write_generated(data, settings.raw_dir)
+    paths = PipelinePaths.from_settings(settings)
+    build_feature_tables(paths)
+    run_feast(settings, "apply")
+    served_days = [now - timedelta(days=SERVED_DAYS - d) for d in range(SERVED_DAYS + 1)]
+    run_feast(settings, "materialize", paths.earliest_event().strftime("%Y-%m-%dT%H:%M:%S"),
+              served_days[0].strftime("%Y-%m-%dT%H:%M:%S"))
+    start = datetime.fromisoformat(data.meta["start"])
+    trained_until = start + timedelta(days=DRIFT_DAY)
+    ts = build_training_set(settings, cutoff=trained_until,
+                            since=start + timedelta(days=WARM_UP_DAYS))
+    model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days)
+    production = bootstrap_production(settings, model.directory).version
+
+    served_from = datetime.now(UTC)
+    fields = ["transaction_id", "card_id", "merchant_id", "amount", "channel", "local_hour"]
+    stamps = data.transactions["event_timestamp"]
+    served = 0
+    with redis_for_feast(redis.connection_string):
+        store = FeatureStore(repo_path=str(settings.repo_path))
+    with serve_in_thread(create_app(settings)) as url, \
+            httpx.Client(base_url=url, timeout=120) as http:
+        for day_from, day_to in zip(served_days, served_days[1:], strict=False):
+            if day_from != served_days[0]:
+                with redis_for_feast(redis.connection_string):
+                    store.materialize(day_from - timedelta(days=1), day_from)
+            events = data.transactions[(stamps >= pd.Timestamp(day_from))
+                                       & (stamps < pd.Timestamp(day_to))]
+            rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                    for r in events[fields].to_dict("records")]
+            for i in range(0, len(rows), settings.batch_max_rows):
+                http.post("/predict/batch",
+                          json={"rows": rows[i:i + settings.batch_max_rows]}).raise_for_status()
+            served += len(rows)
+    drift_from = datetime.fromisoformat(data.meta["drift_from"]) if drift else None
+    return World(settings, now, drift_from, production, served_from, served)
+
+
+def private_redis(root: Path) -> RedisServer:
+    return RedisServer(binary=find_redis_server(), data_dir=root).start()

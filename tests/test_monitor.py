@@ -1,0 +1,290 @@
+"""`skewless monitor` on the generator's drift scenario, with real parts end to end.
+
+Two worlds of the same volume (same seed; one with drift from day 85 of 110): Feast applied
+and materialized into their own redis-server, a first model trained before the drift day and
+in production, the last 10 days scored by the real predictor with their event ids. With drift
+the amount-driven features are flagged and `skewless monitor --retrain` trains, gates and
+promotes a model better on the post-drift holdout; without it, nothing is flagged and no
+model is trained. Delayed-label figures are checked against an independent pandas/sklearn
+computation over the logged rows and the label file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from service.app import create_app, serve_in_thread
+from skewless.redis import RedisServer
+from skewless.registry import Registry
+from tests.debian import ensure_commands
+from tests.drift_world import World, build_world, private_redis
+from tests.service_harness import read_logs, serve_env
+from training.monitor import (
+    MonitorError,
+    Subgroup,
+    categorical_drift,
+    default_window,
+    monitor,
+    psi,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+NAME = "fraud_model_v1"
+# Shifted by the drift (amounts × 1.5): every amount aggregate of the card and the merchant.
+AMOUNT_DRIVEN = {"card_activity__amount_mean_7d", "card_activity__amount_mean_28d",
+                 "card_activity__amount_max_7d", "merchant_stats__merchant_amount_mean_28d"}
+# Untouched by it.
+UNTOUCHED = {"card_profile__credit_limit", "card_profile__card_type",
+             "card_activity__txn_count_7d", "card_activity__distinct_merchants_7d",
+             "transaction_features__is_night"}
+
+
+@dataclass
+class Run:
+    world: World
+    redis: RedisServer
+    report: dict
+    cli: subprocess.CompletedProcess[str]
+    saved: dict  # the JSON the CLI wrote
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    env = serve_env(world.settings, feature_log_dir=world.settings.feature_log_dir)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("skewless")), "monitor", "--retrain",
+         "--since", world.served_from.isoformat(), *args],
+        env={**os.environ, **env, "FEAST_USAGE": "False"}, capture_output=True, text=True,
+        timeout=600)
+
+
+def _run(root: Path, drift: bool) -> Run:
+    redis = private_redis(root / "redis")
+    world = build_world(root, drift, redis, _now())
+    report = monitor(world.settings, default_window(world.settings, world.served_from, None))
+    cli = _monitor_cli(world)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    saved = json.loads(world.settings.monitor_report_path.read_text())
+    return Run(world, redis, report, cli, saved)
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory) -> Run:
+    run = _run(tmp_path_factory.mktemp("drift-on"), drift=True)
+    yield run
+    run.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def steady(tmp_path_factory) -> Run:
+    run = _run(tmp_path_factory.mktemp("drift-off"), drift=False)
+    yield run
+    run.redis.stop()
+
+
+def _production_entry(report: dict) -> dict:
+    (entry,) = [v for v in report["versions"] if v["version"] == report["production"]]
+    return entry
+
+
+def test_with_drift_the_drifted_features_are_flagged_and_nothing_else(drifted, steady):
+    assert drifted.world.served_rows == steady.world.served_rows > 20_000  # same volume
+    entry = _production_entry(drifted.report)
+    assert entry["rows"] == drifted.world.served_rows
+    flagged = set(entry["drift"]["drifted"])
+    assert AMOUNT_DRIVEN <= flagged
+    assert not flagged & UNTOUCHED
+    for name in flagged:
+        d = entry["drift"]["features"][name]
+        assert d["psi"] >= 0.2 and d["p_value"] < 0.01
+    assert any(f in flagged for f in entry["top_features"])
+    assert drifted.report["trigger"]["retrain"] is True
+    assert any("drifted" in line for line in drifted.report["findings"])
+
+
+def test_with_drift_the_trigger_retrains_and_promotes_a_better_model(drifted):
+    world, done = drifted.world, drifted.saved["retraining"]
+    assert done["outcome"] == "promoted", done
+    assert "retrained: candidate" in drifted.cli.stdout
+    registry = Registry.from_settings(world.settings)
+    try:
+        production = registry.production_version(NAME)
+        assert production == done["candidate"] != world.production
+        promotion = registry.get(NAME, production).details()["transitions"][-1]
+        gate = promotion["evidence"]["gate"]
+        audit = [e for e in registry.audit_events(50) if e.action == "retrain"]
+    finally:
+        registry.close()
+    # Better than the model it replaces, on the same holdout, all of it after the drift.
+    assert gate["candidate"]["score"] > gate["production"]["score"]
+    assert gate["production"]["version"] == world.production
+    assert world.drift_from is not None
+    assert datetime.fromisoformat(gate["holdout"]["from"]) >= world.drift_from
+    assert gate["holdout"]["positives"] >= 100
+    assert promotion["actor"] == "skewless monitor"
+    assert "monitor: PSI" in promotion["reason"]
+    (event,) = audit
+    assert (event.actor, event.target, event.outcome) == (
+        "skewless monitor", f"{NAME}/{done['candidate']}", "promoted")
+    assert event.detail["reasons"] == drifted.saved["trigger"]["reasons"]
+    # The new model learned from the drifted weeks.
+    assert datetime.fromisoformat(done["window"]["since"]) < world.now - timedelta(days=20)
+
+
+def test_without_drift_nothing_is_flagged_and_nothing_is_retrained(steady):
+    report = steady.report
+    (entry,) = report["versions"]
+    assert entry["rows"] == steady.world.served_rows
+    assert entry["drift"]["drifted"] == []
+    assert max(d["psi"] for d in entry["drift"]["features"].values()) < 0.1
+    assert entry["prediction_drift"]["drifted"] is False
+    assert report["findings"] == []
+    assert report["trigger"] == {**report["trigger"], "retrain": False, "reasons": []}
+    assert "nothing calls for retraining" in steady.cli.stdout
+    assert "retraining" not in steady.saved
+    registry = Registry.from_settings(steady.world.settings)
+    try:
+        assert [v.version for v in registry.versions(NAME)] == [steady.world.production]
+        assert not [e for e in registry.audit_events(50) if e.action == "retrain"]
+    finally:
+        registry.close()
+
+
+def _independent(settings, since: datetime, known_at: datetime) -> pd.DataFrame:
+    """Logged rows joined with the labels known at ``known_at``, first scoring per version
+    and event, computed with pandas alone."""
+    logs = read_logs(settings.feature_log_dir)
+    logs = logs[logs["__log_timestamp"] >= pd.Timestamp(since)]
+    logs = logs.sort_values("__log_timestamp", kind="stable").drop_duplicates(
+        ["model_version", "transaction_id"])
+    labels = pd.read_parquet(settings.resolved_labels_path)
+    labels = labels[labels["label_timestamp"] <= pd.Timestamp(known_at)]
+    labels["transaction_id"] = labels["transaction_id"].astype(str)
+    return logs.merge(labels, on="transaction_id", how="left")
+
+
+def test_delayed_label_performance_per_version_equals_an_independent_computation(drifted):
+    world = drifted.world
+    # The promoted model serves the last seven days again: two versions in the window.
+    stamps = pd.read_parquet(world.settings.resolved_events_path)
+    recent = stamps[stamps["event_timestamp"] >= pd.Timestamp(world.now - timedelta(days=7))]
+    fields = ["transaction_id", "card_id", "merchant_id", "amount", "channel", "local_hour"]
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+            for r in recent[fields].to_dict("records")]
+    with serve_in_thread(create_app(world.settings)) as url, \
+            httpx.Client(base_url=url, timeout=120) as http:
+        for i in range(0, len(rows), 1000):
+            http.post("/predict/batch", json={"rows": rows[i:i + 1000]}).raise_for_status()
+    settings = world.settings.model_copy(update={"monitor_min_labels": 600})
+    window = default_window(settings, world.served_from, None)
+    report = monitor(settings, window)
+    joined = _independent(settings, world.served_from, window.labels_known_at)
+    versions = {v["version"]: v for v in report["versions"]}
+    new = drifted.saved["retraining"]["candidate"]
+    assert set(versions) == {world.production, new} == set(joined["model_version"])
+    for version, entry in versions.items():
+        mine = joined[joined["model_version"] == version]
+        known = mine[mine["is_fraud"].notna()]
+        y, p = known["is_fraud"].astype(int).to_numpy(), known["score"].to_numpy()
+        overall = entry["performance"]["overall"]
+        assert overall["status"] == "ok"
+        assert (overall["labelled"], overall["positives"], overall["outstanding"]) == (
+            len(known), int(y.sum()), len(mine) - len(known))
+        assert overall["outstanding"] > 0  # the last days' labels are still on their way
+        assert overall["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert overall["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+        acted = p >= settings.decision_threshold
+        assert overall["precision"] == pytest.approx((y[acted] == 1).mean())
+        assert overall["recall"] == pytest.approx(y[acted].sum() / y.sum())
+        # Per channel: cells under the minimum count are said to be so, not given a number.
+        cells = entry["performance"]["subgroups"]["channel"]
+        assert set(cells) == set(known["channel"])
+        for channel, cell in cells.items():
+            part = known[known["channel"] == channel]
+            assert cell["labelled"] == len(part)
+            if len(part) < 600:
+                assert cell["status"] == "fewer than 600 labels" and "roc_auc" not in cell
+            elif cell["status"] == "ok":
+                assert cell["roc_auc"] == pytest.approx(
+                    roc_auc_score(part["is_fraud"].astype(int), part["score"]), abs=1e-12)
+        # Daily buckets of the served-at time add up to the whole.
+        buckets = entry["performance"]["buckets"]
+        assert sum(b["labelled"] for b in buckets) == overall["labelled"]
+    assert any(c["status"].startswith("fewer than") for v in versions.values()
+               for c in v["performance"]["subgroups"]["channel"].values())
+
+
+def test_the_report_is_one_self_contained_html_file(drifted):
+    html = drifted.world.settings.monitor_report_path.with_suffix(".html").read_text()
+    entry = _production_entry(drifted.saved)
+    assert "Retraining is due" in html and "promoted" in html
+    for name in entry["drift"]["drifted"]:
+        assert f"<b>{name}</b>: PSI" in html  # its distribution chart
+    assert html.count("<svg") >= 3 + len(entry["drift"]["drifted"])
+    assert "ROC AUC over time, per model version" in html
+    for reference in ("<script", "src=", "href=", "url("):
+        assert reference not in html
+
+
+def test_the_findings_are_prometheus_gauges(drifted):
+    tools = ensure_commands({"promtool": "prometheus"})
+    settings = drifted.world.settings
+    with serve_in_thread(create_app(settings)) as url:
+        text = httpx.get(f"{url}/metrics").text
+    linted = subprocess.run([tools["promtool"], "check", "metrics"], input=text,
+                            capture_output=True, text=True, timeout=60)
+    assert linted.returncode == 0 and linted.stdout.strip() == "", linted.stdout + linted.stderr
+    saved = json.loads(settings.monitor_report_path.read_text())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name.startswith("skewless_monitor_")}
+    for v in saved["versions"]:
+        for feature, d in v["drift"]["features"].items():
+            key = tuple(sorted({"model_version": v["version"], "feature": feature}.items()))
+            assert samples[("skewless_monitor_feature_psi", key)] == pytest.approx(d["psi"])
+            assert samples[("skewless_monitor_feature_drifted", key)] == float(d["drifted"])
+        overall = v["performance"]["overall"]
+        key = (("model_version", v["version"]),)
+        assert samples[("skewless_monitor_roc_auc", key)] == pytest.approx(overall["roc_auc"])
+        assert samples[("skewless_monitor_labels", key)] == overall["labelled"]
+    assert samples[("skewless_monitor_retrain_due", ())] == 0.0  # it retrained
+
+
+def test_psi_and_the_categorical_test_on_known_shares():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    expected = (0.6 - 0.5) * np.log(0.6 / 0.5) + (0.4 - 0.5) * np.log(0.4 / 0.5)
+    assert psi([0.5, 0.5], [0.6, 0.4]) == pytest.approx(expected)
+    drift = categorical_drift({"pos": 70, "online": 20, "kiosk": 10},
+                              {"frequencies": {"pos": 0.7, "online": 0.3}})
+    assert drift["categories"]["names"] == ["pos", "online", "(other)"]
+    assert drift["categories"]["serving"] == pytest.approx([0.7, 0.2, 0.1])
+    assert drift["test"] == "chi2" and drift["p_value"] < 1e-6
+
+
+def test_subgroup_bands_and_bad_specs():
+    import pyarrow as pa
+
+    band = Subgroup.parse("card_activity__txn_count_28d:20,60")
+    assert band.edges == (20.0, 60.0)
+    labels = band.labels(pa.chunked_array([[0, 20, 59, 60, None]], pa.int64()))
+    assert labels.tolist() == ["< 20", "20–60", "20–60", "≥ 60", "(missing)"]
+    with pytest.raises(MonitorError, match="must be numbers"):
+        Subgroup.parse("x:1,b")
+    with pytest.raises(MonitorError, match="must increase"):
+        Subgroup.parse("x:5,1")

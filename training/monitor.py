@@ -1,0 +1,640 @@
+"""`skewless monitor`: how the served models' inputs, scores and outcomes compare with training.
+
+Over a window of the served-feature log, for each model version that served in it:
+
+- **data quality**: the logged columns against the model's contract (present, of its type),
+  served null and missing rates (Feast's per-value status) against the training baseline's
+  null rate, and the share of values outside the training range (or unseen categories);
+- **feature drift** against the baseline stored with the model at training time: PSI on the
+  quantile bins fixed then, with a two-sample KS test (numeric, against the baseline's value
+  sample) or a chi-squared test (categorical, against its frequencies); a feature drifted when
+  its PSI reaches ``monitor_psi_threshold`` and its test is significant at ``monitor_p_value``;
+- **prediction drift**: the served scores against the holdout's (PSI on the holdout's score
+  quantiles, KS against its score sample);
+- **delayed-label performance**: the labels known now, joined by event id (the first scoring
+  of an event by a version counts), give ROC AUC, PR AUC, precision and recall at
+  ``decision_threshold`` and calibration, overall, per time bucket and per subgroup; a cell
+  with fewer than ``monitor_min_labels`` labels or ``monitor_min_positives`` positives is
+  reported as too small, and the predictions still waiting for a label are counted.
+
+The retraining policy is judged on the production version: any of its ``retrain_top_features``
+most important features drifted, or its ROC AUC below ``retrain_auc_floor`` on at least
+``retrain_min_labels`` labels. :func:`retrain` acts on it: a training set of the last
+``retrain_window_days`` (point-in-time through Feast, or from the served logs), LightGBM, the
+acceptance gate, promotion, and an audit event that records all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from scipy import stats as sps
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from skewless.contract import FeatureSpec
+from skewless.errors import SkewlessError
+from skewless.settings import Settings
+from training.evaluate import calibration_table
+from training.score import accepts
+from training.served import LOG_TIMESTAMP, load_served
+
+ACTOR = "skewless monitor"
+PSI_FLOOR = 1e-4  # a bin share of 0 would make PSI infinite
+SCORE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)  # the holdout score quantiles kept
+MISSING = "(missing)"
+OTHER = "(other)"
+
+
+class MonitorError(SkewlessError):
+    """The monitor could not run (no logs, no registry, a bad subgroup)."""
+
+
+# Statistics ----------------------------------------------------------------------------
+
+
+def psi(expected: Iterable[float], actual: Iterable[float]) -> float:
+    """Population stability index of two share vectors over the same bins."""
+    e = np.clip(np.asarray(list(expected), dtype=float), PSI_FLOOR, None)
+    a = np.clip(np.asarray(list(actual), dtype=float), PSI_FLOOR, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def bin_shares(values: np.ndarray, edges: list[float]) -> list[float]:
+    """Shares of ``values`` in the bins the edges make (as the baseline binned them)."""
+    counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"),
+                         minlength=len(edges) + 1)
+    return [float(c) / max(values.size, 1) for c in counts]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def numeric_drift(values: np.ndarray, base: dict[str, Any]) -> dict[str, Any]:
+    """PSI on the baseline's bins, and KS against its sample when it holds one."""
+    edges = base["psi_bin_edges"]
+    served = bin_shares(values, edges)
+    out: dict[str, Any] = {"kind": "numeric", "psi": psi(base["psi_bin_shares"], served),
+                           "bins": {"edges": edges, "baseline": base["psi_bin_shares"],
+                                    "serving": served}}
+    sample = base.get("sample")
+    if sample and values.size:
+        ks = sps.ks_2samp(values, np.asarray(sample, dtype=float))
+        out.update(test="ks", statistic=float(ks.statistic), p_value=_finite(ks.pvalue))
+    else:
+        out.update(test=None, note="the baseline holds no value sample (trained before "
+                   "monitoring kept one): PSI only")
+    return out
+
+
+def categorical_drift(counts: dict[str, int], base: dict[str, Any]) -> dict[str, Any]:
+    """PSI and a chi-squared test over the baseline's categories (the rest as one)."""
+    frequencies: dict[str, float] = base.get("frequencies", {})
+    categories = list(frequencies)
+    expected = [frequencies[c] for c in categories]
+    rest = max(0.0, 1.0 - sum(expected))
+    observed = [counts.get(c, 0) for c in categories]
+    others = sum(n for c, n in counts.items() if c not in frequencies)
+    if rest > 0 or others:
+        categories.append(OTHER)
+        expected.append(rest)
+        observed.append(others)
+    total = sum(observed)
+    served = [n / total if total else 0.0 for n in observed]
+    out: dict[str, Any] = {"kind": "categorical", "psi": psi(expected, served),
+                           "categories": {"names": categories, "baseline": expected,
+                                          "serving": served}}
+    if total:
+        floor = np.clip(np.asarray(expected), PSI_FLOOR, None)
+        chi = sps.chisquare(observed, floor / floor.sum() * total)
+        out.update(test="chi2", statistic=float(chi.statistic), p_value=_finite(chi.pvalue))
+    else:
+        out.update(test=None)
+    return out
+
+
+def score_drift(scores: np.ndarray, holdout: dict[str, Any]) -> dict[str, Any]:
+    """Served scores against the holdout's: PSI on its quantile bins, KS on its sample."""
+    quantiles = holdout.get("quantiles", {})
+    levels = [q for q in SCORE_LEVELS if str(q) in quantiles]
+    edges: list[float] = []
+    shares: list[float] = []
+    previous = 0.0
+    for level in levels:
+        edge = quantiles[str(level)]
+        if edges and edge == edges[-1]:  # tied quantiles: one bin
+            shares[-1] += level - previous
+        else:
+            edges.append(edge)
+            shares.append(level - previous)
+        previous = level
+    shares.append(1.0 - previous)
+    served = bin_shares(scores, edges)
+    out: dict[str, Any] = {"psi": psi(shares, served), "served_mean": float(scores.mean()),
+                           "holdout_mean": holdout.get("mean"),
+                           "bins": {"edges": edges, "baseline": shares, "serving": served}}
+    sample = holdout.get("sample")
+    if sample:
+        ks = sps.ks_2samp(scores, np.asarray(sample, dtype=float))
+        out.update(test="ks", statistic=float(ks.statistic), p_value=_finite(ks.pvalue))
+    else:
+        out.update(test=None)
+    return out
+
+
+@dataclass(frozen=True)
+class CellPolicy:
+    threshold: float
+    min_labels: int
+    min_positives: int
+
+
+def performance_cell(y: np.ndarray, p: np.ndarray, policy: CellPolicy,
+                     outstanding: int | None = None) -> dict[str, Any]:
+    """Metrics of one cell, or why it has none (too few labels or positives, one class)."""
+    n, positives = int(y.size), int(y.sum())
+    cell: dict[str, Any] = {"labelled": n, "positives": positives}
+    if outstanding is not None:
+        cell["outstanding"] = outstanding
+    if n < policy.min_labels:
+        return {**cell, "status": f"fewer than {policy.min_labels} labels"}
+    if positives < policy.min_positives or positives == n:
+        return {**cell, "status": f"fewer than {policy.min_positives} positives"
+                if positives < policy.min_positives else "a single class"}
+    acted = p >= policy.threshold
+    hits = int((acted & (y == 1)).sum())
+    table = calibration_table(y, p)
+    return {
+        **cell, "status": "ok",
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "threshold": policy.threshold,
+        "flagged": int(acted.sum()),
+        "precision": hits / int(acted.sum()) if acted.any() else None,
+        "recall": hits / positives,
+        "expected_calibration_error":
+            sum(r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in table) / n,
+        "mean_score": float(p.mean()), "observed_rate": positives / n,
+        "calibration": table,
+    }
+
+
+# Subgroups -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    """A logged column to break performance down by; numeric ones banded at ``edges``."""
+
+    column: str
+    edges: tuple[float, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Subgroup:
+        column, _, bands = spec.partition(":")
+        try:
+            edges = tuple(float(e) for e in bands.split(",")) if bands else ()
+        except ValueError as exc:
+            raise MonitorError(f"subgroup {spec!r}: band edges must be numbers, "
+                               "e.g. card_activity__txn_count_28d:20,60") from exc
+        if list(edges) != sorted(set(edges)):
+            raise MonitorError(f"subgroup {spec!r}: band edges must increase")
+        return cls(column.strip(), edges)
+
+    @property
+    def name(self) -> str:
+        return self.column + (" band" if self.edges else "")
+
+    def labels(self, column: pa.ChunkedArray) -> np.ndarray:
+        """The cell label of every row."""
+        if not self.edges:
+            values = pc.fill_null(pc.cast(column, pa.string()), MISSING)
+            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+        names = [f"< {_edge(self.edges[0])}"]
+        names += [f"{_edge(a)}–{_edge(b)}" for a, b in
+                   zip(self.edges, self.edges[1:], strict=False)]
+        names.append(f"≥ {_edge(self.edges[-1])}")
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        band = np.searchsorted(np.asarray(self.edges), values, side="right")
+        out = np.asarray(names, dtype=object)[np.minimum(band, len(names) - 1)]
+        out[np.isnan(values)] = MISSING
+        return out
+
+
+def _edge(value: float) -> str:
+    return f"{int(value)}" if value == int(value) else f"{value:g}"
+
+
+# The run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    since: datetime
+    until: datetime
+    labels_known_at: datetime
+
+
+def default_window(settings: Settings, since: datetime | None, until: datetime | None,
+                   now: datetime | None = None) -> Window:
+    now = now or datetime.now(UTC)
+    until = until or now
+    return Window(since or until - timedelta(days=settings.monitor_window_days), until, now)
+
+
+def _versions(settings: Settings) -> tuple[dict[str, Any], str | None, str | None]:
+    """Registered versions of the feature service (version → row), production, and why not."""
+    from skewless.registry import Registry, RegistryError
+
+    try:
+        registry = Registry.from_settings(settings)
+    except RegistryError as exc:
+        return {}, None, str(exc)
+    try:
+        rows = {r.version: r for r in registry.versions(settings.feature_service)}
+        return rows, registry.production_version(settings.feature_service), None
+    finally:
+        registry.close()
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """The non-null values of a numeric column as floats."""
+    return pc.cast(pc.drop_null(column), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _quality(settings: Settings, name: str, dtype: str, column: pa.ChunkedArray,
+             status: pa.ChunkedArray | None, base: dict[str, Any],
+             categories: list[str] | None) -> dict[str, Any]:
+    rows = len(column)
+    nulls = column.null_count
+    out: dict[str, Any] = {"dtype": dtype, "rows": rows, "null_rate": nulls / rows if rows else 0.0,
+                           "baseline_null_rate": base.get("null_rate")}
+    if status is not None:
+        counts = pc.value_counts(status).to_pylist()
+        statuses = {FieldStatus.Name(int(c["values"])): int(c["counts"]) for c in counts
+                    if c["values"] is not None}
+        present = statuses.pop("PRESENT", 0)
+        out["missing_rate"] = (rows - present) / rows if rows else 0.0
+        out["missing"] = statuses
+    if categories is not None:
+        known = pc.is_in(pc.drop_null(column), value_set=pa.array(categories, pa.string()))
+        unseen = int(len(known) - pc.sum(known).as_py()) if len(known) else 0
+        out["unseen_rate"] = unseen / rows if rows else 0.0
+        out["out_of_range_rate"] = out["unseen_rate"]
+    elif "min" in base:
+        values = _values(column)
+        below, above = int((values < base["min"]).sum()), int((values > base["max"]).sum())
+        out.update(training_range=[base["min"], base["max"]],
+                   below_range=below, above_range=above,
+                   out_of_range_rate=(below + above) / rows if rows else 0.0)
+    issues = []
+    if base.get("null_rate") is not None and \
+            out["null_rate"] - base["null_rate"] > settings.monitor_null_tolerance:
+        issues.append(f"null rate {out['null_rate']:.1%} vs {base['null_rate']:.1%} in training")
+    if out.get("out_of_range_rate", 0.0) > settings.monitor_out_of_range_tolerance:
+        what = "unseen categories" if categories is not None else "outside the training range"
+        issues.append(f"{out['out_of_range_rate']:.1%} {what}")
+    out["issues"] = issues
+    return out
+
+
+def _feature_drift(settings: Settings, spec: FeatureSpec, column: pa.ChunkedArray,
+                   base: dict[str, Any]) -> dict[str, Any] | None:
+    if spec.is_categorical:
+        if "frequencies" not in base:
+            return None
+        counts = {str(c["values"]): int(c["counts"])
+                  for c in pc.value_counts(pc.drop_null(pc.cast(column, pa.string()))).to_pylist()}
+        drift = categorical_drift(counts, base)
+    else:
+        if "psi_bin_edges" not in base:
+            return None
+        values = _values(column)
+        if not values.size:
+            return None
+        drift = numeric_drift(values, base)
+    p_value = drift.get("p_value")
+    drift["drifted"] = bool(drift["psi"] >= settings.monitor_psi_threshold
+                            and (drift["test"] is None
+                                 or (p_value is not None and p_value < settings.monitor_p_value)))
+    return drift
+
+
+def _version_report(settings: Settings, version: str, served: pa.Table, row: Any) -> dict[str, Any]:
+    stamps = served[LOG_TIMESTAMP]
+    out: dict[str, Any] = {
+        "version": version, "rows": served.num_rows,
+        "served_from": pc.min(stamps).as_py().isoformat(),
+        "served_to": pc.max(stamps).as_py().isoformat(),
+        "registered": row is not None, "stage": row.stage if row is not None else None,
+    }
+    if row is None:
+        out["note"] = ("not in the registry: no contract or baseline to compare with "
+                       "(served with SKEWLESS_MODEL_PATH?)")
+        return out
+    contract = row.contract
+    baseline = row.baseline or {}
+    gain = contract.get("feature_importance_gain", {})
+    features = contract.get("features", [])
+    total_gain = sum(gain.values()) or 1.0
+    out["top_features"] = sorted(gain, key=lambda f: -gain[f])[:settings.retrain_top_features]
+    schema_missing, schema_mistyped = [], []
+    quality: dict[str, Any] = {}
+    drift: dict[str, Any] = {}
+    for spec in (FeatureSpec(**f) for f in features):
+        name, dtype = spec.name, spec.dtype
+        if name not in served.column_names:
+            schema_missing.append(name)
+            continue
+        column = served[name]
+        if not accepts(dtype, column.type):
+            schema_mistyped.append(f"{name}: {column.type} logged, {dtype} expected")
+            continue
+        base = baseline.get("features", {}).get(name, {})
+        status_column = f"{name}__status"
+        quality[name] = _quality(
+            settings, name, dtype, column,
+            served[status_column] if status_column in served.column_names else None, base,
+            contract.get("categories", {}).get(name) if spec.is_categorical else None)
+        result = _feature_drift(settings, spec, column, base)
+        if result is not None:
+            result["importance"] = gain.get(name, 0.0) / total_gain
+            drift[name] = result
+    out["quality"] = {"schema": {"missing": schema_missing, "mistyped": schema_mistyped},
+                      "features": quality}
+    out["drift"] = {"features": drift,
+                    "drifted": sorted((f for f, d in drift.items() if d["drifted"]),
+                                      key=lambda f: -drift[f]["psi"])}
+    holdout = baseline.get("holdout_scores")
+    if holdout and served.num_rows:
+        scores = served["score"].to_numpy(zero_copy_only=False).astype(float)
+        prediction = score_drift(scores, holdout)
+        prediction["drifted"] = prediction["psi"] >= settings.monitor_psi_threshold
+        out["prediction_drift"] = prediction
+    return out
+
+
+def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
+              extra: list[str]) -> pa.Table:
+    """Each (version, event) scored in the window once — its first scoring — with its label
+    when known at ``known_at`` (null when still outstanding)."""
+    import duckdb
+
+    from training.dataset import LabelSource, check_unique_labels, ident
+
+    source = LabelSource.from_settings(settings)
+    key = ident(source.id_column)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        check_unique_labels(con, source)
+        con.register("served", served.select(
+            list(dict.fromkeys([source.id_column, "model_version", "score", LOG_TIMESTAMP,
+                                *extra]))))
+        return con.sql(
+            f"""WITH firsts AS (
+                    SELECT * FROM served WHERE {key} IS NOT NULL
+                    QUALIFY row_number() OVER (
+                        PARTITION BY model_version, CAST({key} AS VARCHAR)
+                        ORDER BY "{LOG_TIMESTAMP}") = 1),
+                known AS (
+                    SELECT CAST({key} AS VARCHAR) AS label_key,
+                           CAST({ident(source.label_column)} AS INTEGER) AS label
+                    FROM read_parquet(?)
+                    WHERE CAST({ident(source.label_timestamp_column)} AS TIMESTAMPTZ) <= ?)
+                SELECT f.*, k.label AS "__label" FROM firsts f
+                LEFT JOIN known k ON CAST(f.{key} AS VARCHAR) = k.label_key""",
+            params=[str(source.labels_path), known_at]).to_arrow_table()
+    finally:
+        con.close()
+
+
+def _performance(settings: Settings, served: pa.Table, window: Window,
+                 subgroups: list[Subgroup]) -> dict[str, dict[str, Any]]:
+    """Delayed-label performance per version: overall, per time bucket, per subgroup."""
+    id_column = settings.event_id_column
+    if id_column not in served.column_names:
+        return {}
+    present = [g for g in subgroups if g.column in served.column_names]
+    joined = _labelled(settings, served, window.labels_known_at,
+                       list(dict.fromkeys(g.column for g in present)))
+    policy = CellPolicy(settings.decision_threshold, settings.monitor_min_labels,
+                        settings.monitor_min_positives)
+    versions = np.asarray(joined["model_version"].to_numpy(zero_copy_only=False), dtype=object)
+    label_column = joined["__label"]
+    has_label = np.asarray(pc.is_valid(label_column).to_numpy(zero_copy_only=False), dtype=bool)
+    y_all = pc.fill_null(label_column, 0).to_numpy(zero_copy_only=False).astype(int)
+    p_all = joined["score"].to_numpy(zero_copy_only=False).astype(float)
+    stamps = pc.cast(joined[LOG_TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False)
+    bucket_us = int(settings.monitor_bucket_hours * 3_600_000_000)
+    buckets = stamps // bucket_us * bucket_us
+    groups = {g.name: g.labels(joined[g.column]) for g in present}
+    without_id = {v: int(n) for v, n in _count_by(served, id_column).items()}
+    out: dict[str, dict[str, Any]] = {}
+    for version in sorted(set(versions.tolist())):
+        mine = versions == version
+        scored = mine & has_label
+        y, p = y_all[scored], p_all[scored]
+        report: dict[str, Any] = {
+            "scored_events": int(mine.sum()),
+            "without_event_id": without_id.get(version, 0),
+            "overall": performance_cell(y, p, policy, int((mine & ~has_label).sum())),
+        }
+        report["buckets"] = [
+            {"start": datetime.fromtimestamp(int(b) / 1e6, UTC).isoformat(),
+             **performance_cell(y_all[scored & (buckets == b)], p_all[scored & (buckets == b)],
+                                policy, int((mine & ~has_label & (buckets == b)).sum()))}
+            for b in np.unique(buckets[mine])]
+        report["subgroups"] = {
+            name: {str(value): performance_cell(y_all[scored & (cells == value)],
+                                                p_all[scored & (cells == value)], policy)
+                   for value in sorted(set(cells[scored].tolist()))}
+            for name, cells in groups.items()}
+        out[version] = report
+    missing = [g.column for g in subgroups if g.column not in served.column_names]
+    if missing:
+        for report in out.values():
+            report["subgroups_not_logged"] = missing
+    return out
+
+
+def _count_by(served: pa.Table, id_column: str) -> dict[str, int]:
+    """Rows without an event id, per version."""
+    nulls = served.filter(pc.is_null(served[id_column]))
+    if not nulls.num_rows:
+        return {}
+    return {c["values"]: c["counts"] for c in pc.value_counts(nulls["model_version"]).to_pylist()}
+
+
+def judge(settings: Settings, report: dict[str, Any]) -> dict[str, Any]:
+    """The retraining policy, applied to the production version's findings."""
+    production = report.get("production")
+    policy = {"psi_threshold": settings.monitor_psi_threshold,
+              "top_features": settings.retrain_top_features,
+              "auc_floor": settings.retrain_auc_floor, "min_labels": settings.retrain_min_labels}
+    entry = next((v for v in report["versions"] if v["version"] == production), None)
+    if entry is None:
+        return {"retrain": False, "reasons": [], "policy": policy,
+                "note": f"the production version ({production or 'none'}) served nothing in "
+                        "the window"}
+    reasons = []
+    drifted = set(entry.get("drift", {}).get("drifted", []))
+    top = [f for f in entry.get("top_features", []) if f in drifted]
+    if top:
+        reasons.append(f"PSI ≥ {settings.monitor_psi_threshold:g} on top feature"
+                       f"{'s' if len(top) > 1 else ''} " + ", ".join(
+                           f"{f} ({entry['drift']['features'][f]['psi']:.3f})" for f in top))
+    overall = entry.get("performance", {}).get("overall", {})
+    if overall.get("status") == "ok" and overall["labelled"] >= settings.retrain_min_labels \
+            and overall["roc_auc"] < settings.retrain_auc_floor:
+        reasons.append(f"ROC AUC {overall['roc_auc']:.4f} < {settings.retrain_auc_floor:g} on "
+                       f"{overall['labelled']:,} labels")
+    return {"retrain": bool(reasons), "reasons": reasons, "policy": policy,
+            "version": production}
+
+
+def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
+            store: Any = None) -> dict[str, Any]:
+    """Every finding over the window, as one JSON-ready document."""
+    from skewless.contract import logging_destination
+    from training.dataset import open_store
+
+    subgroups = [Subgroup.parse(s) for s in settings.monitor_subgroups]
+    if log_dir is None:
+        store = store or open_store(settings)
+        log_dir = logging_destination(store, settings.feature_service, settings.feature_log_dir)
+    rows, production, registry_problem = _versions(settings)
+    columns = [settings.event_id_column, "model_version", "score",
+               *(g.column for g in subgroups)]
+    for row in rows.values():
+        for f in row.contract.get("features", []):
+            columns += [f["name"], f"{f['name']}__status"]
+    served = load_served(log_dir, window.since, window.until, columns=columns)
+    report: dict[str, Any] = {
+        "feature_service": settings.feature_service, "log_dir": str(log_dir),
+        "window": {"since": window.since.isoformat(), "until": window.until.isoformat()},
+        "labels_known_at": window.labels_known_at.isoformat(),
+        "generated_at": datetime.now(UTC).isoformat(), "rows": served.num_rows,
+        "production": production,
+        "thresholds": {"psi": settings.monitor_psi_threshold,
+                       "p_value": settings.monitor_p_value,
+                       "decision": settings.decision_threshold,
+                       "min_labels": settings.monitor_min_labels,
+                       "min_positives": settings.monitor_min_positives,
+                       "bucket_hours": settings.monitor_bucket_hours},
+        "versions": [],
+    }
+    if registry_problem:
+        report["registry"] = registry_problem
+    if served.num_rows:
+        performance = _performance(settings, served, window, subgroups)
+        versions = served["model_version"]
+        for version in sorted(pc.unique(versions).drop_null().to_pylist()):
+            part = served.filter(pc.equal(versions, version))
+            entry = _version_report(settings, version, part, rows.get(version))
+            if version in performance:
+                entry["performance"] = performance[version]
+            report["versions"].append(entry)
+    report["findings"] = findings(report)
+    report["trigger"] = judge(settings, report)
+    return report
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """What a person should look at, one line each (empty when all is well)."""
+    lines = []
+    for v in report["versions"]:
+        name = v["version"]
+        schema = v.get("quality", {}).get("schema", {})
+        if schema.get("missing"):
+            lines.append(f"{name}: features not in the logs: {', '.join(schema['missing'])}")
+        lines += [f"{name}: {m}" for m in schema.get("mistyped", [])]
+        for feature, q in v.get("quality", {}).get("features", {}).items():
+            lines += [f"{name}: {feature}: {issue}" for issue in q["issues"]]
+        for feature in v.get("drift", {}).get("drifted", []):
+            d = v["drift"]["features"][feature]
+            test = (f", {d['test']} p={d['p_value']:.2g}" if d.get("test")
+                    and d.get("p_value") is not None else "")
+            lines.append(f"{name}: {feature} drifted (PSI {d['psi']:.3f}{test})")
+        prediction = v.get("prediction_drift")
+        if prediction and prediction["drifted"]:
+            lines.append(f"{name}: scores drifted from the holdout's (PSI {prediction['psi']:.3f}, "
+                         f"mean {prediction['served_mean']:.4f} vs "
+                         f"{prediction['holdout_mean']:.4f})")
+    return lines
+
+
+# Acting on it --------------------------------------------------------------------------
+
+
+def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """Build a training set, train, pass the gate, promote; audited whatever the outcome."""
+    from skewless.registry import Registry
+    from training.dataset import TrainingSet, write_from_logs, write_training_set
+    from training.gate import PromotionRefused, promote
+    from training.train import train_model
+
+    now = now or datetime.now(UTC)
+    reasons = report["trigger"]["reasons"]
+    since = now - timedelta(days=settings.retrain_window_days)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    path = settings.var_dir / "datasets" / f"{settings.feature_service}-retrain-{stamp}.parquet"
+    if settings.retrain_source == "served-logs":
+        write_from_logs(settings, path, cutoff=now, since=since)
+    else:
+        write_training_set(settings, path, cutoff=now, since=since)
+    ts = TrainingSet.read(path)
+    result = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
+                         seed=settings.seed, truth_path=settings.resolved_truth_path,
+                         dataset_path=path)
+    why = "monitor: " + "; ".join(reasons)
+    record: dict[str, Any] = {
+        "reasons": reasons, "source": settings.retrain_source, "dataset": str(path),
+        "rows": len(ts.frame), "window": {"since": since.isoformat(), "cutoff": now.isoformat()},
+        "candidate": result.contract["model"]["version"],
+        "training_holdout": {k: result.contract["metrics"]["holdout"].get(k)
+                             for k in ("roc_auc", "pr_auc", "rows", "positives")},
+    }
+    registry = Registry.from_settings(settings)
+    try:
+        row = registry.register(result.directory, actor=ACTOR, reason=why)
+        try:
+            _, decision = promote(settings, registry, row.name, row.version, ACTOR, why)
+            record.update(outcome="promoted",
+                          gate=decision.evidence()["gate"] if decision else None,
+                          explanation=decision.explain() if decision else "")
+        except PromotionRefused as exc:
+            record.update(outcome="refused", explanation=str(exc),
+                          gate=exc.decision.evidence()["gate"] if exc.decision else None)
+        record["production"] = registry.production_version(row.name)
+        registry.audit(ACTOR, "retrain", f"{row.name}/{row.version}", record["outcome"],
+                       {k: v for k, v in record.items() if k != "gate"})
+    finally:
+        registry.close()
+    return record
+
+
+def write_report(report: dict[str, Any], directory: Path, name: str) -> tuple[Path, Path]:
+    """``<name>.json`` and the self-contained ``<name>.html``, each replaced atomically."""
+    from training.monitor_report import render_html
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in ((".json", json.dumps(report, indent=1, default=str) + "\n"),
+                         (".html", render_html(report))):
+        path = directory / f"{name}{suffix}"
+        staging = path.with_name(f".{path.name}.partial")
+        staging.write_text(text)
+        staging.replace(path)
+        paths.append(path)
+    return paths[0], paths[1]

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap bench-catalog clean
+.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench-swap: install ## Hot swap under load: promotion to first new-version respo
 
 bench-catalog: install ## Catalog pages with 1,000 features; statistics refresh over 10M rows
 	$(BIN)/python bench/catalog.py
+
+bench-monitor: install ## skewless monitor over 1M logged rows: wall time and peak RSS
+	$(BIN)/python bench/monitor.py
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

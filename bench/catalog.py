@@ -13,7 +13,7 @@ runs as its own process (the client does not share its GIL); once `/api/catalog`
 each endpoint gets an uncounted warm-up and ``--requests`` sequential, timed requests
 (httpx, keep-alive). Every answer must be 200; the index must list 1,000 feature rows.
 
-Refresh. The 10M-transaction data exactly as bench/offline.py generates it (60,500 cards ×
+Refresh. The 10M-transaction data exactly as bench/offline.py generates it (69,600 cards ×
 60 days to 2026-11-01, seed 7) in a temp copy of feature_repo/ (code only), the pipeline's
 feature tables, and one extra feature view over the raw transactions parquet (10M rows), so
 that the refresh scans them too. After `feast apply` (private redis-server),

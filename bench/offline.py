@@ -43,9 +43,8 @@ REPO = ROOT / "feature_repo"
 RESULTS = ROOT / "var" / "bench" / "offline.json"
 END = datetime(2026, 11, 1, tzinfo=UTC)
 DAYS = 60
-# Cards per size, 60 days to END, seed 7: 2,000 → 336,013 transactions; 60,500 → 10,015,263
-# (56,000 gives only 9,270,524).
-SIZES = {"demo": 2_000, "10m": 60_500}
+# Cards per size, 60 days to END, seed 7: 2,000 → 295,270 transactions; 69,600 → 10,037,699
+SIZES = {"demo": 2_000, "10m": 69_600}
 FEATURE_TABLES = ("card_activity.parquet", "card_profile.parquet", "merchant_stats.parquet")
 TARGET_SECONDS = 15.0
 TARGET_RSS_MB = 4096.0

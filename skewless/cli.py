@@ -60,7 +60,7 @@ def generate(
     cards: Annotated[int | None, typer.Option(help="Number of cards (default 2,000).")] = None,
     days: Annotated[int, typer.Option(help="Days of history, ending now.")] = 60,
     scale: Annotated[float | None, typer.Option(
-        help="Multiply the default card count (30.25: 60,500 cards, 10M transactions).")] = None,
+        help="Multiply the default card count (34.8: 69,600 cards, 10M transactions).")] = None,
     merchants: Annotated[int | None, typer.Option(help="Merchants (default cards/4).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default SKEWLESS_SEED).")] = None,
     end: Annotated[str | None, typer.Option(help="Last moment (ISO-8601); default now.")] = None,

@@ -101,10 +101,10 @@ def test_written_files_round_trip_with_microsecond_utc_timestamps(small, tmp_pat
 
 def test_scale_sets_cards_and_volume_grows_with_it():
     assert scaled_cards(1) == 2_000
-    assert scaled_cards(30.25) == 60_500  # the bench size: 10,015,263 transactions
+    assert scaled_cards(34.8) == 69_600  # the bench size: 10,037,699 transactions
     small = generate(GenerateConfig(cards=scaled_cards(0.1), days=20, end=DEMO_END))
     double = generate(GenerateConfig(cards=scaled_cards(0.2), days=20, end=DEMO_END))
     ratio = double.meta["transactions"] / small.meta["transactions"]
     assert 1.7 < ratio < 2.3
     per_card_day = small.meta["transactions"] / (scaled_cards(0.1) * 20)
-    assert 2.0 < per_card_day < 3.5  # so 60,500 cards x 60 days is about 10M
+    assert 2.0 < per_card_day < 3.5  # so 69,600 cards x 60 days is about 10M

@@ -264,5 +264,5 @@ def write_generated(data: GeneratedData, raw_dir: Path) -> dict[str, Path]:
 
 
 def scaled_cards(scale: float) -> int:
-    """Cards for a scale factor: 1 is the demo (2,000); 30.25 (60,500 cards) gives 10M transactions."""
+    """Cards for a scale factor: 1 is the demo (2,000); 34.8 (69,600 cards) gives 10M transactions."""
     return max(1, int(round(DEFAULT_CARDS * scale)))

@@ -15,6 +15,8 @@ service would have read fresh; training and serving use the same widened definit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,8 +85,7 @@ def build_world(root: Path, drift: bool, redis: RedisServer, now: datetime) -> W
     served = 0
     with redis_for_feast(redis.connection_string):
         store = FeatureStore(repo_path=str(settings.repo_path))
-    with serve_in_thread(create_app(settings)) as url, \
-            httpx.Client(base_url=url, timeout=120) as http:
+    with serving(settings) as url, httpx.Client(base_url=url, timeout=120) as http:
         for day_from, day_to in zip(served_days, served_days[1:], strict=False):
             if day_from != served_days[0]:
                 with redis_for_feast(redis.connection_string):
@@ -99,6 +100,15 @@ def build_world(root: Path, drift: bool, redis: RedisServer, now: datetime) -> W
             served += len(rows)
     drift_from = datetime.fromisoformat(data.meta["drift_from"]) if drift else None
     return World(settings, now, drift_from, production, served_from, served)
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The predictor app in a thread; the process's ``SKEWLESS_REDIS`` restored afterwards
+    (the app exports its own), so later tests' Feast stores keep their server."""
+    assert settings.redis
+    with redis_for_feast(settings.redis), serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def private_redis(root: Path) -> RedisServer:

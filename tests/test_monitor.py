@@ -26,11 +26,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import rankdata
 
-from service.app import create_app, serve_in_thread
 from skewless.redis import RedisServer
 from skewless.registry import Registry
 from tests.debian import ensure_commands
-from tests.drift_world import World, build_world, private_redis
+from tests.drift_world import World, build_world, private_redis, serving
 from tests.service_harness import read_logs, serve_env
 from training.monitor import (
     MonitorError,
@@ -204,8 +203,7 @@ def test_delayed_label_performance_per_version_equals_an_independent_computation
     fields = ["transaction_id", "card_id", "merchant_id", "amount", "channel", "local_hour"]
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in recent[fields].to_dict("records")]
-    with serve_in_thread(create_app(world.settings)) as url, \
-            httpx.Client(base_url=url, timeout=120) as http:
+    with serving(world.settings) as url, httpx.Client(base_url=url, timeout=120) as http:
         for i in range(0, len(rows), 1000):
             http.post("/predict/batch", json={"rows": rows[i:i + 1000]}).raise_for_status()
     settings = world.settings.model_copy(update={"monitor_min_labels": 600})
@@ -262,7 +260,7 @@ def test_the_report_is_one_self_contained_html_file(drifted):
 def test_the_findings_are_prometheus_gauges(drifted):
     tools = ensure_commands({"promtool": "prometheus"})
     settings = drifted.world.settings
-    with serve_in_thread(create_app(settings)) as url:
+    with serving(settings) as url:
         text = httpx.get(f"{url}/metrics").text
     linted = subprocess.run([tools["promtool"], "check", "metrics"], input=text,
                             capture_output=True, text=True, timeout=60)

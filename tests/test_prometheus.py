@@ -82,6 +82,16 @@ def test_a_real_prometheus_scrapes_the_service(tools, served, tmp_path):
         return body["data"]["result"]
 
     try:
+        deadline = time.monotonic() + 60
+        while True:  # the query API answers 503 "Service Unavailable" until the TSDB is open
+            assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+            assert time.monotonic() < deadline, "Prometheus never became ready"
+            try:
+                if api.get("/-/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.2)
         sent = 25
         for _ in range(sent):
             assert http.post("/predict", json=ROW).status_code == 200
@@ -91,10 +101,7 @@ def test_a_real_prometheus_scrapes_the_service(tools, served, tmp_path):
         while counted < sent:
             assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
             assert time.monotonic() < deadline, f"Prometheus saw {counted} of {sent} requests"
-            try:
-                result = query(expr)
-            except httpx.TransportError:
-                result = []  # still starting
+            result = query(expr)
             counted = float(result[0]["value"][1]) if result else 0.0
             time.sleep(0.5)
         # Every request the service counted, Prometheus has (the other tests' included).

@@ -337,15 +337,17 @@ def _print_monitor(report: dict) -> None:  # type: ignore[type-arg]
 
     table = Table(title=f"{report['feature_service']}: {report['rows']:,} predictions served "
                   f"{report['window']['since'][:16]} to {report['window']['until'][:16]}")
-    for column in ("version", "rows", "drifted features", "score PSI", "labels",
-                   "outstanding", "ROC AUC", "PR AUC"):
-        table.add_column(column)
+    table.add_column("version", no_wrap=True)
+    for column in ("rows", "drifted", "score PSI", "labels", "outstanding", "ROC AUC",
+                   "PR AUC"):
+        table.add_column(column, justify="right")
+    table.caption = "* production; drifted features are listed below"
     for v in report["versions"]:
         overall = v.get("performance", {}).get("overall", {})
         ok = overall.get("status") == "ok"
         table.add_row(
-            v["version"] + (" (production)" if v["version"] == report["production"] else ""),
-            f"{v['rows']:,}", ", ".join(v.get("drift", {}).get("drifted", [])) or "none",
+            v["version"] + (" *" if v["version"] == report["production"] else ""),
+            f"{v['rows']:,}", str(len(v.get("drift", {}).get("drifted", []))),
             f"{v['prediction_drift']['psi']:.3f}" if "prediction_drift" in v else "—",
             f"{overall.get('labelled', 0):,}", f"{overall.get('outstanding', 0):,}",
             f"{overall['roc_auc']:.4f}" if ok else overall.get("status", "—"),
@@ -362,8 +364,8 @@ def _print_monitor(report: dict) -> None:  # type: ignore[type-arg]
                       "(run with --retrain to act on it)")
     else:
         done = report["retraining"]
-        console.print(f"retrained: candidate {done['candidate']} {done['outcome']}: "
-                      f"{done['explanation']}; production is {done['production']}")
+        console.print(f"retrained ({done['outcome']}): {done['explanation']}; production is "
+                      f"{done['production']}")
 
 
 @app.command()

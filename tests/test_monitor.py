@@ -137,7 +137,7 @@ def test_with_drift_the_drifted_features_are_flagged_and_nothing_else(drifted, s
 def test_with_drift_the_trigger_retrains_and_promotes_a_better_model(drifted):
     world, done = drifted.world, drifted.saved["retraining"]
     assert done["outcome"] == "promoted", done
-    assert "retrained: candidate" in drifted.cli.stdout
+    assert f"retrained (promoted): candidate {done['candidate']}" in drifted.cli.stdout
     registry = Registry.from_settings(world.settings)
     try:
         production = registry.production_version(NAME)
@@ -299,6 +299,8 @@ def test_subgroup_bands_and_bad_specs():
     assert band.edges == (20.0, 60.0)
     labels = band.labels(pa.chunked_array([[0, 20, 59, 60, None]], pa.int64()))
     assert labels.tolist() == ["< 20", "20–60", "20–60", "≥ 60", "(missing)"]
+    assert band.ordered(set(labels.tolist())) == ["< 20", "20–60", "≥ 60", "(missing)"]
+    assert Subgroup.parse("channel").ordered({"pos", "atm", "online"}) == ["atm", "online", "pos"]
     with pytest.raises(MonitorError, match="must be numbers"):
         Subgroup.parse("x:1,b")
     with pytest.raises(MonitorError, match="must increase"):

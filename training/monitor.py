@@ -215,15 +215,27 @@ class Subgroup:
     def name(self) -> str:
         return self.column + (" band" if self.edges else "")
 
+    @property
+    def bands(self) -> list[str]:
+        """The band labels, lowest first (none for a categorical column)."""
+        if not self.edges:
+            return []
+        return [f"< {_edge(self.edges[0])}",
+                *(f"{_edge(a)}–{_edge(b)}" for a, b in zip(self.edges, self.edges[1:],
+                                                           strict=False)),
+                f"≥ {_edge(self.edges[-1])}"]
+
+    def ordered(self, cells: set[str]) -> list[str]:
+        """``cells`` in display order: bands lowest first, categories alphabetically."""
+        rank = {band: i for i, band in enumerate(self.bands)}
+        return sorted(cells, key=lambda c: (rank.get(c, len(rank)), c))
+
     def labels(self, column: pa.ChunkedArray) -> np.ndarray:
         """The cell label of every row."""
         if not self.edges:
             values = pc.fill_null(pc.cast(column, pa.string()), MISSING)
             return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
-        names = [f"< {_edge(self.edges[0])}"]
-        names += [f"{_edge(a)}–{_edge(b)}" for a, b in
-                   zip(self.edges, self.edges[1:], strict=False)]
-        names.append(f"≥ {_edge(self.edges[-1])}")
+        names = self.bands
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
         band = np.searchsorted(np.asarray(self.edges), values, side="right")
         out = np.asarray(names, dtype=object)[np.minimum(band, len(names) - 1)]
@@ -438,7 +450,7 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     stamps = pc.cast(joined[LOG_TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False)
     bucket_us = int(settings.monitor_bucket_hours * 3_600_000_000)
     buckets = stamps // bucket_us * bucket_us
-    groups = {g.name: g.labels(joined[g.column]) for g in present}
+    groups = {g.name: (g, g.labels(joined[g.column])) for g in present}
     without_id = {v: int(n) for v, n in _count_by(served, id_column).items()}
     out: dict[str, dict[str, Any]] = {}
     for version in sorted(set(versions.tolist())):
@@ -458,8 +470,8 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
         report["subgroups"] = {
             name: {str(value): performance_cell(y_all[scored & (cells == value)],
                                                 p_all[scored & (cells == value)], policy)
-                   for value in sorted(set(cells[scored].tolist()))}
-            for name, cells in groups.items()}
+                   for value in group.ordered(set(cells[scored].tolist()))}
+            for name, (group, cells) in groups.items()}
         out[version] = report
     missing = [g.column for g in subgroups if g.column not in served.column_names]
     if missing:

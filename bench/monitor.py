@@ -87,7 +87,7 @@ def read_columns(fx: Any) -> list[str]:
     from skewless.registry import Registry
     from skewless.settings import Settings
     from training.monitor import Subgroup
-    from training.served import LOG_TIMESTAMP
+    from training.served import LOG_TIMESTAMP, REQUEST_ID
 
     settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=fx.redis)
     registry = Registry.from_settings(settings)
@@ -95,7 +95,7 @@ def read_columns(fx: Any) -> list[str]:
         contracts = [r.contract for r in registry.versions(settings.feature_service)]
     finally:
         registry.close()
-    columns = [LOG_TIMESTAMP, settings.event_id_column, "model_version", "score",
+    columns = [LOG_TIMESTAMP, REQUEST_ID, settings.event_id_column, "model_version", "score",
                *(Subgroup.parse(s).column for s in settings.monitor_subgroups)]
     for contract in contracts:
         for f in contract.get("features", []):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from skewless.files import JsonFiles
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5)
 
@@ -29,6 +30,7 @@ class SkewCollector:
 
     def __init__(self, report_path: Path) -> None:
         self.report_path = report_path
+        self.files = JsonFiles()
 
     def collect(self) -> Iterator[Metric]:
         mismatches = GaugeMetricFamily(
@@ -37,9 +39,8 @@ class SkewCollector:
         rows = GaugeMetricFamily("skewless_skew_rows_checked", "Rows in the last skew check")
         checked_at = GaugeMetricFamily("skewless_skew_checked_timestamp_seconds",
                                        "When the last skew check ran")
-        try:
-            report = json.loads(self.report_path.read_text())
-        except (OSError, ValueError):
+        report = self.files.read(self.report_path)
+        if report is None:
             return
         for feature, result in report.get("features", {}).items():
             mismatches.add_metric([feature], result["mismatches"])
@@ -54,19 +55,10 @@ class MonitorCollector:
 
     def __init__(self, report_path: Path) -> None:
         self.report_path = report_path
-        self._cached: tuple[float, dict[str, Any]] | None = None
-
-    def _report(self) -> dict[str, Any] | None:
-        try:
-            mtime = self.report_path.stat().st_mtime
-            if self._cached is None or self._cached[0] != mtime:
-                self._cached = (mtime, json.loads(self.report_path.read_text()))
-        except (OSError, ValueError):
-            return None
-        return self._cached[1]
+        self.files = JsonFiles()
 
     def collect(self) -> Iterator[Metric]:
-        report = self._report()
+        report = self.files.read(self.report_path)
         if report is None:
             return
         version = ["model_version"]

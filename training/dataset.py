@@ -435,6 +435,25 @@ def _current_definitions(settings: Settings, spec: ServiceSpec, served: pa.Table
     return kept
 
 
+def first_scorings(con: Any, served: pa.Table, event_id: str, columns: list[str],
+                   per: list[str] | None = None) -> int:
+    """Register ``served`` with duckdb ``con`` and create the temp table ``firsts``: the first
+    scoring of each event id (of each event per ``per`` columns, e.g. per model version) with
+    ``columns``; rows without an id are left out. Returns how many rows it holds."""
+    per = per or []
+    con.register("served", served.select(
+        list(dict.fromkeys([event_id, LOG_TIMESTAMP, REQUEST_ID, *per, *columns]))))
+    partition = ", ".join([*(ident(c) for c in per), f"CAST({ident(event_id)} AS VARCHAR)"])
+    con.execute(f"""
+        CREATE TEMP TABLE firsts AS
+        SELECT * EXCLUDE (scoring) FROM (
+            SELECT *, row_number() OVER (PARTITION BY {partition}
+                                         ORDER BY "{LOG_TIMESTAMP}", "{REQUEST_ID}") scoring
+            FROM served WHERE {ident(event_id)} IS NOT NULL)
+        WHERE scoring = 1""")
+    return int(con.sql("SELECT count(*) FROM firsts").fetchall()[0][0])
+
+
 def served_training_table(
     settings: Settings, cutoff: datetime, since: datetime | None = None,
     until: datetime | None = None, log_dir: Path | None = None, store=None,
@@ -470,17 +489,7 @@ def served_training_table(
     try:
         con.execute("SET TimeZone = 'UTC'")
         check_unique_labels(con, source)
-        con.register("served", served.select(
-            [*dict.fromkeys([source.id_column, LOG_TIMESTAMP, REQUEST_ID, *keys,
-                             *spec.feature_names])]))
-        con.execute(f"""
-            CREATE TEMP TABLE firsts AS
-            SELECT * EXCLUDE (scoring) FROM (
-                SELECT *, row_number() OVER (PARTITION BY CAST({event_id} AS VARCHAR)
-                                             ORDER BY "{LOG_TIMESTAMP}", "{REQUEST_ID}") scoring
-                FROM served WHERE {event_id} IS NOT NULL)
-            WHERE scoring = 1""")
-        firsts = con.sql("SELECT count(*) FROM firsts").fetchall()[0][0]
+        firsts = first_scorings(con, served, source.id_column, [*keys, *spec.feature_names])
         counts.repeated = served.num_rows - counts.without_id - firsts
         table = con.sql(
             f"""SELECT l.{event_id}, {", ".join(f"s.{ident(k)}" for k in keys)},

@@ -25,6 +25,14 @@ def baseline_sample(values: np.ndarray, size: int = BASELINE_SAMPLE, seed: int =
     return [float(f"{v:.6g}") for v in values]
 
 
+def bin_shares(values: np.ndarray, edges: list[float] | np.ndarray) -> list[float]:
+    """Shares of ``values`` in the bins ``edges`` make: training fixes the edges, the monitor
+    bins served values the same way."""
+    counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"),
+                         minlength=len(edges) + 1)
+    return [float(c) / max(values.size, 1) for c in counts]
+
+
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Observed rate against mean prediction in equal-count bins of the prediction."""
     order = np.argsort(p, kind="stable")
@@ -87,8 +95,6 @@ def baseline_statistics(df: pd.DataFrame, features: list[FeatureSpec]) -> dict[s
             if values.size:
                 qs = np.quantile(values, QUANTILES)
                 edges = np.unique(np.quantile(values, np.linspace(0, 1, PSI_BINS + 1))[1:-1])
-                counts = np.bincount(np.searchsorted(edges, values, side="right"),
-                                     minlength=edges.size + 1)
                 entry.update(
                     mean=float(values.mean()),
                     std=float(values.std()),
@@ -96,7 +102,7 @@ def baseline_statistics(df: pd.DataFrame, features: list[FeatureSpec]) -> dict[s
                     max=float(values.max()),
                     quantiles={str(q): float(v) for q, v in zip(QUANTILES, qs, strict=True)},
                     psi_bin_edges=[float(e) for e in edges],
-                    psi_bin_shares=[float(c) / values.size for c in counts],
+                    psi_bin_shares=bin_shares(values, edges),
                     sample=baseline_sample(values),
                 )
         stats[f.name] = entry

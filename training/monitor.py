@@ -26,7 +26,6 @@ acceptance gate, promotion, and an audit event that records all of it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,10 +42,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from skewless.contract import FeatureSpec
 from skewless.errors import SkewlessError
+from skewless.files import write_json_atomic, write_text_atomic
 from skewless.settings import Settings
-from training.evaluate import calibration_table
+from training.evaluate import bin_shares, calibration_table
 from training.score import accepts
-from training.served import LOG_TIMESTAMP, load_served
+from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
 
 ACTOR = "skewless monitor"
 PSI_FLOOR = 1e-4  # a bin share of 0 would make PSI infinite
@@ -67,13 +67,6 @@ def psi(expected: Iterable[float], actual: Iterable[float]) -> float:
     e = np.clip(np.asarray(list(expected), dtype=float), PSI_FLOOR, None)
     a = np.clip(np.asarray(list(actual), dtype=float), PSI_FLOOR, None)
     return float(np.sum((a - e) * np.log(a / e)))
-
-
-def bin_shares(values: np.ndarray, edges: list[float]) -> list[float]:
-    """Shares of ``values`` in the bins the edges make (as the baseline binned them)."""
-    counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"),
-                         minlength=len(edges) + 1)
-    return [float(c) / max(values.size, 1) for c in counts]
 
 
 def _finite(value: float | None) -> float | None:
@@ -402,7 +395,7 @@ def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
     when known at ``known_at`` (null when still outstanding)."""
     import duckdb
 
-    from training.dataset import LabelSource, check_unique_labels, ident
+    from training.dataset import LabelSource, check_unique_labels, first_scorings, ident
 
     source = LabelSource.from_settings(settings)
     key = ident(source.id_column)
@@ -410,16 +403,9 @@ def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
     try:
         con.execute("SET TimeZone = 'UTC'")
         check_unique_labels(con, source)
-        con.register("served", served.select(
-            list(dict.fromkeys([source.id_column, "model_version", "score", LOG_TIMESTAMP,
-                                *extra]))))
+        first_scorings(con, served, source.id_column, ["score", *extra], per=["model_version"])
         return con.sql(
-            f"""WITH firsts AS (
-                    SELECT * FROM served WHERE {key} IS NOT NULL
-                    QUALIFY row_number() OVER (
-                        PARTITION BY model_version, CAST({key} AS VARCHAR)
-                        ORDER BY "{LOG_TIMESTAMP}") = 1),
-                known AS (
+            f"""WITH known AS (
                     SELECT CAST({key} AS VARCHAR) AS label_key,
                            CAST({ident(source.label_column)} AS INTEGER) AS label
                     FROM read_parquet(?)
@@ -451,7 +437,7 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     bucket_us = int(settings.monitor_bucket_hours * 3_600_000_000)
     buckets = stamps // bucket_us * bucket_us
     groups = {g.name: (g, g.labels(joined[g.column])) for g in present}
-    without_id = {v: int(n) for v, n in _count_by(served, id_column).items()}
+    without_id = _without_event_id(served, id_column)
     out: dict[str, dict[str, Any]] = {}
     for version in sorted(set(versions.tolist())):
         mine = versions == version
@@ -480,7 +466,7 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     return out
 
 
-def _count_by(served: pa.Table, id_column: str) -> dict[str, int]:
+def _without_event_id(served: pa.Table, id_column: str) -> dict[str, int]:
     """Rows without an event id, per version."""
     nulls = served.filter(pc.is_null(served[id_column]))
     if not nulls.num_rows:
@@ -526,7 +512,7 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
         store = store or open_store(settings)
         log_dir = logging_destination(store, settings.feature_service, settings.feature_log_dir)
     rows, production, registry_problem = _versions(settings)
-    columns = [settings.event_id_column, "model_version", "score",
+    columns = [settings.event_id_column, REQUEST_ID, "model_version", "score",
                *(g.column for g in subgroups)]
     for row in rows.values():
         for f in row.contract.get("features", []):
@@ -640,13 +626,5 @@ def write_report(report: dict[str, Any], directory: Path, name: str) -> tuple[Pa
     """``<name>.json`` and the self-contained ``<name>.html``, each replaced atomically."""
     from training.monitor_report import render_html
 
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for suffix, text in ((".json", json.dumps(report, indent=1, default=str) + "\n"),
-                         (".html", render_html(report))):
-        path = directory / f"{name}{suffix}"
-        staging = path.with_name(f".{path.name}.partial")
-        staging.write_text(text)
-        staging.replace(path)
-        paths.append(path)
-    return paths[0], paths[1]
+    return (write_json_atomic(directory / f"{name}.json", report),
+            write_text_atomic(directory / f"{name}.html", render_html(report)))

@@ -21,7 +21,6 @@ An on-demand output whose inputs mismatched inherits its input's cause.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ import pyarrow.compute as pc
 from skewless.artifact import read_contract
 from skewless.contract import ServiceSpec, logging_destination, resolve_service
 from skewless.errors import SkewlessError
+from skewless.files import write_json_atomic
 from skewless.settings import Settings
 from training.dataset import open_store, plan_retrieval, retrieve_in_order
 from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
@@ -243,11 +243,7 @@ def check_served(settings: Settings, since: datetime | None = None,
 
 def save_report(report: SkewReport, path: Path) -> Path:
     """Keep the last result where the catalog and /metrics read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".partial")
-    staging.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
-    staging.replace(path)
-    return path
+    return write_json_atomic(path, report.to_json(), indent=2)
 
 
 def latest_offline(store: Any, view: str, keys: list[str], until: datetime, sample: int,

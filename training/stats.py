@@ -17,9 +17,7 @@ catalog pages only read it, so no statistic is ever computed inside a request.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics as pystats
 import time
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
 from skewless.contract import logging_destination
 from skewless.errors import SkewlessError
+from skewless.files import write_json_atomic
 from skewless.settings import Settings
 from training.served import LOG_TIMESTAMP
 
@@ -342,11 +341,7 @@ def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[s
 
 def write_stats(doc: dict[str, Any], path: Path) -> Path:
     """Write atomically: a reader sees the previous document or this one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, doc)
 
 
 def refresh_stats(settings: Settings, online: bool = True) -> dict[str, Any]:

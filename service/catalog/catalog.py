@@ -8,8 +8,6 @@ feature data here: a page costs dictionary lookups, a stat or two and one small 
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +37,7 @@ from service.catalog.schemas import (
     ViewInfo,
 )
 from skewless.errors import SkewlessError
+from skewless.files import JsonFiles
 from skewless.registry import ModelVersion, NotFound, Registry, Stage, load_registered
 from skewless.settings import Settings
 
@@ -48,31 +47,6 @@ T = TypeVar("T")
 
 class CatalogNotFound(SkewlessError):
     """No such object in the catalog; the message names what was looked for."""
-
-
-class JsonFiles:
-    """JSON documents re-read only when their file changes (stat per call, parse per change)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple[int, int], Any]] = {}
-        self._lock = threading.Lock()
-
-    def read(self, path: Path) -> Any:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = self._cache.get(path)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        with self._lock:
-            self._cache[path] = (stamp, doc)
-        return doc
 
 
 def feast_snippet(repo_path: Path, feature: FeatureInfo, view: ViewInfo) -> str:

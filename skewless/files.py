@@ -1,0 +1,48 @@
+"""JSON reports on disk: written whole (a reader never sees half of one), read when changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` in one rename: readers see the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    staging.write_text(text)
+    os.replace(staging, path)
+    return path
+
+
+def write_json_atomic(path: Path, doc: Any, indent: int = 1) -> Path:
+    return write_text_atomic(path, json.dumps(doc, indent=indent, default=str) + "\n")
+
+
+class JsonFiles:
+    """JSON documents re-read only when their file changes (stat per call, parse per change);
+    None while a file is absent or unreadable."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, path: Path) -> Any:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        with self._lock:
+            self._cache[path] = (stamp, doc)
+        return doc

@@ -8,7 +8,6 @@ COPY skewless skewless
 COPY training training
 COPY service service
 COPY feature_repo feature_repo
-COPY migrations migrations
 # Editable, so the default paths (feature_repo/, var/) resolve under /app.
 RUN pip install --no-cache-dir -e .
 EXPOSE 8000

@@ -291,8 +291,8 @@ def _settings(repo: Path, var: Path, feature_service: str = "fraud_model_v1"):
 
 def stage_pages_setup(args: dict[str, Any]) -> dict[str, Any]:
     """`feast apply`, migrations and the statistics refresh of the synthetic repo."""
+    from skewless.db import upgrade
     from skewless.feast_cli import run_feast
-    from skewless.registry import upgrade
     from training.stats import refresh_stats
 
     settings = _settings(Path(args["repo"]), Path(args["var"]), "model_0")
@@ -501,7 +501,7 @@ def bench_pages(tmp: Path, requests: int, warmup: int, console) -> dict[str, Any
     import psutil
     from serve import BIN, Server
 
-    from skewless.redis import free_port
+    from skewless.embedded_redis import free_port
 
     work = tmp / "pages"
     repo, var = work / "repo", work / "var"

@@ -140,7 +140,7 @@ def main() -> int:
     from serve import build_fixture  # bench/serve.py: the same set-up
     from skew import timed  # bench/skew.py: wall time and sampled peak RSS of a process
 
-    from skewless.redis import RedisServer, find_redis_server
+    from skewless.embedded_redis import RedisServer, find_redis_server
     from skewless.settings import export_for_feast
 
     skewless = str(Path(sys.executable).with_name("skewless"))

@@ -101,8 +101,8 @@ def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_apply(args: dict[str, Any]) -> dict[str, Any]:
+    from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
-    from skewless.redis import redis_for
 
     settings = _settings(Path(args["repo"]), Path(args["var"]))
     with redis_for(settings):

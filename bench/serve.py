@@ -534,7 +534,7 @@ def base_env(fx: Fixture) -> dict[str, str]:
 
 
 def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
-    from skewless.redis import free_port
+    from skewless.embedded_redis import free_port
 
     port = free_port()
     env = base_env(fx)
@@ -895,7 +895,7 @@ def main() -> int:
         warnings.filterwarnings("ignore", category=category)
     wrk = ensure_wrk()
 
-    from skewless.redis import RedisServer, find_redis_server
+    from skewless.embedded_redis import RedisServer, find_redis_server
     from skewless.settings import export_for_feast
 
     tmp = Path(tempfile.mkdtemp(prefix="skewless-bench-serve-"))

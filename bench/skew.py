@@ -76,7 +76,7 @@ def main() -> int:
     os.environ["FEAST_USAGE"] = "False"
     from serve import build_fixture  # bench/serve.py: the same set-up
 
-    from skewless.redis import RedisServer, find_redis_server
+    from skewless.embedded_redis import RedisServer, find_redis_server
     from skewless.settings import export_for_feast
 
     with tempfile.TemporaryDirectory(prefix="skewless-bench-skew-") as tmp:

@@ -126,7 +126,7 @@ def main() -> int:
     os.environ["FEAST_USAGE"] = "False"
     from serve import BIN, Server, base_env, build_fixture, write_bodies
 
-    from skewless.redis import RedisServer, find_redis_server, free_port
+    from skewless.embedded_redis import RedisServer, find_redis_server, free_port
     from skewless.registry import Registry
     from skewless.settings import Settings, export_for_feast
     from training.dataset import build_training_set

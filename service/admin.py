@@ -4,7 +4,8 @@
 ``X-Skewless-Actor`` (recorded as ``<name> (admin token)``). Every call — accepted, refused
 or unauthenticated — is written to the audit table with its status, by a small middleware
 that sees the final status code. A promotion or rollback makes the predictor reload at once
-instead of at its next registry poll.
+instead of at its next registry poll. Registry errors carry their own status (404 unknown,
+409 refused or raced, 400 otherwise); the app answers them, no route maps them.
 """
 
 import asyncio
@@ -17,7 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service.metrics import StatusRecorder
-from skewless.registry import Conflict, NotFound, Registry, RegistryError
+from skewless.errors import Unavailable
+from skewless.gate import Promoter
+from skewless.registry import Registry
 
 logger = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="SKEWLESS_ADMIN_TOKEN")
@@ -61,19 +64,6 @@ class PromoteRequest(BaseModel):
     force: bool = Field(False, description="Skip the acceptance gate (audited).")
 
 
-def _failure(exc: RegistryError) -> HTTPException:
-    from training.gate import PromotionRefused
-
-    if isinstance(exc, NotFound):
-        return HTTPException(404, str(exc))
-    if isinstance(exc, PromotionRefused):
-        return HTTPException(409, {"message": str(exc), **(
-            exc.decision.evidence() if exc.decision else {})})
-    if isinstance(exc, Conflict):
-        return HTTPException(409, str(exc))
-    return HTTPException(400, str(exc))
-
-
 async def _serving(request: Request) -> str | None:
     """Tell the predictor the registry changed; returns the version it now serves."""
     predictor = getattr(request.app.state, "predictor", None)
@@ -97,10 +87,7 @@ async def read_models(actor: Actor, registry: RegistryDep,
 async def read_model_version(name: str, version: str, actor: Actor,
                              registry: RegistryDep) -> dict[str, Any]:
     """One version in full: contract, metrics, training window and stage history."""
-    try:
-        row = await asyncio.to_thread(registry.get, name, version)
-    except RegistryError as exc:
-        raise _failure(exc) from exc
+    row = await asyncio.to_thread(registry.get, name, version)
     return row.details()
 
 
@@ -110,15 +97,14 @@ async def read_model_version(name: str, version: str, actor: Actor,
 async def promote_model_version(name: str, version: str, body: PromoteRequest, actor: Actor,
                                 request: Request, registry: RegistryDep) -> dict[str, Any]:
     """Promote through the acceptance gate (or past it with force and a reason)."""
-    from training.gate import promote
-
-    settings = request.app.state.settings
+    promote: Promoter | None = request.app.state.promote
     request.state.audit_detail = body.model_dump()
-    try:
-        row, decision = await asyncio.to_thread(
-            promote, settings, registry, name, version, actor, body.reason, body.force)
-    except RegistryError as exc:
-        raise _failure(exc) from exc
+    if promote is None:
+        raise Unavailable("this process has no acceptance gate to promote through; use "
+                          "`skewless models promote` or the service `skewless serve` starts")
+    row, decision = await asyncio.to_thread(
+        promote, request.app.state.settings, registry, name, version, actor, body.reason,
+        body.force)
     return {"promoted": row.version, **(decision.evidence() if decision else {"gate": "skipped"}),
             "serving": await _serving(request)}
 
@@ -129,10 +115,7 @@ async def rollback_model(name: str, body: Reason, actor: Actor, request: Request
                          registry: RegistryDep) -> dict[str, Any]:
     """Return production to the version that was production before the current one."""
     request.state.audit_detail = body.model_dump()
-    try:
-        row = await asyncio.to_thread(registry.rollback, name, actor, body.reason)
-    except RegistryError as exc:
-        raise _failure(exc) from exc
+    row = await asyncio.to_thread(registry.rollback, name, actor, body.reason)
     return {"production": row.version, "serving": await _serving(request)}
 
 
@@ -143,10 +126,7 @@ async def archive_model_version(name: str, version: str, body: Reason, actor: Ac
                                 request: Request, registry: RegistryDep) -> dict[str, Any]:
     """Archive a candidate."""
     request.state.audit_detail = body.model_dump()
-    try:
-        row = await asyncio.to_thread(registry.archive, name, version, actor, body.reason)
-    except RegistryError as exc:
-        raise _failure(exc) from exc
+    row = await asyncio.to_thread(registry.archive, name, version, actor, body.reason)
     return {"archived": row.version}
 
 

@@ -21,11 +21,12 @@ from service.catalog.catalog import Catalog
 from service.catalog.routes import install_catalog
 from service.health import router as health_router
 from service.metrics import Metrics, MetricsMiddleware
-from service.predict import build_router
+from service.prediction_routes import build_router
 from service.predictor import Predictor
 from skewless.contract import resolve_service
 from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
+from skewless.gate import Promoter
 from skewless.registry import Registry
 from skewless.settings import Settings, export_for_feast
 
@@ -83,12 +84,29 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings) -> FastAPI:
+def install_error_handlers(app: FastAPI) -> None:
+    """Known errors answer with their own status and detail; anything else is a generic 500."""
+
+    @app.exception_handler(SkewlessError)
+    async def known_error(request: Request, exc: SkewlessError) -> JSONResponse:
+        if exc.status_code == 500:  # ours, not the caller's: the log has the details
+            return await internal_error(request, exc)
+        return JSONResponse({"detail": exc.detail()}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+
+def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     """Build the predictor app for ``settings``.
 
     The feature service is resolved here, because the request models (and so the OpenAPI
     schema) are derived from it; the lifespan loads the model, checks its contract, opens
-    the Redis client and starts the served-feature log writer.
+    the Redis client and starts the served-feature log writer. ``promote`` is the acceptance
+    gate ``POST /admin/…/promote`` goes through (the CLI hands in the training side's);
+    without one that route answers 503.
     """
     problems = settings.serving_problems()
     if problems:
@@ -136,16 +154,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.spec = spec
     app.state.metrics = metrics
     app.state.registry = registry
+    app.state.promote = promote
     app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column))
     app.include_router(health_router)
     app.include_router(admin_router)
     install_catalog(app, Catalog.open(settings, registry))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
-
+    install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdminAuditMiddleware, registry=registry)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -174,6 +188,7 @@ def create_catalog_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Skewless feature catalog", lifespan=lifespan)
     install_catalog(app, Catalog.open(settings, registry))
+    install_error_handlers(app)
     return app
 
 
@@ -186,7 +201,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int | None = No
     """
     import uvicorn
 
-    from skewless.redis import free_port
+    from skewless.embedded_redis import free_port
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.app import create_app, serve_in_thread
-from skewless.redis import redis_for
+from skewless.embedded_redis import redis_for
 from skewless.settings import Settings
 
 

@@ -35,7 +35,7 @@ from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
 from skewless.contract import ServiceSpec, contract_differences, logging_destination
-from skewless.errors import SkewlessError
+from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry, load_registered
 from skewless.settings import Settings
 
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
 
 
-class ServiceUnavailable(SkewlessError):
+class ServiceUnavailable(Unavailable):
     """A dependency of the prediction path is missing; answered with 503 and its name."""
 
 

@@ -111,8 +111,8 @@ def features(
 @app.command()
 def apply() -> None:
     """`feast apply` on the repo, against the configured or an embedded Redis."""
+    from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
-    from skewless.redis import redis_for
 
     settings = _settings()
     with redis_for(settings):
@@ -124,8 +124,8 @@ def materialize(
     end: Annotated[str, typer.Option(help="Materialize up to this time.")] = "now",
 ) -> None:
     """`feast materialize-incremental` up to END into the online store."""
+    from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
-    from skewless.redis import redis_for
 
     settings = _settings()
     stamp = _parse_time(end, "--end")
@@ -216,7 +216,7 @@ def score(
     = None,
 ) -> None:
     """Score events for a backfill through the point-in-time path, with the training contract."""
-    from training.score import score_events
+    from training.backfill import score_events
 
     settings = _settings()
     summary = score_events(settings, input_path, output, model_dir=model)
@@ -242,7 +242,7 @@ def skew_check(
     """Replay served feature vectors through the training path and compare value by value."""
     import json
 
-    from skewless.redis import redis_for
+    from skewless.embedded_redis import redis_for
     from training.skew import check_online, check_served, save_report
 
     settings = _settings()
@@ -381,7 +381,8 @@ def serve(
     import uvicorn
 
     from service.app import create_app
-    from skewless.redis import redis_for
+    from skewless.embedded_redis import redis_for
+    from training.gate import promote
 
     settings = _settings()
     # uvicorn drains requests on SIGTERM/SIGINT and then re-raises the signal; turning it into
@@ -391,7 +392,7 @@ def serve(
     with redis_for(settings) as address:
         app_settings = settings.model_copy(update={"redis": address})
         uvicorn.run(
-            create_app(app_settings), host=host or settings.api_host,
+            create_app(app_settings, promote=promote), host=host or settings.api_host,
             port=settings.api_port if port is None else port, loop="uvloop",
             http="httptools", access_log=False, timeout_graceful_shutdown=30,
         )
@@ -416,7 +417,7 @@ def demo(
     save_report(report, settings.skew_report_path)
     _print_skew(report, brief=True)
     # Again, now that features were served: the catalog shows their online missing rates.
-    from skewless.redis import redis_for
+    from skewless.embedded_redis import redis_for
     from training.stats import refresh_stats
 
     with redis_for(settings):
@@ -429,7 +430,7 @@ def demo(
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
                ) -> None:
     """Apply the migrations up to REVISION (run before training or serving)."""
-    from skewless.registry import current_revision, upgrade
+    from skewless.db import current_revision, upgrade
 
     url = _settings().resolved_database_url
     upgrade(url, revision)
@@ -440,7 +441,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 def db_downgrade(revision: Annotated[str, typer.Argument(
         help="Target revision (`base` removes every table; `-1` undoes one step).")]) -> None:
     """Undo migrations down to REVISION."""
-    from skewless.registry import current_revision, downgrade
+    from skewless.db import current_revision, downgrade
 
     url = _settings().resolved_database_url
     downgrade(url, revision)
@@ -450,7 +451,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's revision."""
-    from skewless.registry import current_revision
+    from skewless.db import current_revision
 
     typer.echo(current_revision(_settings().resolved_database_url) or "base")
 
@@ -527,8 +528,9 @@ def models_promote(
     """Promote VERSION to production if it passes the acceptance gate against production."""
     import json
 
+    from skewless.gate import PromotionRefused
     from skewless.registry import current_user
-    from training.gate import PromotionRefused, promote
+    from training.gate import promote
 
     settings = _settings()
     registry = _registry()
@@ -626,7 +628,7 @@ def catalog_refresh(
     """Recompute the catalog's statistics from the offline data and the served-feature logs."""
     from contextlib import nullcontext
 
-    from skewless.redis import redis_for
+    from skewless.embedded_redis import redis_for
     from training.stats import refresh_stats
 
     settings = _settings()
@@ -661,7 +663,7 @@ def catalog_serve(
 @redis_app.command("start")
 def redis_start() -> None:
     """Start a detached embedded redis-server and print the export line for Feast's CLI."""
-    from skewless.redis import start_detached
+    from skewless.embedded_redis import start_detached
 
     address = start_detached(_settings())
     typer.echo(f"export SKEWLESS_REDIS={address}")
@@ -670,7 +672,7 @@ def redis_start() -> None:
 @redis_app.command("stop")
 def redis_stop() -> None:
     """Stop the detached embedded redis-server started by `skewless redis start`."""
-    from skewless.redis import stop_detached
+    from skewless.embedded_redis import stop_detached
 
     stopped = stop_detached(_settings())
     console.print("stopped" if stopped else "no embedded redis-server was running", style="dim")

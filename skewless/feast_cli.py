@@ -38,7 +38,7 @@ def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """Run ``feast -c <repo> ARGS``; raises with Feast's output when it fails.
 
     The child sees ``SKEWLESS_REDIS`` from settings when set, else the process's own (set
-    by :func:`skewless.redis.redis_for` while an embedded server runs).
+    by :func:`skewless.embedded_redis.redis_for` while an embedded server runs).
     """
     feast = Path(sys.executable).with_name("feast")
     cmd = [str(feast) if feast.exists() else "feast", "-c", str(settings.repo_path), *args]

@@ -1,10 +1,10 @@
-"""The metadata database: model versions, their stage changes, and the admin audit.
+"""The model registry: model versions, their stage changes, and the admin audit.
 
-SQLAlchemy 2 models plus the few queries the CLI, the acceptance gate, the admin API and the
-predictor share. The schema is created by Alembic (``migrations/``, ``skewless db upgrade``),
-never here. Stages are candidate → production → archived; the database itself refuses a
-second production version of a model name (a partial unique index), so two promotions that
-race cannot both win, whatever the code does.
+Its tables (on the metadata database's declarative base, ``skewless.db``) and the few queries
+the CLI, the acceptance gate, the admin API and the predictor share. Stages are candidate →
+production → archived; the database itself refuses a second production version of a model
+name (a partial unique index), so two promotions that race cannot both win, whatever the code
+does.
 """
 
 from __future__ import annotations
@@ -12,38 +12,31 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     CheckConstraint,
-    DateTime,
     Engine,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
-from skewless.errors import SkewlessError
-from skewless.settings import PROJECT_ROOT, Settings
-
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+from skewless.db import Base, make_engine, schema_problem, upgrade, utcnow
+from skewless.errors import InvalidInput
+from skewless.settings import Settings
 
 
 class Stage(StrEnum):
@@ -52,39 +45,20 @@ class Stage(StrEnum):
     ARCHIVED = "archived"
 
 
-class RegistryError(SkewlessError):
+class RegistryError(InvalidInput):
     """A registry operation could not be done; the message says why."""
 
 
 class NotFound(RegistryError):
     """No such model version (the message names it)."""
 
+    status_code = 404
+
 
 class Conflict(RegistryError):
     """The registry changed under the operation (another promotion won); retry."""
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timestamps stored in UTC and read back timezone-aware, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return value.astimezone(UTC) if value is not None else None
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    status_code = 409
 
 
 STAGES = ", ".join(f"'{s.value}'" for s in Stage)
@@ -186,80 +160,6 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for ``url``; on SQLite every transaction takes the write lock up front
-    (``BEGIN IMMEDIATE``), so concurrent writers queue instead of failing half-way."""
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, **options)
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30}, **options)
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
-        dbapi_connection.execute("PRAGMA foreign_keys = ON")
-        dbapi_connection.execute("PRAGMA journal_mode = WAL")
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def alembic_config(url: str) -> Any:
-    """Alembic's config for ``url``: the script location from the repo, no URL in the file."""
-    from alembic.config import Config
-
-    config = Config(str(ALEMBIC_INI))
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["url"] = url
-    return config
-
-
-def upgrade(url: str, revision: str = "head") -> None:
-    """Run the migrations up to ``revision`` (the explicit step before serving or training)."""
-    from alembic import command
-
-    command.upgrade(alembic_config(url), revision)
-
-
-def downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(url), revision)
-
-
-def current_revision(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
-
-
-def schema_problem(engine: Engine) -> str | None:
-    """None when the database is at the migrations' head, else what to do about it."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        return f"metadata database unavailable: {exc.orig}"
-    if current != head:
-        return (f"metadata database {engine.url.render_as_string(hide_password=True)} is at "
-                f"revision {current or 'none'}, not {head}: run `skewless db upgrade`")
-    return None
 
 
 def read_contract_file(directory: Path) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
-from skewless.redis import RedisServer, find_redis_server
 from skewless.registry import bootstrap_production
 from skewless.settings import PROJECT_ROOT, Settings, export_for_feast
 from training.dataset import TrainingSet, build_training_set

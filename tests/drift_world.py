@@ -26,8 +26,8 @@ import pandas as pd
 from feast import FeatureStore
 
 from service.app import create_app, serve_in_thread
+from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
-from skewless.redis import RedisServer, find_redis_server
 from skewless.registry import bootstrap_production
 from skewless.settings import Settings, redis_for_feast
 from tests.conftest import copy_feature_repo

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from skewless.redis import free_port
+from skewless.embedded_redis import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -17,16 +17,18 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from service.app import create_app, serve_in_thread
-from skewless.redis import free_port
+from skewless.embedded_redis import free_port
 from skewless.settings import Settings
+from training.gate import promote
 
 ROW = {"card_id": 1, "merchant_id": 2, "amount": 12.5, "channel": "pos", "local_hour": 14}
 
 
 @contextmanager
 def app_in_thread(settings: Settings) -> Iterator[str]:
-    """The app on uvicorn in a background thread; yields its base URL."""
-    with serve_in_thread(create_app(settings)) as url:
+    """The app on uvicorn in a background thread, promoting through the real gate; yields its
+    base URL."""
+    with serve_in_thread(create_app(settings, promote=promote)) as url:
         yield url
 
 

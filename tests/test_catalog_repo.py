@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from service.app import create_catalog_app, serve_in_thread
+from skewless.db import upgrade
 from skewless.feast_cli import run_feast
-from skewless.registry import upgrade
 from skewless.settings import PROJECT_ROOT, Settings
 
 FEATURE_STORE_YAML = """\

@@ -12,7 +12,7 @@ import redis as redis_client
 from typer.testing import CliRunner
 
 from skewless.cli import app
-from skewless.redis import RedisServer, control_client, find_redis_server, redis_for
+from skewless.embedded_redis import RedisServer, control_client, find_redis_server, redis_for
 from skewless.settings import PROJECT_ROOT, Settings
 
 runner = CliRunner()
@@ -83,7 +83,7 @@ def test_embedded_data_survives_a_restart_in_the_same_directory(tmp_path):
 
 
 def test_commands_use_a_running_detached_server(tmp_path, monkeypatch):
-    from skewless.redis import start_detached, stop_detached
+    from skewless.embedded_redis import start_detached, stop_detached
 
     settings = Settings(redis=None, var_dir=tmp_path)
     address = start_detached(settings)
@@ -98,7 +98,7 @@ def test_commands_use_a_running_detached_server(tmp_path, monkeypatch):
 
 
 def test_a_missing_configured_binary_is_named(tmp_path):
-    from skewless.redis import RedisUnavailable
+    from skewless.embedded_redis import RedisUnavailable
 
     with pytest.raises(RedisUnavailable, match="does-not-exist"):
         find_redis_server(tmp_path / "does-not-exist")

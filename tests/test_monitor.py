@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import rankdata
 
-from skewless.redis import RedisServer
+from skewless.embedded_redis import RedisServer
 from skewless.registry import Registry
 from tests.debian import ensure_commands
 from tests.drift_world import World, build_world, private_redis, serving

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from skewless.redis import free_port
+from skewless.embedded_redis import free_port
 from skewless.settings import PROJECT_ROOT
 from tests.debian import ensure_commands
 from tests.service_harness import ROW, app_in_thread

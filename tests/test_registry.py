@@ -19,19 +19,12 @@ from alembic.runtime.migration import MigrationContext
 from typer.testing import CliRunner
 
 from skewless.cli import app as cli
-from skewless.registry import (
-    Base,
-    Conflict,
-    Registry,
-    RegistryError,
-    downgrade,
-    make_engine,
-    schema_problem,
-    upgrade,
-)
+from skewless.db import Base, downgrade, make_engine, schema_problem, upgrade
+from skewless.gate import PromotionRefused
+from skewless.registry import Conflict, Registry, RegistryError
 from tests.postgres import PostgresCluster
 from training.dataset import TrainingSet
-from training.gate import PromotionRefused, promote
+from training.gate import promote
 from training.train import train_model
 
 TABLES = {"model_versions", "stage_transitions", "audit_events"}

@@ -19,7 +19,7 @@ import pytest
 from skewless.artifact import load_artifact
 from skewless.contract import FeatureSpec
 from skewless.settings import PROJECT_ROOT
-from training.score import ScoreError, score_events
+from training.backfill import ScoreError, score_events
 from training.train import to_matrix
 
 INPUTS = ["transaction_id", "card_id", "merchant_id", "event_timestamp", "amount", "channel",

@@ -11,7 +11,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from skewless.redis import RedisServer, find_redis_server
+from skewless.embedded_redis import RedisServer, find_redis_server
 from tests.service_harness import ROW, ServeProcess, read_logs, serve_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

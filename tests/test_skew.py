@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from service.online import OnlinePlan
 from skewless.cli import app as cli
 from skewless.contract import contract_differences, resolve_service
+from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
-from skewless.redis import RedisServer, find_redis_server
 from skewless.registry import bootstrap_production
 from skewless.settings import Settings, export_for_feast
 from tests.conftest import copy_feature_repo

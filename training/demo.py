@@ -18,11 +18,13 @@ from skewless.settings import Settings
 def run_demo(
     settings: Settings, console: Console, cards: int | None = None, days: int = 60
 ) -> dict[str, Any]:
+    from skewless.db import upgrade
+    from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
-    from skewless.redis import redis_for
-    from skewless.registry import Registry, current_user, upgrade
+    from skewless.gate import PromotionRefused
+    from skewless.registry import Registry, current_user
     from training.dataset import TrainingSet, write_training_set
-    from training.gate import PromotionRefused, promote
+    from training.gate import promote
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
     from training.stats import refresh_stats

@@ -9,6 +9,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from skewless.contract import FeatureSpec
+from skewless.errors import InvalidInput
+
+
+class EvaluationError(InvalidInput):
+    """The scores cannot be evaluated (a holdout with one class); the message says why."""
+
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 PSI_BINS = 10
@@ -56,7 +62,7 @@ def evaluate_scores(
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
     if y.min() == y.max():
-        raise ValueError("the holdout holds a single class; widen it")
+        raise EvaluationError("the holdout holds a single class; widen it")
     table = calibration_table(y, p)
     ece = sum(r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in table) / y.size
     metrics: dict[str, Any] = {

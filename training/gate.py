@@ -6,11 +6,12 @@ any training set — and the
 candidate passes when its metric is at least production's minus the configured margin. The
 evidence (both scores, the holdout window and size) is stored with the stage transition; a
 refusal is audited with the same evidence. ``force`` skips the gate and is audited as such.
+The decision and the refusal are the shared core's (``skewless.gate``): the service asks for
+promotions through them and is handed :func:`promote` by whoever builds it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from skewless.artifact import ArtifactError, ModelArtifact
 from skewless.contract import FeatureSpec, contract_differences, resolve_service
+from skewless.gate import GateDecision, PromotionRefused
 from skewless.registry import ModelVersion, Registry, RegistryError, Stage, load_registered
 from skewless.settings import Settings
 from training.dataset import (
@@ -29,41 +31,6 @@ from training.dataset import (
 )
 from training.evaluate import evaluate_scores
 from training.train import to_matrix
-
-
-class PromotionRefused(RegistryError):
-    """The gate (or the artefact's checks) refused the candidate; ``decision`` says why."""
-
-    def __init__(self, message: str, decision: GateDecision | None = None) -> None:
-        super().__init__(message)
-        self.decision = decision
-
-
-@dataclass
-class GateDecision:
-    accepted: bool
-    metric: str
-    margin: float
-    candidate: dict[str, Any]
-    production: dict[str, Any] | None
-    holdout: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-    def evidence(self) -> dict[str, Any]:
-        return {"gate": asdict(self)}
-
-    def explain(self) -> str:
-        c = self.candidate
-        if self.production is None or self.production.get("score") is None:
-            own = c.get("training_holdout")
-            return self.note + (f" (its training holdout {self.metric}: {own:.4f})"
-                                if isinstance(own, float) else "")
-        p = self.production
-        window = self.holdout
-        return (f"candidate {c['version']} {self.metric} {c['score']:.4f} vs production "
-                f"{p['version']} {p['score']:.4f} (margin {self.margin:g}) on the holdout "
-                f"{window['from']} to {window['to']}: {window['rows']:,} events, "
-                f"{window['positives']:,} positives")
 
 
 def score_on(artifact: ModelArtifact, holdout: TrainingSet) -> dict[str, Any]:

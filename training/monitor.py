@@ -44,8 +44,8 @@ from skewless.contract import FeatureSpec
 from skewless.errors import SkewlessError
 from skewless.files import write_json_atomic, write_text_atomic
 from skewless.settings import Settings
+from training.backfill import accepts
 from training.evaluate import bin_shares, calibration_table
-from training.score import accepts
 from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
 
 ACTOR = "skewless monitor"
@@ -577,9 +577,10 @@ def findings(report: dict[str, Any]) -> list[str]:
 
 def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """Build a training set, train, pass the gate, promote; audited whatever the outcome."""
+    from skewless.gate import PromotionRefused
     from skewless.registry import Registry
     from training.dataset import TrainingSet, write_from_logs, write_training_set
-    from training.gate import PromotionRefused, promote
+    from training.gate import promote
     from training.train import train_model
 
     now = now or datetime.now(UTC)

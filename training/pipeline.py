@@ -20,7 +20,13 @@ from pathlib import Path
 
 import duckdb
 
+from skewless.errors import InvalidInput
 from skewless.settings import Settings
+
+
+class PipelineError(InvalidInput):
+    """The raw data cannot be turned into feature tables; the message names the file."""
+
 
 DAY_US = 86_400_000_000
 CARD_WINDOWS = (1, 7, 28)
@@ -214,7 +220,7 @@ def build_feature_tables(
         ).fetchone()
         first_day, last_ts = span if span else (None, None)
         if first_day is None:
-            raise ValueError(f"no transactions in {paths.transactions}")
+            raise PipelineError(f"no transactions in {paths.transactions}")
         day0 = int(first_day)
         as_of_us = int(as_of.timestamp() * 1e6) if as_of else int(last_ts)
         last_day = as_of_us // DAY_US - day0  # last snapshot at day0 + last_day <= as_of

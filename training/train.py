@@ -15,6 +15,7 @@ import pandas as pd
 
 from skewless.artifact import save_artifact
 from skewless.contract import FeatureSpec
+from skewless.errors import InvalidInput
 from training.dataset import TrainingSet
 from training.evaluate import baseline_sample, baseline_statistics, evaluate_scores
 
@@ -32,6 +33,10 @@ PARAMS: dict[str, Any] = {
     "force_row_wise": True,
     "num_threads": 2,
 }
+class TrainingError(InvalidInput):
+    """The training set cannot be split or trained on as it is; the message says what to do."""
+
+
 MAX_ROUNDS = 2000
 EARLY_STOPPING_ROUNDS = 50
 LIBRARIES = ("feast", "lightgbm", "pandas", "pyarrow", "duckdb", "numpy", "scikit-learn")
@@ -65,7 +70,7 @@ def time_split(ts: TrainingSet, holdout_days: float, validation_days: float) -> 
     for name in ("train", "validation", "holdout"):
         part = getattr(split, name)
         if part.empty or part[ts.label_column].nunique() < 2:
-            raise ValueError(
+            raise TrainingError(
                 f"the {name} window has {len(part)} rows and needs both classes; "
                 "generate more days or shorten the holdout/validation windows"
             )

@@ -46,7 +46,9 @@ T = TypeVar("T")
 
 
 class CatalogNotFound(SkewlessError):
-    """No such object in the catalog; the message names what was looked for."""
+    """No such object in the catalog; the message names what was looked for (404)."""
+
+    status_code = 404
 
 
 def feast_snippet(repo_path: Path, feature: FeatureInfo, view: ViewInfo) -> str:

@@ -4,11 +4,11 @@
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 
 from service.online import PYTHON_TYPES
-from service.predictor import Prediction, Predictor, ServiceUnavailable, Timings
+from service.predictor import Prediction, Predictor, Timings
 from skewless.contract import ServiceSpec
 
 # What /predict answers besides 200 and 422, for OpenAPI.
@@ -101,10 +101,8 @@ def build_router(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = 
 
     async def run(request: Request, rows: list[dict[str, Any]],
                   explain: bool) -> tuple[list[Prediction], str, Timings]:
-        try:
-            return await predictor_of(request).predict(rows, explain=explain)
-        except ServiceUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+        # ServiceUnavailable (503, naming the dependency) is answered by the app's handler.
+        return await predictor_of(request).predict(rows, explain=explain)
 
     @router.post("/predict", response_model=PredictResponse,
                  responses=ERROR_RESPONSES)

@@ -7,7 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.pool import NullPool
 
-from skewless.registry import Base, make_engine
+import skewless.registry  # noqa: F401  # its tables join Base.metadata
+from skewless.db import Base, make_engine
 from skewless.settings import get_settings
 
 config = context.config

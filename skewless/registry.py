@@ -202,6 +202,12 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session, session.begin():

@@ -90,16 +90,13 @@ def read_columns(fx: Any) -> list[str]:
     from training.served import LOG_TIMESTAMP, REQUEST_ID
 
     settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=fx.redis)
-    registry = Registry.from_settings(settings)
-    try:
+    with Registry.from_settings(settings) as registry:
         contracts = [r.contract for r in registry.versions(settings.feature_service)]
-    finally:
-        registry.close()
     columns = [LOG_TIMESTAMP, REQUEST_ID, settings.event_id_column, "model_version", "score",
                *(Subgroup.parse(s).column for s in settings.monitor_subgroups)]
     for contract in contracts:
-        for f in contract.get("features", []):
-            columns += [f["name"], f"{f['name']}__status"]
+        for f in contract.features:
+            columns += [f.name, f"{f.name}__status"]
     return list(dict.fromkeys(columns))
 
 

@@ -451,7 +451,7 @@ def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
     facts.update(transactions=int(data.meta["transactions"]), cards=int(data.meta["cards"]),
                  merchants=int(data.meta["merchants"]))
     return Fixture(tmp, repo, var, redis, end, spec, batch_refs, data.transactions,
-                   model.contract["model"]["version"], facts)
+                   model.contract.version, facts)
 
 
 @dataclass

@@ -139,8 +139,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
             follower.cancel()
             await predictor.logbook.close()
             await predictor.redis.aclose()
-            if predictor.scorer is not None:
-                predictor.scorer.close()
+            predictor.close()
             registry.close()
             gc.unfreeze()
 

@@ -24,10 +24,10 @@ async def read_readiness(request: Request) -> JSONResponse:
         return JSONResponse({"detail": "not ready: starting"}, 503)
     problems: list[str] = []
     checks: dict[str, Any] = {}
-    if predictor.scorer is None:
-        problems.append(f"model not loaded: {predictor.model_problem}")
+    if predictor.production.scorer is None:
+        problems.append(f"model not loaded: {predictor.production.problem}")
     else:
-        checks["model_version"] = predictor.scorer.version
+        checks["model_version"] = predictor.production.scorer.version
     redis_problem = await predictor.check_redis()
     if redis_problem:
         problems.append(redis_problem)

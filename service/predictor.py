@@ -1,22 +1,16 @@
-"""Everything the hot path needs, resolved once at start-up, and the hot path itself.
+"""The request path: everything it needs, resolved once at start-up, and the path itself.
 
 Per request: one pipelined round trip to Redis, Feast's on-demand transformation, one
 LightGBM call and an append to the log buffer. No registry access, no pandas.
 
-The model follows the registry: the production version is loaded at start-up, and when it
-changes (noticed by polling, or told by an admin call) the new version is loaded and
-verified beside the old one — sha256 as registered, LightGBM text that parses, a contract
-matching the current Feast definitions, a smoke prediction — and swapped in with one
-assignment. Each request takes the model once, so it is scored by one version throughout;
-the old model is freed after a grace period. A version that fails verification is refused
-(log line and metric) and the old one keeps serving.
+The model comes from a slot (``service/model_slot.py``), which owns loading, verifying,
+swapping and following the registry; a request takes the slot's scorer once, so it is scored
+by one version throughout, and its logged row and response name that version.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,19 +25,15 @@ from redis.exceptions import RedisError
 
 from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
+from service.model_slot import ModelSlot
 from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
-from service.scoring import Scorer
-from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
-from skewless.contract import ServiceSpec, contract_differences, logging_destination
+from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
-from skewless.registry import Registry, load_registered
+from skewless.registry import Registry
 from skewless.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-logger = logging.getLogger(__name__)
-RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
 
 
 class ServiceUnavailable(Unavailable):
@@ -98,12 +88,8 @@ class Predictor:
     redis: aioredis.Redis
     logbook: LogBook
     metrics: Metrics
-    registry: Registry | None = None  # None: a pinned model (SKEWLESS_MODEL_PATH)
-    scorer: Scorer | None = None
-    model_problem: str | None = None
+    production: ModelSlot
     _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
-    _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
-    _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def load(cls, settings: Settings, store: FeatureStore, spec: ServiceSpec,
@@ -130,117 +116,42 @@ class Predictor:
         )
         metrics.track_depth(lambda: logbook.depth)
         metrics.log_capacity.set(settings.feature_log_capacity)
-        predictor = cls(
+        production = ModelSlot(spec, metrics, None if settings.model_path else registry,
+                               pinned=settings.model_path)
+        production.load()
+        return cls(
             settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
             redis=redis_client(settings.redis, settings.redis_timeout_seconds),
-            logbook=logbook, metrics=metrics,
-            registry=None if settings.model_path else registry,
+            logbook=logbook, metrics=metrics, production=production,
         )
-        predictor.load_model()
-        return predictor
 
     @property
     def model_name(self) -> str:
         return self.spec.feature_service
 
-    def load_model(self) -> None:
-        """Load the pinned model or the registry's production version, or say why not."""
-        try:
-            if self.registry is None:
-                if self.settings.model_path is None:
-                    raise ArtifactError("no model registry and no SKEWLESS_MODEL_PATH")
-                scorer = self.verified_scorer(load_artifact(self.settings.model_path))
-            else:
-                row = self.registry.production(self.model_name)
-                if row is None:
-                    raise ArtifactError(
-                        f"no production version of {self.model_name} in the registry "
-                        f"(skewless models promote {self.model_name} VERSION)")
-                scorer = self.verified_scorer(load_registered(row))
-        except ArtifactError as exc:
-            self.scorer, self.model_problem = None, str(exc)
-            self.metrics.model_loads.labels("refused").inc()
-            logger.error("refusing to serve: %s", exc)
-            return
-        self._install(scorer)
-
-    def verified_scorer(self, artifact: ModelArtifact) -> Scorer:
-        """A scorer for ``artifact`` if its contract matches and a smoke prediction works."""
-        problems = contract_differences(artifact.contract, self.spec)
-        if problems:
-            raise ArtifactError(
-                f"model {artifact.version} does not match feature service "
-                f"{self.spec.feature_service}: " + "; ".join(problems))
-        scorer = Scorer(artifact)  # checks its single-row path against Booster.predict
-        smoke = scorer.predict(scorer.matrix([[None] * len(self.spec.features)]))
-        if len(smoke) != 1 or not math.isfinite(float(smoke[0])) or not 0 <= smoke[0] <= 1:
-            scorer.close()
-            raise ArtifactError(f"model {artifact.version} scored an empty row as {smoke}")
-        return scorer
-
-    def _install(self, scorer: Scorer) -> Scorer | None:
-        """Swap ``scorer`` in (one assignment); returns the one it replaced."""
-        old, self.scorer, self.model_problem = self.scorer, scorer, None
-        self.metrics.model_loads.labels("loaded").inc()
-        self.metrics.model.info({"version": scorer.version,
-                                 "feature_service": self.spec.feature_service,
-                                 "fingerprint": self.spec.fingerprint})
-        return old
+    @property
+    def slots(self) -> tuple[ModelSlot, ...]:
+        return (self.production,)
 
     async def refresh(self) -> str | None:
-        """Serve the registry's production version if it changed; returns what is served.
-
-        Loading and verifying run in a thread beside the serving model; only the final
-        assignment happens on the event loop.
-        """
-        if self.registry is None:
-            return self.scorer.version if self.scorer else None
-        async with self._swap_lock:
-            current = self.scorer.version if self.scorer else None
-            try:  # the version only (cheap); the full row when it changed
-                version = await asyncio.to_thread(self.registry.production_version,
-                                                  self.model_name)
-                if version is None or version == current or version in self._refused:
-                    return current
-                row = await asyncio.to_thread(self.registry.get, self.model_name, version)
-            except Exception as exc:  # the database is down: keep serving what we have
-                self.metrics.registry_errors.inc()
-                logger.warning("model registry unavailable: %s", exc)
-                return current
-            started = time.perf_counter()
-            try:
-                scorer = await asyncio.to_thread(
-                    lambda: self.verified_scorer(load_registered(row)))
-            except ArtifactError as exc:
-                self._refused.add(row.version)
-                self.metrics.model_loads.labels("refused").inc()
-                logger.error("refusing production version %s of %s; still serving %s: %s",
-                             row.version, self.model_name, current, exc)
-                return current
-            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
-            old = self._install(scorer)
-            logger.warning("now serving %s %s (was %s), loaded and verified in %.0f ms",
-                           self.model_name, row.version, current,
-                           (time.perf_counter() - started) * 1e3)
-            if old is not None:
-                asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
-            return row.version
+        """Check the registry now; returns the production version served."""
+        return await self.production.refresh()
 
     async def follow_registry(self) -> None:
-        """Poll the registry's production version until cancelled."""
-        while True:
-            await asyncio.sleep(self.settings.registry_poll_seconds)
-            try:
-                await self.refresh()
-            except Exception:  # never let the follower die; the next poll tries again
-                logger.exception("following the model registry failed")
+        """Let every slot follow its registry stage until cancelled."""
+        await asyncio.gather(*(slot.follow(self.settings.registry_poll_seconds)
+                               for slot in self.slots))
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.close()
 
     async def predict(self, rows: Sequence[dict[str, Any]], explain: bool = False,
                       ) -> tuple[list[Prediction], str, Timings]:
         """Score rows; returns the predictions, the model version and the stage timings."""
-        scorer = self.scorer
+        scorer = self.production.scorer
         if scorer is None:
-            raise ServiceUnavailable(f"model not loaded: {self.model_problem}")
+            raise ServiceUnavailable(f"model not loaded: {self.production.problem}")
         n = len(rows)
         try:
             self.logbook.reserve(n)

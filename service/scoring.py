@@ -26,8 +26,8 @@ class Scorer:
         self.booster = artifact.booster
         self.version = artifact.version
         contract = artifact.contract
-        self.feature_names = [f["name"] for f in contract["features"]]
-        categories: dict[str, list[str]] = contract.get("categories", {})
+        self.feature_names = contract.feature_names
+        categories = contract.categories
         self._codes: list[dict[str, float] | None] = [
             {c: float(i) for i, c in enumerate(categories[name])} if name in categories else None
             for name in self.feature_names

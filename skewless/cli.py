@@ -197,10 +197,11 @@ def train(
         row = registry.register(result.directory)
     finally:
         registry.close()
-    m = result.contract["metrics"]["holdout"]
-    bayes = f" (Bayes {m['bayes_auc']:.4f}, ratio {m['auc_to_bayes']:.3f})" if "bayes_auc" in m else ""
+    m = result.holdout
+    bayes = (f" (Bayes {m.bayes_auc:.4f}, ratio {m.auc_to_bayes:.3f})"
+             if m.bayes_auc is not None and m.auc_to_bayes is not None else "")
     console.print(f"[green]model[/] {row.name} {row.version}: holdout ROC AUC "
-                  f"{m['roc_auc']:.4f}{bayes}, PR AUC {m['pr_auc']:.4f} → {result.directory}; "
+                  f"{m.roc_auc:.4f}{bayes}, PR AUC {m.pr_auc:.4f} → {result.directory}; "
                   f"registered as a candidate (promote: skewless models promote {row.name} "
                   f"{row.version})", soft_wrap=True)
 

@@ -4,15 +4,22 @@ A contract names the feature service, the ordered ``<view>__<feature>`` columns 
 Feast types, the entity keys and request fields a caller must supply, and a fingerprint of
 the definitions the values come from (views, sources, TTLs and transformation code). Two
 parties agree on features exactly when their fingerprints and feature lists agree.
+
+Two types hold it: :class:`FeatureContract` (the feature part, carried by a training set)
+and :class:`ModelContract` (a trained model's ``contract.json``: the feature part plus the
+encoding, training window, parameters, metrics, baseline and the artefact's checksum). Each
+reads and writes the JSON stored beside a model; keys a newer version adds are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -146,26 +153,115 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
     )
 
 
-def service_summary(spec: ServiceSpec) -> dict[str, Any]:
+class _Document(BaseModel):
+    """A JSON document part: declared keys typed, unknown keys kept (a newer writer's)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object as stored (keys never set stay absent, as they were read)."""
+        return self.model_dump(exclude_unset=True)
+
+
+class FeatureContract(_Document):
+    """The contract's feature part: what a training set was built from and a model needs."""
+
+    feature_service: str
+    fingerprint: str
+    features: list[FeatureSpec]
+    entity_keys: list[FieldSpec] = Field(default_factory=list)
+    request_fields: list[FieldSpec] = Field(default_factory=list)
+    definitions: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+class Evaluation(_Document):
+    """Metrics of scores against labels (``training.evaluate.evaluate_scores``); a model
+    trained elsewhere may bring only its ROC AUC."""
+
+    rows: int | None = None
+    positives: int | None = None
+    roc_auc: float
+    pr_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    expected_calibration_error: float | None = None
+    calibration: list[dict[str, Any]] = Field(default_factory=list)
+    bayes_auc: float | None = None  # when the true probabilities are known (the demo)
+    auc_to_bayes: float | None = None
+
+
+class ContractMetrics(_Document):
+    holdout: Evaluation
+
+
+class TrainingInfo(_Document):
+    """What the model was trained on: the data set, the label cut-off and the time split."""
+
+    dataset: str | None = None
+    cutoff: str | None = None
+    windows: dict[str, str] = Field(default_factory=dict)
+    rows: dict[str, int] = Field(default_factory=dict)
+    positives: dict[str, int] = Field(default_factory=dict)
+
+
+class Baseline(_Document):
+    """The training rows' profile per feature and the holdout's scores: what drift is
+    measured against."""
+
+    features: dict[str, dict[str, Any]]
+    holdout_scores: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelInfo(_Document):
+    """The artefact: its version, format, file name and the file's sha256."""
+
+    version: str
+    format: str = "lightgbm-text"
+    file: str = "model.txt"
+    sha256: str
+
+
+class ModelContract(FeatureContract):
+    """A trained model's ``contract.json``; ``model`` is set when the artefact is saved."""
+
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    label: str | None = None
+    training: TrainingInfo | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: ContractMetrics | None = None
+    baseline: Baseline | None = None
+    feature_importance_gain: dict[str, float] = Field(default_factory=dict)
+    libraries: dict[str, str] = Field(default_factory=dict)
+    model: ModelInfo | None = None
+
+    @property
+    def version(self) -> str:
+        if self.model is None:
+            raise ValueError("the contract belongs to no saved artefact yet")
+        return self.model.version
+
+
+def service_summary(spec: ServiceSpec) -> FeatureContract:
     """The contract's feature part, as stored beside a model."""
-    return {
-        "feature_service": spec.feature_service,
-        "fingerprint": spec.fingerprint,
-        "features": [asdict(f) for f in spec.features],
-        "entity_keys": [asdict(f) for f in spec.entity_keys],
-        "request_fields": [asdict(f) for f in spec.request_fields],
-        "definitions": spec.definitions,
-    }
+    return FeatureContract(
+        feature_service=spec.feature_service, fingerprint=spec.fingerprint,
+        features=spec.features, entity_keys=spec.entity_keys,
+        request_fields=spec.request_fields, definitions=spec.definitions,
+    )
 
 
-def contract_differences(contract: dict[str, Any], spec: ServiceSpec) -> list[str]:
+def contract_differences(contract: FeatureContract, spec: ServiceSpec) -> list[str]:
     """What differs between a stored contract and the current definitions (empty: agree)."""
     problems: list[str] = []
-    if contract.get("feature_service") != spec.feature_service:
+    if contract.feature_service != spec.feature_service:
         problems.append(
-            f"feature service {contract.get('feature_service')!r} != {spec.feature_service!r}"
+            f"feature service {contract.feature_service!r} != {spec.feature_service!r}"
         )
-    stored = [(f["name"], f["dtype"]) for f in contract.get("features", [])]
+    stored = [(f.name, f.dtype) for f in contract.features]
     current = [(f.name, f.dtype) for f in spec.features]
     if stored != current:
         stored_map, current_map = dict(stored), dict(current)
@@ -180,8 +276,8 @@ def contract_differences(contract: dict[str, Any], spec: ServiceSpec) -> list[st
                 )
         if not problems:
             problems.append("feature order differs")
-    if contract.get("fingerprint") != spec.fingerprint:
-        old = contract.get("definitions", {}).get("views", {})
+    if contract.fingerprint != spec.fingerprint:
+        old = contract.definitions.get("views", {})
         new = spec.definitions.get("views", {})
         changed = sorted(v for v in old.keys() | new.keys() if old.get(v) != new.get(v))
         problems.append(

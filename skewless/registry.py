@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Engine,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     select,
     text,
@@ -34,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
+from skewless.contract import ModelContract
 from skewless.db import Base, make_engine, schema_problem, upgrade, utcnow
 from skewless.errors import InvalidInput
 from skewless.settings import Settings
@@ -64,6 +67,19 @@ class Conflict(RegistryError):
 STAGES = ", ".join(f"'{s.value}'" for s in Stage)
 
 
+class ContractJSON(TypeDecorator[ModelContract]):
+    """A model contract stored as its JSON document and read back typed."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: ModelContract | None, dialect: Any) -> Any:
+        return value.to_json() if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Any) -> ModelContract | None:
+        return ModelContract.model_validate(value) if value is not None else None
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (
@@ -83,7 +99,7 @@ class ModelVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     feature_service: Mapped[str] = mapped_column(String(200))
     fingerprint: Mapped[str] = mapped_column(String(64))
-    contract: Mapped[dict[str, Any]]
+    contract: Mapped[ModelContract] = mapped_column(ContractJSON)
     parameters: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]
     training_window: Mapped[dict[str, Any]]
@@ -108,7 +124,7 @@ class ModelVersion(Base):
         return {
             **self.summary(), "sha256": self.sha256, "parameters": self.parameters,
             "training_window": self.training_window, "baseline": self.baseline,
-            "features": self.contract.get("features", []),
+            "features": self.contract.to_json()["features"],
             "transitions": [t.to_json() for t in self.transitions],
         }
 
@@ -162,10 +178,11 @@ def current_user() -> str:
         return "unknown"
 
 
-def read_contract_file(directory: Path) -> dict[str, Any]:
+def read_contract_file(directory: Path) -> ModelContract:
     contract = read_contract(directory)
-    if contract is None:
-        raise RegistryError(f"no contract.json in {directory}: not a model artefact")
+    if contract is None or contract.model is None:
+        raise RegistryError(f"no contract.json naming a model in {directory}: not a model "
+                            "artefact")
     return contract
 
 
@@ -173,11 +190,11 @@ def load_registered(row: ModelVersion) -> ModelArtifact:
     """A version's artefact, checked: its files (sha256, LightGBM text) and that it is the
     version and sha256 the registry recorded."""
     artifact = load_artifact(Path(row.artifact_uri))
-    if artifact.contract["model"]["sha256"] != row.sha256 or artifact.version != row.version:
+    sha256 = artifact.contract.model.sha256 if artifact.contract.model else None
+    if sha256 != row.sha256 or artifact.version != row.version:
         raise ArtifactError(
-            f"{row.artifact_uri} holds {artifact.version} with sha256 "
-            f"{artifact.contract['model']['sha256']}, registered as {row.version} with "
-            f"sha256 {row.sha256}")
+            f"{row.artifact_uri} holds {artifact.version} with sha256 {sha256}, registered as "
+            f"{row.version} with sha256 {row.sha256}")
     return artifact
 
 
@@ -235,16 +252,23 @@ class Registry:
             found.transitions  # noqa: B018  # load the history while the session is open
             return found
 
-    def production(self, name: str) -> ModelVersion | None:
+    def in_stage(self, name: str, stage: Stage) -> ModelVersion | None:
+        """The version of ``name`` in a single-holder ``stage`` (production), if any."""
         with self.session() as session:
             return session.scalar(select(ModelVersion).where(
-                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value))
+                ModelVersion.name == name, ModelVersion.stage == stage.value))
 
-    def production_version(self, name: str) -> str | None:
-        """The production version's name only: what the predictor polls."""
+    def version_in_stage(self, name: str, stage: Stage) -> str | None:
+        """That version's name only: what the predictor's model slots poll."""
         with self.session() as session:
             return session.scalar(select(ModelVersion.version).where(
-                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value))
+                ModelVersion.name == name, ModelVersion.stage == stage.value))
+
+    def production(self, name: str) -> ModelVersion | None:
+        return self.in_stage(name, Stage.PRODUCTION)
+
+    def production_version(self, name: str) -> str | None:
+        return self.version_in_stage(name, Stage.PRODUCTION)
 
     def audit_events(self, limit: int = 100) -> list[AuditEvent]:
         with self.session() as session:
@@ -257,19 +281,20 @@ class Registry:
                  reason: str = "trained") -> ModelVersion:
         """Record a trained artefact as a candidate (its contract.json says what it is)."""
         contract = read_contract_file(directory)
-        model = contract.get("model", {})
-        training = contract.get("training", {})
+        assert contract.model is not None
+        training = contract.training
         row = ModelVersion(
-            name=contract["feature_service"], version=model["version"],
+            name=contract.feature_service, version=contract.model.version,
             stage=Stage.CANDIDATE.value, artifact_uri=str(directory.resolve()),
-            sha256=model["sha256"], feature_service=contract["feature_service"],
-            fingerprint=contract["fingerprint"], contract=contract,
-            parameters=contract.get("parameters", {}),
-            metrics=contract.get("metrics", {}),
-            training_window={**training.get("windows", {}), "cutoff": training.get("cutoff"),
-                             "rows": training.get("rows", {}),
-                             "dataset": training.get("dataset")},
-            baseline=contract.get("baseline", {}), created_by=actor or current_user(),
+            sha256=contract.model.sha256, feature_service=contract.feature_service,
+            fingerprint=contract.fingerprint, contract=contract,
+            parameters=contract.parameters,
+            metrics=contract.metrics.to_json() if contract.metrics else {},
+            training_window={**training.windows, "cutoff": training.cutoff,
+                             "rows": training.rows, "dataset": training.dataset}
+            if training else {"cutoff": None, "rows": {}, "dataset": None},
+            baseline=contract.baseline.to_json() if contract.baseline else {},
+            created_by=actor or current_user(),
         )
         try:
             with self.session() as session:
@@ -395,7 +420,7 @@ def bootstrap_production(settings: Settings, directory: Path,
     registry = Registry.from_settings(settings)
     try:
         contract = read_contract_file(directory)
-        name, version = contract["feature_service"], contract["model"]["version"]
+        name, version = contract.feature_service, contract.version
         try:
             row = registry.get(name, version)
         except NotFound:

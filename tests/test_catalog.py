@@ -174,7 +174,7 @@ def test_lineage_marks_the_production_version(catalog, demo):
         registry.close()
     assert [m["version"] for m in lineage["models"]] == versions
     assert [m["version"] for m in lineage["models"] if m["production"]] == [production]
-    assert production == demo.model.contract["model"]["version"]
+    assert production == demo.model.contract.version
 
 
 def test_serving_health_equals_the_logs_and_the_skew_report(catalog):
@@ -238,8 +238,8 @@ def test_snippet_fetches_the_feature_with_feast(catalog, demo):
 def test_feature_service_and_model_version_pages(catalog, demo):
     service = get(catalog, "/api/catalog/feature-services/fraud_model_v1")
     assert [f["ref"] for f in service["features"]] == [
-        f"{f['view']}:{f['feature']}" for f in demo.model.contract["features"]]
-    version = demo.model.contract["model"]["version"]
+        f"{f.view}:{f.feature}" for f in demo.model.contract.features]
+    version = demo.model.contract.version
     assert version in [m["version"] for m in service["models"]]
 
     model = get(catalog, f"/api/catalog/models/fraud_model_v1/versions/{version}")
@@ -293,7 +293,7 @@ def test_unknown_names_get_404_naming_them(catalog, path, detail):
 
 def test_pages_render_and_unknown_pages_say_what_is_missing(catalog, demo):
     http = catalog["http"]
-    version = demo.model.contract["model"]["version"]
+    version = demo.model.contract.version
     for path in ("/catalog", "/catalog?q=usual+ticket&tag=kind%3Dmean",
                  "/catalog/features/card_activity/amount_mean_28d",
                  "/catalog/features/transaction_features/is_night",
@@ -347,7 +347,7 @@ def test_a_person_finds_a_feature_and_trusts_it_in_a_real_browser(catalog, demo,
     from tests.browser import headless_chromium
 
     view, name = FEATURE
-    version = demo.model.contract["model"]["version"]
+    version = demo.model.contract.version
     with headless_chromium() as browser:
         wait = WebDriverWait(browser, 20)
         browser.get(catalog["url"] + "/catalog")

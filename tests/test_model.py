@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 
 from skewless.artifact import ArtifactError, load_artifact, sha256_file
-from skewless.contract import contract_differences, resolve_service
+from skewless.contract import ModelContract, contract_differences, resolve_service
 from training.train import to_matrix
 
 
 def test_quality_floor_holdout_auc_at_least_95_percent_of_bayes(demo):
-    metrics = demo.model.contract["metrics"]["holdout"]
-    assert metrics["roc_auc"] >= 0.95 * metrics["bayes_auc"]
-    assert metrics["auc_to_bayes"] == pytest.approx(metrics["roc_auc"] / metrics["bayes_auc"])
-    assert metrics["expected_calibration_error"] < 0.02
+    metrics = demo.model.holdout
+    assert metrics.roc_auc >= 0.95 * metrics.bayes_auc
+    assert metrics.auc_to_bayes == pytest.approx(metrics.roc_auc / metrics.bayes_auc)
+    assert metrics.expected_calibration_error < 0.02
 
 
 def test_split_is_by_time_train_before_validation_before_holdout(demo):
-    training = demo.model.contract["training"]
-    windows = training["windows"]
+    training = demo.model.contract.training
+    windows = training.windows
     assert windows["train_from"] < windows["validation_from"] < windows["holdout_from"]
-    rows = training["rows"]
+    rows = training.rows
     assert sum(rows.values()) == len(demo.training_set.frame)
 
 
@@ -39,7 +39,7 @@ def test_artifact_is_lightgbm_text_with_matching_sha256(demo):
 
 
 def test_contract_records_what_a_registry_needs(demo):
-    contract = demo.model.contract
+    contract = json.loads((demo.model.directory / "contract.json").read_text())
     for key in ("feature_service", "fingerprint", "features", "entity_keys", "request_fields",
                 "definitions", "categories", "training", "parameters", "metrics", "baseline",
                 "feature_importance_gain", "libraries", "model"):
@@ -68,14 +68,14 @@ def test_contract_matches_the_current_definitions_and_names_a_change(demo):
     store = demo.store()
     spec = resolve_service(store, demo.settings.feature_service)
     assert contract_differences(demo.model.contract, spec) == []
-    changed = json.loads(json.dumps(demo.model.contract))
+    changed = demo.model.contract.to_json()
     changed["definitions"]["views"]["card_activity"]["ttl_seconds"] = 1
     changed["fingerprint"] = "sha256:other"
-    problems = contract_differences(changed, spec)
+    problems = contract_differences(ModelContract.model_validate(changed), spec)
     assert problems == ["definitions fingerprint differs (changed views: card_activity)"]
     changed["features"] = changed["features"][:-1]
     assert any("served but the model was not trained on it" in p
-               for p in contract_differences(changed, spec))
+               for p in contract_differences(ModelContract.model_validate(changed), spec))
 
 
 def test_transformation_code_is_part_of_the_fingerprint(demo):
@@ -94,10 +94,7 @@ def test_a_far_larger_amount_never_lowers_the_score(demo):
     store = demo.store()
     odfv = store.get_on_demand_feature_view("transaction_features")
     contract = demo.model.contract
-    features = demo.training_set.service["features"]
-    from skewless.contract import FeatureSpec
-
-    specs = [FeatureSpec(**f) for f in features]
+    specs = demo.training_set.service.features
     frame = demo.training_set.frame.sample(3000, random_state=4).reset_index(drop=True)
     tx = demo.data.transactions.set_index("transaction_id").loc[frame["transaction_id"]]
     bigger = frame.copy()
@@ -115,7 +112,7 @@ def test_a_far_larger_amount_never_lowers_the_score(demo):
         bigger[f"transaction_features__{name}"] = np.array(
             [np.nan if v is None else v for v in values], dtype=float)
     booster = demo.model.booster
-    categories = contract["categories"]
+    categories = contract.categories
     before = booster.predict(to_matrix(frame, specs, categories))
     after = booster.predict(to_matrix(bigger, specs, categories))
     assert (after >= before - 1e-12).all()
@@ -127,6 +124,6 @@ def test_latest_artifact_is_the_newest_version_and_absence_is_named(demo, tmp_pa
 
     newest = latest_artifact_dir(demo.settings.model_dir, demo.settings.feature_service)
     assert newest == demo.model.directory
-    assert load_artifact(newest).version == demo.model.contract["model"]["version"]
+    assert load_artifact(newest).version == demo.model.contract.version
     with pytest.raises(ArtifactError, match="no trained model for other_service"):
         latest_artifact_dir(tmp_path, "other_service")

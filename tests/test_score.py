@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from skewless.artifact import load_artifact
-from skewless.contract import FeatureSpec
 from skewless.settings import PROJECT_ROOT
 from training.backfill import ScoreError, score_events
 from training.train import to_matrix
@@ -29,16 +28,16 @@ INPUTS = ["transaction_id", "card_id", "merchant_id", "event_timestamp", "amount
 def training_scores(demo) -> pd.Series:
     """What the stored model gives on the training set's own rows, by event id."""
     contract = demo.model.contract
-    features = [FeatureSpec(**f) for f in contract["features"]]
+    features = contract.features
     frame = demo.training_set.frame
     booster = load_artifact(demo.model.directory).booster
-    scores = booster.predict(to_matrix(frame, features, contract["categories"]))
+    scores = booster.predict(to_matrix(frame, features, contract.categories))
     return pd.Series(scores, index=frame["transaction_id"].to_numpy())
 
 
 def holdout_events(demo) -> pd.DataFrame:
     frame = demo.training_set.frame
-    holdout_from = pd.Timestamp(demo.model.contract["training"]["windows"]["holdout_from"])
+    holdout_from = pd.Timestamp(demo.model.contract.training.windows["holdout_from"])
     ids = frame.loc[frame["event_timestamp"] >= holdout_from, "transaction_id"]
     tx = demo.data.transactions
     return tx[tx["transaction_id"].isin(ids)].reset_index(drop=True)
@@ -57,7 +56,7 @@ def test_holdout_scores_equal_the_boosters_scores_on_the_training_rows(demo, tmp
 
     summary = score_events(small_chunks(demo, 4_000), source, out)
 
-    version = demo.model.contract["model"]["version"]
+    version = demo.model.contract.version
     assert summary.rows == len(events) and summary.model_version == version
     assert summary.output == out and summary.seconds > 0
     assert not out.with_name(out.name + ".partial").exists()
@@ -69,7 +68,7 @@ def test_holdout_scores_equal_the_boosters_scores_on_the_training_rows(demo, tmp
     meta = table.schema.metadata
     assert meta[b"model_version"].decode() == version
     assert meta[b"feature_service"].decode() == demo.settings.feature_service
-    assert meta[b"fingerprint"].decode() == demo.model.contract["fingerprint"]
+    assert meta[b"fingerprint"].decode() == demo.model.contract.fingerprint
 
     scores = table.to_pandas()
     assert scores["transaction_id"].tolist() == events["transaction_id"].tolist()
@@ -78,9 +77,9 @@ def test_holdout_scores_equal_the_boosters_scores_on_the_training_rows(demo, tmp
     np.testing.assert_allclose(scores["score"].to_numpy(), expected, rtol=0, atol=1e-12)
     # ... which are the holdout scores training evaluated (saved model = best iteration).
     holdout = demo.training_set.frame.set_index("transaction_id").loc[scores["transaction_id"]]
-    features = [FeatureSpec(**f) for f in demo.model.contract["features"]]
+    features = demo.model.contract.features
     in_training = demo.model.booster.predict(
-        to_matrix(holdout, features, demo.model.contract["categories"]),
+        to_matrix(holdout, features, demo.model.contract.categories),
         num_iteration=demo.model.booster.best_iteration)
     np.testing.assert_allclose(scores["score"].to_numpy(), in_training, rtol=0, atol=1e-12)
 
@@ -125,13 +124,13 @@ def test_every_row_is_scored_in_input_order_even_for_unknown_entities(demo, tmp_
     row = scores[scores["transaction_id"] == -1]
     assert row.index.tolist() == [1_000]
     contract = demo.model.contract
-    features = [FeatureSpec(**f) for f in contract["features"]]
+    features = contract.features
     alone = pd.DataFrame({f.name: pd.Series([None], dtype="object") for f in features})
     alone["transaction_features__log_amount"] = math.log1p(250.0)
     alone["transaction_features__is_online"] = 1
     alone["transaction_features__is_night"] = 1
     want = load_artifact(demo.model.directory).booster.predict(
-        to_matrix(alone, features, contract["categories"]))
+        to_matrix(alone, features, contract.categories))
     assert row["score"].iloc[0] == pytest.approx(want[0], abs=1e-12)
 
 
@@ -199,7 +198,7 @@ def test_a_model_whose_contract_differs_is_refused(demo, tmp_path, edit, named):
         score_events(demo.settings, source, out, model_dir=model)
     message = str(info.value)
     assert named in message
-    assert demo.model.contract["model"]["version"] in message
+    assert demo.model.contract.version in message
     assert not out.exists()
 
 
@@ -221,7 +220,7 @@ def test_cli_prints_a_one_line_summary_and_names_a_missing_input(demo, tmp_path)
 
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
-    version = demo.model.contract["model"]["version"]
+    version = demo.model.contract.version
     assert len(lines) == 1 and lines[0].startswith(f"scored 300 events with model {version} in ")
     assert pd.read_parquet(out)["transaction_id"].tolist() == events["transaction_id"].tolist()
 

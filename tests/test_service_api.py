@@ -30,7 +30,7 @@ def test_health_and_readiness(served, demo):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["model_version"] == demo.model.contract["model"]["version"]
+    assert ready.json()["model_version"] == demo.model.contract.version
 
 
 def test_predict_returns_score_version_timing_and_explanation(served, demo):
@@ -40,7 +40,7 @@ def test_predict_returns_score_version_timing_and_explanation(served, demo):
     body = response.json()
     assert set(body) == {"request_id", "model_version", "score", "contributions"}
     assert 0 < body["score"] < 1
-    assert body["model_version"] == demo.model.contract["model"]["version"]
+    assert body["model_version"] == demo.model.contract.version
     # Contributions are log-odds terms: with the bias they add up to the score's logit.
     logit = sum(body["contributions"].values())
     assert abs(1 / (1 + math.exp(-logit)) - body["score"]) < 1e-9

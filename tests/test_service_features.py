@@ -87,7 +87,7 @@ def test_served_vectors_equal_feast_sdk_with_ttl_enforced(demo, online, tmp_path
     # short names do not collide in this service.
     feast = store.get_online_features(features=service, entity_rows=requests,
                                       full_feature_names=False).to_dict()
-    names = [f["name"] for f in demo.model.contract["features"]]
+    names = demo.model.contract.feature_names
     served: list[dict] = []
     settings = demo.settings.model_copy(update={"feature_log_dir": tmp_path / "log"})
     with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -135,10 +135,8 @@ def test_served_vectors_equal_feast_sdk_with_ttl_enforced(demo, online, tmp_path
 
     # The score is the model's on exactly these values, encoded as in training.
     frame = pd.DataFrame(expected_rows, columns=names)
-    from skewless.contract import FeatureSpec
-
-    specs = [FeatureSpec(**f) for f in demo.model.contract["features"]]
-    want = demo.model.booster.predict(to_matrix(frame, specs, demo.model.contract["categories"]),
+    specs = demo.model.contract.features
+    want = demo.model.booster.predict(to_matrix(frame, specs, demo.model.contract.categories),
                                       num_iteration=demo.model.booster.best_iteration)
     got_scores = np.array([p["score"] for p in served])
     np.testing.assert_allclose(got_scores, want, rtol=0, atol=1e-12)

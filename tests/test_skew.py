@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from service.online import OnlinePlan
 from skewless.cli import app as cli
-from skewless.contract import contract_differences, resolve_service
+from skewless.contract import ModelContract, contract_differences, resolve_service
 from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
 from skewless.registry import bootstrap_production
@@ -204,7 +204,7 @@ def test_a_training_set_from_served_logs_equals_the_point_in_time_set(live, tmp_
 
     spec = resolve_service(FeatureStore(repo_path=str(settings.repo_path)),
                            settings.feature_service)
-    assert contract_differences(contract, spec) == []
+    assert contract_differences(ModelContract.model_validate(contract), spec) == []
 
 
 def redis_key(settings: Settings, card_id: int) -> bytes:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skewless.artifact import ModelArtifact, latest_artifact_dir, load_artifact
-from skewless.contract import FeatureSpec, contract_differences, resolve_service
+from skewless.contract import FeatureContract, contract_differences, resolve_service
 from skewless.errors import SkewlessError
 from skewless.settings import Settings
 from training.dataset import arrow_type, open_store, plan_retrieval, retrieve_in_order, to_frame
@@ -59,10 +59,10 @@ def accepts(dtype: str, actual: pa.DataType) -> bool:
     return False
 
 
-def _input_columns(schema: pa.Schema, contract: dict, timestamp_column: str,
+def _input_columns(schema: pa.Schema, contract: FeatureContract, timestamp_column: str,
                    path: Path) -> dict[str, str]:
     """The contract's inputs (name → Feast type) after checking ``schema`` holds each of them."""
-    inputs = {f["name"]: f["dtype"] for f in contract["entity_keys"] + contract["request_fields"]}
+    inputs = {f.name: f.dtype for f in contract.entity_keys + contract.request_fields}
     missing = [c for c in (*inputs, timestamp_column) if c not in schema.names]
     if missing:
         raise ScoreError(
@@ -123,7 +123,7 @@ def score_events(
     )
     contract = artifact.contract
     store = open_store(settings)
-    spec = resolve_service(store, contract["feature_service"])
+    spec = resolve_service(store, contract.feature_service)
     problems = contract_differences(contract, spec)
     if problems:
         raise ScoreError(
@@ -133,13 +133,12 @@ def score_events(
 
     ts_column = settings.event_timestamp_column
     inputs = _input_columns(source.schema_arrow, contract, ts_column, input_path)
-    keys = [f["name"] for f in contract["entity_keys"]]
+    keys = [f.name for f in contract.entity_keys]
     id_column = settings.event_id_column
     has_id = id_column in source.schema_arrow.names and id_column not in (*inputs, ts_column)
     read = ([id_column] if has_id else []) + [*inputs, ts_column]
 
-    features = [FeatureSpec(**f) for f in contract["features"]]
-    categories = contract.get("categories", {})
+    features, categories = contract.features, contract.categories
     plan = plan_retrieval(store, spec.feature_service)
     schema = pa.schema(
         ([source.schema_arrow.field(id_column)] if has_id else [])

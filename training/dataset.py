@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skewless.artifact import read_contract
-from skewless.contract import ServiceSpec, logging_destination, resolve_service, service_summary
+from skewless.contract import (
+    FeatureContract,
+    ServiceSpec,
+    logging_destination,
+    resolve_service,
+    service_summary,
+)
 from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
 from skewless.settings import Settings
@@ -40,7 +46,7 @@ class TrainingSet:
     """Rows plus what they are: the feature service summary and the label cut-off."""
 
     frame: pd.DataFrame
-    service: dict
+    service: FeatureContract
     cutoff: datetime
     label_column: str
     timestamp_column: str
@@ -49,7 +55,7 @@ class TrainingSet:
 
     def metadata(self) -> dict[str, str]:
         return {
-            "service": json.dumps(self.service, default=str),
+            "service": json.dumps(self.service.to_json(), default=str),
             "cutoff": self.cutoff.isoformat(),
             "label_column": self.label_column,
             "timestamp_column": self.timestamp_column,
@@ -71,9 +77,9 @@ class TrainingSet:
         meta = {k.decode()[9:]: v.decode() for k, v in raw.items() if k.startswith(b"skewless.")}
         if "service" not in meta:
             raise DatasetError(f"{path} is not a Skewless training set (no service metadata)")
-        service = json.loads(meta["service"])
+        service = FeatureContract.model_validate_json(meta["service"])
         return cls(
-            frame=to_frame(table, [f["name"] for f in service["features"]]),
+            frame=to_frame(table, service.feature_names),
             service=service,
             cutoff=datetime.fromisoformat(meta["cutoff"]),
             label_column=meta["label_column"],
@@ -425,7 +431,7 @@ def _current_definitions(settings: Settings, spec: ServiceSpec, served: pa.Table
     keep = []
     for version in pc.unique(served["model_version"]).to_pylist():
         contract = read_contract(settings.model_dir / spec.feature_service / version)
-        if contract is not None and contract.get("fingerprint") == spec.fingerprint:
+        if contract is not None and contract.fingerprint == spec.fingerprint:
             keep.append(version)
         else:
             counts.other_versions.append(version)

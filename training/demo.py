@@ -92,11 +92,11 @@ def run_demo(
         finally:
             registry.close()
 
-    metrics = result.contract["metrics"]["holdout"]
+    holdout = result.holdout
     facts.update(
         transactions=data.meta["transactions"], fraud_rate=data.meta["fraud_rate"],
         feature_rows=counts, training_rows=len(ts.frame),
-        features=len(ts.service["features"]), metrics=metrics,
+        features=len(ts.service.features), metrics=holdout.to_json(),
         model_dir=str(result.directory), dataset=str(dataset_path),
     )
     table = Table(title="Skewless demo", show_header=False)
@@ -104,12 +104,11 @@ def run_demo(
     table.add_row("feature rows", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     table.add_row("training set", f"{facts['training_rows']:,} label events × "
                   f"{facts['features']} features → {dataset_path}")
-    auc = f"{metrics['roc_auc']:.4f}"
-    if "bayes_auc" in metrics:
-        auc += f" vs Bayes {metrics['bayes_auc']:.4f} (ratio {metrics['auc_to_bayes']:.3f})"
+    auc = f"{holdout.roc_auc:.4f}"
+    if holdout.bayes_auc is not None and holdout.auc_to_bayes is not None:
+        auc += f" vs Bayes {holdout.bayes_auc:.4f} (ratio {holdout.auc_to_bayes:.3f})"
     table.add_row("holdout ROC AUC", auc)
-    table.add_row("holdout PR AUC / log loss",
-                  f"{metrics['pr_auc']:.4f} / {metrics['log_loss']:.4f}")
+    table.add_row("holdout PR AUC / log loss", f"{holdout.pr_auc:.4f} / {holdout.log_loss:.4f}")
     table.add_row("model", f"{result.directory / 'model.txt'} (+ contract.json)")
     table.add_row("registry", facts["promotion"])
     table.add_row("feature repo", f"{settings.repo_path} (registry data/registry.db)")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from skewless.artifact import ArtifactError, ModelArtifact
-from skewless.contract import FeatureSpec, contract_differences, resolve_service
+from skewless.contract import contract_differences, resolve_service
 from skewless.gate import GateDecision, PromotionRefused
 from skewless.registry import ModelVersion, Registry, RegistryError, Stage, load_registered
 from skewless.settings import Settings
@@ -34,8 +34,7 @@ from training.train import to_matrix
 
 
 def score_on(artifact: ModelArtifact, holdout: TrainingSet) -> dict[str, Any]:
-    features = [FeatureSpec(**f) for f in artifact.contract["features"]]
-    x = to_matrix(holdout.frame, features, artifact.contract.get("categories", {}))
+    x = to_matrix(holdout.frame, artifact.contract.features, artifact.contract.categories)
     p = np.asarray(artifact.booster.predict(x))
     return evaluate_scores(holdout.frame[holdout.label_column].to_numpy(), p)
 

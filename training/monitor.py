@@ -349,14 +349,13 @@ def _version_report(settings: Settings, version: str, served: pa.Table, row: Any
         return out
     contract = row.contract
     baseline = row.baseline or {}
-    gain = contract.get("feature_importance_gain", {})
-    features = contract.get("features", [])
+    gain = contract.feature_importance_gain
     total_gain = sum(gain.values()) or 1.0
     out["top_features"] = sorted(gain, key=lambda f: -gain[f])[:settings.retrain_top_features]
     schema_missing, schema_mistyped = [], []
     quality: dict[str, Any] = {}
     drift: dict[str, Any] = {}
-    for spec in (FeatureSpec(**f) for f in features):
+    for spec in contract.features:
         name, dtype = spec.name, spec.dtype
         if name not in served.column_names:
             schema_missing.append(name)
@@ -370,7 +369,7 @@ def _version_report(settings: Settings, version: str, served: pa.Table, row: Any
         quality[name] = _quality(
             settings, name, dtype, column,
             served[status_column] if status_column in served.column_names else None, base,
-            contract.get("categories", {}).get(name) if spec.is_categorical else None)
+            contract.categories.get(name) if spec.is_categorical else None)
         result = _feature_drift(settings, spec, column, base)
         if result is not None:
             result["importance"] = gain.get(name, 0.0) / total_gain
@@ -515,8 +514,8 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
     columns = [settings.event_id_column, REQUEST_ID, "model_version", "score",
                *(g.column for g in subgroups)]
     for row in rows.values():
-        for f in row.contract.get("features", []):
-            columns += [f["name"], f"{f['name']}__status"]
+        for f in row.contract.features:
+            columns += [f.name, f"{f.name}__status"]
     served = load_served(log_dir, window.since, window.until, columns=columns)
     report: dict[str, Any] = {
         "feature_service": settings.feature_service, "log_dir": str(log_dir),
@@ -600,8 +599,8 @@ def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = N
     record: dict[str, Any] = {
         "reasons": reasons, "source": settings.retrain_source, "dataset": str(path),
         "rows": len(ts.frame), "window": {"since": since.isoformat(), "cutoff": now.isoformat()},
-        "candidate": result.contract["model"]["version"],
-        "training_holdout": {k: result.contract["metrics"]["holdout"].get(k)
+        "candidate": result.contract.version,
+        "training_holdout": {k: getattr(result.holdout, k)
                              for k in ("roc_auc", "pr_auc", "rows", "positives")},
     }
     registry = Registry.from_settings(settings)

@@ -105,7 +105,7 @@ def _changed_views(settings: Settings, spec: ServiceSpec, versions: list[str]) -
         contract = read_contract(settings.model_dir / spec.feature_service / version)
         if contract is None:
             continue
-        trained = contract.get("definitions", {}).get("views", {})
+        trained = contract.definitions.get("views", {})
         changed |= {v for v in current.keys() | trained.keys()
                     if current.get(v) != trained.get(v)}
     return changed

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from skewless.artifact import save_artifact
-from skewless.contract import FeatureSpec
+from skewless.contract import (
+    Baseline,
+    ContractMetrics,
+    Evaluation,
+    FeatureSpec,
+    ModelContract,
+    TrainingInfo,
+)
 from skewless.errors import InvalidInput
 from training.dataset import TrainingSet
 from training.evaluate import baseline_sample, baseline_statistics, evaluate_scores
@@ -112,8 +119,14 @@ def _library_versions() -> dict[str, str]:
 @dataclass
 class TrainResult:
     directory: Path
-    contract: dict[str, Any]
+    contract: ModelContract
     booster: lgb.Booster
+
+    @property
+    def holdout(self) -> Evaluation:
+        """The holdout's metrics, as stored in the contract."""
+        assert self.contract.metrics is not None
+        return self.contract.metrics.holdout
 
 
 def train_model(
@@ -126,7 +139,7 @@ def train_model(
     dataset_path: Path | None = None,
 ) -> TrainResult:
     """Fit, early-stop on validation, evaluate on the holdout, save model + contract."""
-    features = [FeatureSpec(**f) for f in ts.service["features"]]
+    features = ts.service.features
     split = time_split(ts, holdout_days, validation_days)
     categories = categories_of(split.train, features)
     label = ts.label_column
@@ -156,32 +169,32 @@ def train_model(
         if joined.iloc[:, 1].notna().all():
             bayes = joined.iloc[:, 1].to_numpy()
     metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
-    contract: dict[str, Any] = {
-        **ts.service,
-        "categories": categories,
-        "label": label,
-        "training": {
-            "dataset": str(dataset_path) if dataset_path else None,
-            "cutoff": ts.cutoff.isoformat(),
-            "windows": split.windows,
-            "rows": {
+    contract = ModelContract(
+        **ts.service.to_json(),
+        categories=categories,
+        label=label,
+        training=TrainingInfo(
+            dataset=str(dataset_path) if dataset_path else None,
+            cutoff=ts.cutoff.isoformat(),
+            windows=split.windows,
+            rows={
                 "train": len(split.train),
                 "validation": len(split.validation),
                 "holdout": len(split.holdout),
             },
-            "positives": {
+            positives={
                 "train": int(split.train[label].sum()),
                 "validation": int(split.validation[label].sum()),
                 "holdout": int(split.holdout[label].sum()),
             },
-        },
-        "parameters": {**params, "num_boost_round": MAX_ROUNDS,
-                       "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
-                       "best_iteration": booster.best_iteration},
-        "metrics": {"holdout": metrics},
-        "baseline": {
-            "features": baseline_statistics(split.train, features),
-            "holdout_scores": {
+        ),
+        parameters={**params, "num_boost_round": MAX_ROUNDS,
+                    "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
+                    "best_iteration": booster.best_iteration},
+        metrics=ContractMetrics(holdout=Evaluation(**metrics)),
+        baseline=Baseline(
+            features=baseline_statistics(split.train, features),
+            holdout_scores={
                 "quantiles": {str(q): float(v) for q, v in
                               zip((0.1, 0.25, 0.5, 0.75, 0.9, 0.99),
                                   np.quantile(scores, (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)),
@@ -189,12 +202,12 @@ def train_model(
                 "mean": float(scores.mean()),
                 "sample": baseline_sample(scores),
             },
-        },
-        "feature_importance_gain": dict(
+        ),
+        feature_importance_gain=dict(
             zip(booster.feature_name(),
                 (float(v) for v in booster.feature_importance("gain")), strict=True)
         ),
-        "libraries": _library_versions(),
-    }
+        libraries=_library_versions(),
+    )
     directory = save_artifact(booster, contract, model_dir)
     return TrainResult(directory=directory, contract=contract, booster=booster)

@@ -83,8 +83,7 @@ def _model_ref(row: ModelVersion) -> ModelRef:
 
 
 def _trained_on(row: ModelVersion, ref: str) -> bool:
-    return any(f"{f.get('view')}:{f.get('feature')}" == ref
-               for f in (row.contract or {}).get("features", []))
+    return any(f"{f.view}:{f.feature}" == ref for f in row.contract.features)
 
 
 class Catalog:
@@ -312,8 +311,7 @@ class Catalog:
         if row is None:
             raise CatalogNotFound(f"model {name!r} version {version!r}: {notes['model']}")
         snap = self.snapshot
-        refs = {f["name"]: f"{f.get('view')}:{f.get('feature')}"
-                for f in row.contract.get("features", [])}
+        refs = {f.name: f"{f.view}:{f.feature}" for f in row.contract.features}
         importance = None
         try:
             gains = self.importance(row)

@@ -1,0 +1,155 @@
+"""A model slot: one model version's life in the predictor, beside the request path.
+
+A slot loads a model — pinned to a directory, or the version the registry holds in one stage
+(production today) — verifies it (sha256 as registered, LightGBM text that parses, a contract
+matching the current Feast definitions, a smoke prediction) and hands the request path a
+scorer. When the stage's version changes (noticed by polling, or told by an admin call) the
+new version is loaded and verified in a thread beside the serving one and swapped in with one
+assignment; the old scorer is freed after a grace period. A version that fails verification
+is refused (log line and metric) and the old one keeps serving. Each request takes a slot's
+scorer once, so it is scored by one version throughout.
+
+The request path (``service/predictor.py``) never loads anything: a second model (a shadow or
+a canary) is a second slot following another stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.metrics import Metrics
+from service.scoring import Scorer
+from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
+from skewless.contract import ServiceSpec, contract_differences
+from skewless.registry import Registry, Stage, load_registered
+
+logger = logging.getLogger(__name__)
+RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
+
+
+@dataclass
+class ModelSlot:
+    """One model version at a time: pinned to ``pinned``, or following ``stage`` of the registry.
+
+    ``scorer`` is what the request path reads; ``problem`` says why there is none.
+    """
+
+    spec: ServiceSpec
+    metrics: Metrics
+    registry: Registry | None = None  # None: a pinned model (SKEWLESS_MODEL_PATH)
+    pinned: Path | None = None
+    stage: Stage = Stage.PRODUCTION
+    scorer: Scorer | None = None
+    problem: str | None = None
+    _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
+    _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.feature_service
+
+    @property
+    def version(self) -> str | None:
+        return self.scorer.version if self.scorer else None
+
+    def load(self) -> None:
+        """Load the pinned model or the stage's version, or record why not."""
+        try:
+            if self.registry is None:
+                if self.pinned is None:
+                    raise ArtifactError("no model registry and no SKEWLESS_MODEL_PATH")
+                scorer = self.verified_scorer(load_artifact(self.pinned))
+            else:
+                row = self.registry.in_stage(self.model_name, self.stage)
+                if row is None:
+                    raise ArtifactError(
+                        f"no {self.stage} version of {self.model_name} in the registry "
+                        f"(skewless models promote {self.model_name} VERSION)")
+                scorer = self.verified_scorer(load_registered(row))
+        except ArtifactError as exc:
+            self.scorer, self.problem = None, str(exc)
+            self.metrics.model_loads.labels("refused").inc()
+            logger.error("refusing to serve: %s", exc)
+            return
+        self._install(scorer)
+
+    def verified_scorer(self, artifact: ModelArtifact) -> Scorer:
+        """A scorer for ``artifact`` if its contract matches and a smoke prediction works."""
+        problems = contract_differences(artifact.contract, self.spec)
+        if problems:
+            raise ArtifactError(
+                f"model {artifact.version} does not match feature service "
+                f"{self.spec.feature_service}: " + "; ".join(problems))
+        scorer = Scorer(artifact)  # checks its single-row path against Booster.predict
+        smoke = scorer.predict(scorer.matrix([[None] * len(self.spec.features)]))
+        if len(smoke) != 1 or not math.isfinite(float(smoke[0])) or not 0 <= smoke[0] <= 1:
+            scorer.close()
+            raise ArtifactError(f"model {artifact.version} scored an empty row as {smoke}")
+        return scorer
+
+    async def refresh(self) -> str | None:
+        """Serve the stage's version if it changed; returns the version served.
+
+        Loading and verifying run in a thread beside the serving model; only the final
+        assignment happens on the event loop.
+        """
+        if self.registry is None:
+            return self.version
+        registry = self.registry
+        async with self._swap_lock:
+            current = self.version
+            try:  # the version only (cheap); the full row when it changed
+                version = await asyncio.to_thread(registry.version_in_stage, self.model_name,
+                                                  self.stage)
+                if version is None or version == current or version in self._refused:
+                    return current
+                row = await asyncio.to_thread(registry.get, self.model_name, version)
+            except Exception as exc:  # the database is down: keep serving what we have
+                self.metrics.registry_errors.inc()
+                logger.warning("model registry unavailable: %s", exc)
+                return current
+            started = time.perf_counter()
+            try:
+                scorer = await asyncio.to_thread(
+                    lambda: self.verified_scorer(load_registered(row)))
+            except ArtifactError as exc:
+                self._refused.add(row.version)
+                self.metrics.model_loads.labels("refused").inc()
+                logger.error("refusing %s version %s of %s; still serving %s: %s",
+                             self.stage, row.version, self.model_name, current, exc)
+                return current
+            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            old = self._install(scorer)
+            logger.warning("now serving %s %s (was %s), loaded and verified in %.0f ms",
+                           self.model_name, row.version, current,
+                           (time.perf_counter() - started) * 1e3)
+            if old is not None:
+                asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
+            return row.version
+
+    async def follow(self, poll_seconds: float) -> None:
+        """Poll the registry's stage until cancelled."""
+        while True:
+            await asyncio.sleep(poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # never let the follower die; the next poll tries again
+                logger.exception("following the model registry failed")
+
+    def close(self) -> None:
+        if self.scorer is not None:
+            self.scorer.close()
+
+    def _install(self, scorer: Scorer) -> Scorer | None:
+        """Swap ``scorer`` in (one assignment); returns the one it replaced."""
+        old, self.scorer, self.problem = self.scorer, scorer, None
+        self.metrics.model_loads.labels("loaded").inc()
+        self.metrics.model.info({"version": scorer.version,
+                                 "feature_service": self.spec.feature_service,
+                                 "fingerprint": self.spec.fingerprint})
+        return old

@@ -37,7 +37,7 @@ def test_one_row_per_label_event_known_at_the_cutoff(demo):
 def test_columns_are_id_keys_time_label_then_full_feature_names(demo):
     frame = demo.training_set.frame
     spec = demo.training_set.service
-    features = [f["name"] for f in spec["features"]]
+    features = spec.feature_names
     assert list(frame.columns) == ["transaction_id", "card_id", "merchant_id", "event_timestamp",
                                    "label_timestamp", "is_fraud", *features]
     assert all("__" in name for name in features)
@@ -107,7 +107,7 @@ def test_cutoff_excludes_labels_not_yet_known_and_runs_from_any_directory(demo, 
     path = ts.write(tmp_path / "set.parquet")
     again = TrainingSet.read(path)
     pd.testing.assert_frame_equal(again.frame, ts.frame)
-    assert again.service["fingerprint"] == ts.service["fingerprint"]
+    assert again.service.fingerprint == ts.service.fingerprint
     # `skewless dataset` streams slices to parquet: the same rows, in the same order.
     streamed = tmp_path / "streamed.parquet"
     rows = write_training_set(demo.settings, streamed, cutoff=cutoff, chunk_rows=5_000)

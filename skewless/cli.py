@@ -243,6 +243,7 @@ def skew_check(
     import json
 
     from skewless.embedded_redis import redis_for
+    from skewless.reports.skew import print_skew
     from training.skew import check_online, check_served, save_report
 
     settings = _settings()
@@ -256,40 +257,9 @@ def skew_check(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
-        _print_skew(report)
+        print_skew(report, console)
     if report.mismatches > max_mismatches:
         raise typer.Exit(1)
-
-
-def _print_skew(report, brief: bool = False) -> None:  # type: ignore[no-untyped-def]
-    from rich.table import Table
-
-    what = ("entities of the online store reconciled with the offline latest values"
-            if report.log_dir == "(online store)" else
-            "served rows replayed through the training path")
-    table = Table(title=f"Skew check of {report.feature_service}: {report.rows:,} {what}")
-    for column in ("feature", "checked", "mismatches", "causes"):
-        table.add_column(column)
-    for name, result in report.features.items():
-        if brief and not result.mismatches:
-            continue
-        table.add_row(name, f"{result.checked:,}",
-                      f"[red]{result.mismatches:,}[/]" if result.mismatches else "0",
-                      ", ".join(f"{c} {n}" for c, n in result.causes.most_common()))
-    if table.row_count:
-        console.print(table)
-    for name, result in report.features.items():
-        for example in result.examples[:1]:
-            console.print(f"[red]{name}[/] {example['cause']}: entity {example['entity']}, "
-                          f"served {example['served']!r} "
-                          f"(event time {example.get('served_event_time', '-')}), offline "
-                          f"{example['offline']!r} (event time "
-                          f"{example.get('offline_event_time', '-')}), request "
-                          f"{example['request_id']}", soft_wrap=True)
-    verdict = "[green]no skew[/]" if report.mismatches == 0 else \
-        f"[red]{report.mismatches:,} mismatching values[/]"
-    console.print(f"{verdict} over {report.rows:,} rows (floats within relative "
-                  f"{report.tolerance['relative']:g}, absolute {report.tolerance['absolute']:g})")
 
 
 @app.command()
@@ -313,6 +283,7 @@ def monitor(
     """Drift, data quality and delayed-label performance of the served models, per version."""
     import json
 
+    from skewless.reports.monitor import print_monitor
     from training.monitor import default_window, write_report
     from training.monitor import monitor as run_monitor
     from training.monitor import retrain as run_retrain
@@ -321,51 +292,15 @@ def monitor(
     window = default_window(settings, _parse_time(since, "--since"),
                             _parse_time(until, "--until"))
     report = run_monitor(settings, window, log_dir)
-    if retrain and report["trigger"]["retrain"]:
-        report["retraining"] = run_retrain(settings, report)
+    if retrain and report.trigger.retrain:
+        report.retraining = run_retrain(settings, report)
     json_path, html_path = write_report(report, output or settings.monitor_dir,
                                         settings.feature_service)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, default=str))
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
         return
-    _print_monitor(report)
+    print_monitor(report, console)
     console.print(f"report: {html_path} (JSON: {json_path})")
-
-
-def _print_monitor(report: dict) -> None:  # type: ignore[type-arg]
-    from rich.table import Table
-
-    table = Table(title=f"{report['feature_service']}: {report['rows']:,} predictions served "
-                  f"{report['window']['since'][:16]} to {report['window']['until'][:16]}")
-    table.add_column("version", no_wrap=True)
-    for column in ("rows", "drifted", "score PSI", "labels", "outstanding", "ROC AUC",
-                   "PR AUC"):
-        table.add_column(column, justify="right")
-    table.caption = "* production; drifted features are listed below"
-    for v in report["versions"]:
-        overall = v.get("performance", {}).get("overall", {})
-        ok = overall.get("status") == "ok"
-        table.add_row(
-            v["version"] + (" *" if v["version"] == report["production"] else ""),
-            f"{v['rows']:,}", str(len(v.get("drift", {}).get("drifted", []))),
-            f"{v['prediction_drift']['psi']:.3f}" if "prediction_drift" in v else "—",
-            f"{overall.get('labelled', 0):,}", f"{overall.get('outstanding', 0):,}",
-            f"{overall['roc_auc']:.4f}" if ok else overall.get("status", "—"),
-            f"{overall['pr_auc']:.4f}" if ok else "")
-    console.print(table)
-    for line in report["findings"]:
-        console.print(f"  [yellow]•[/] {line}")
-    trigger = report["trigger"]
-    if not trigger["retrain"]:
-        console.print("[green]nothing calls for retraining[/]"
-                      + (f" ({trigger['note']})" if trigger.get("note") else ""))
-    elif "retraining" not in report:
-        console.print(f"[red]retraining is due[/]: {'; '.join(trigger['reasons'])} "
-                      "(run with --retrain to act on it)")
-    else:
-        done = report["retraining"]
-        console.print(f"retrained ({done['outcome']}): {done['explanation']}; production is "
-                      f"{done['production']}")
 
 
 @app.command()
@@ -411,11 +346,12 @@ def demo(
     run_demo(settings, console, cards=cards, days=days)
     served = run_serving_demo(settings, console)
     # The promise, checked: what was just served, replayed through the training path.
+    from skewless.reports.skew import print_skew
     from training.skew import check_served, save_report
 
     report = check_served(settings, since=served["started_at"])
     save_report(report, settings.skew_report_path)
-    _print_skew(report, brief=True)
+    print_skew(report, console, brief=True)
     # Again, now that features were served: the catalog shows their online missing rates.
     from skewless.embedded_redis import redis_for
     from training.stats import refresh_stats

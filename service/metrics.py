@@ -20,6 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from skewless.files import JsonFiles
+from skewless.reports.monitor import MonitorReport
+from skewless.reports.skew import SkewReport
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5)
@@ -39,13 +41,13 @@ class SkewCollector:
         rows = GaugeMetricFamily("skewless_skew_rows_checked", "Rows in the last skew check")
         checked_at = GaugeMetricFamily("skewless_skew_checked_timestamp_seconds",
                                        "When the last skew check ran")
-        report = self.files.read(self.report_path)
+        report = self.files.read_model(self.report_path, SkewReport)
         if report is None:
             return
-        for feature, result in report.get("features", {}).items():
-            mismatches.add_metric([feature], result["mismatches"])
-        rows.add_metric([], report.get("rows", 0))
-        checked_at.add_metric([], datetime.fromisoformat(report["checked_at"]).timestamp())
+        for feature, result in report.features.items():
+            mismatches.add_metric([feature], result.mismatches)
+        rows.add_metric([], report.rows)
+        checked_at.add_metric([], datetime.fromisoformat(report.checked_at).timestamp())
         yield from (mismatches, rows, checked_at)
 
 
@@ -58,7 +60,7 @@ class MonitorCollector:
         self.files = JsonFiles()
 
     def collect(self) -> Iterator[Metric]:
-        report = self.files.read(self.report_path)
+        report = self.files.read_model(self.report_path, MonitorReport)
         if report is None:
             return
         version = ["model_version"]
@@ -81,28 +83,27 @@ class MonitorCollector:
         outstanding = GaugeMetricFamily("skewless_monitor_labels_outstanding",
                                         "Served predictions still waiting for a label",
                                         labels=version)
-        for v in report.get("versions", []):
-            name = v["version"]
-            for feature, d in v.get("drift", {}).get("features", {}).items():
-                psi.add_metric([name, feature], d["psi"])
-                drifted.add_metric([name, feature], 1.0 if d["drifted"] else 0.0)
-            if "prediction_drift" in v:
-                score_psi.add_metric([name], v["prediction_drift"]["psi"])
-            overall = v.get("performance", {}).get("overall")
-            if overall:
-                labels.add_metric([name], overall["labelled"])
-                outstanding.add_metric([name], overall.get("outstanding", 0))
-                if overall.get("status") == "ok":
-                    auc.add_metric([name], overall["roc_auc"])
-                    pr_auc.add_metric([name], overall["pr_auc"])
+        for v in report.versions:
+            name = v.version
+            for feature, d in (v.drift.features if v.drift is not None else {}).items():
+                psi.add_metric([name, feature], d.psi)
+                drifted.add_metric([name, feature], 1.0 if d.drifted else 0.0)
+            if v.prediction_drift is not None:
+                score_psi.add_metric([name], v.prediction_drift.psi)
+            if v.performance is not None:
+                overall = v.performance.overall
+                labels.add_metric([name], overall.labelled)
+                outstanding.add_metric([name], overall.outstanding or 0)
+                if overall.ok and overall.roc_auc is not None and overall.pr_auc is not None:
+                    auc.add_metric([name], overall.roc_auc)
+                    pr_auc.add_metric([name], overall.pr_auc)
         due = GaugeMetricFamily("skewless_monitor_retrain_due",
                                 "1 when the last monitor run found the retraining policy met "
                                 "and did not retrain")
-        due.add_metric([], 1.0 if report.get("trigger", {}).get("retrain")
-                       and "retraining" not in report else 0.0)
+        due.add_metric([], 1.0 if report.trigger.retrain and report.retraining is None else 0.0)
         ran = GaugeMetricFamily("skewless_monitor_run_timestamp_seconds",
                                 "When the last monitor report was made")
-        ran.add_metric([], datetime.fromisoformat(report["generated_at"]).timestamp())
+        ran.add_metric([], datetime.fromisoformat(report.generated_at).timestamp())
         yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, due, ran)
 
 

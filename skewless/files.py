@@ -6,7 +6,11 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -27,22 +31,32 @@ class JsonFiles:
     None while a file is absent or unreadable."""
 
     def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+        self._cache: dict[tuple[Path, type[BaseModel] | None], tuple[tuple[int, int], Any]] = {}
         self._lock = threading.Lock()
 
     def read(self, path: Path) -> Any:
+        """The document as parsed JSON."""
+        return self._load(path, None)
+
+    def read_model(self, path: Path, model: type[Model]) -> Model | None:
+        """The document as ``model`` (None also while it does not have the model's shape)."""
+        return self._load(path, model)
+
+    def _load(self, path: Path, model: type[BaseModel] | None) -> Any:
         try:
             stat = path.stat()
         except OSError:
             return None
         stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = self._cache.get(path)
+        cached = self._cache.get((path, model))
         if cached and cached[0] == stamp:
             return cached[1]
         try:
             doc = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if model is not None:
+                doc = model.model_validate(doc)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             return None
         with self._lock:
-            self._cache[path] = (stamp, doc)
+            self._cache[(path, model)] = (stamp, doc)
         return doc

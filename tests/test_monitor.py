@@ -28,6 +28,7 @@ from scipy.stats import rankdata
 
 from skewless.embedded_redis import RedisServer
 from skewless.registry import Registry
+from skewless.reports.monitor import MonitorReport, VersionReport
 from tests.debian import ensure_commands
 from tests.drift_world import World, build_world, private_redis, serving
 from tests.service_harness import read_logs, serve_env
@@ -72,7 +73,7 @@ def average_precision(y: np.ndarray, p: np.ndarray) -> float:
 class Run:
     world: World
     redis: RedisServer
-    report: dict
+    report: MonitorReport
     cli: subprocess.CompletedProcess[str]
     saved: dict  # the JSON the CLI wrote
 
@@ -114,24 +115,24 @@ def steady(tmp_path_factory) -> Run:
     run.redis.stop()
 
 
-def _production_entry(report: dict) -> dict:
-    (entry,) = [v for v in report["versions"] if v["version"] == report["production"]]
+def _production_entry(report: MonitorReport) -> VersionReport:
+    (entry,) = [v for v in report.versions if v.version == report.production]
     return entry
 
 
 def test_with_drift_the_drifted_features_are_flagged_and_nothing_else(drifted, steady):
     assert drifted.world.served_rows == steady.world.served_rows > 20_000  # same volume
     entry = _production_entry(drifted.report)
-    assert entry["rows"] == drifted.world.served_rows
-    flagged = set(entry["drift"]["drifted"])
+    assert entry.rows == drifted.world.served_rows
+    flagged = set(entry.drift.drifted)
     assert AMOUNT_DRIVEN <= flagged
     assert not flagged & UNTOUCHED
     for name in flagged:
-        d = entry["drift"]["features"][name]
-        assert d["psi"] >= 0.2 and d["p_value"] < 0.01
-    assert any(f in flagged for f in entry["top_features"])
-    assert drifted.report["trigger"]["retrain"] is True
-    assert any("drifted" in line for line in drifted.report["findings"])
+        d = entry.drift.features[name]
+        assert d.psi >= 0.2 and d.p_value < 0.01
+    assert any(f in flagged for f in entry.top_features)
+    assert drifted.report.trigger.retrain is True
+    assert any("drifted" in line for line in drifted.report.findings)
 
 
 def test_with_drift_the_trigger_retrains_and_promotes_a_better_model(drifted):
@@ -165,13 +166,14 @@ def test_with_drift_the_trigger_retrains_and_promotes_a_better_model(drifted):
 
 def test_without_drift_nothing_is_flagged_and_nothing_is_retrained(steady):
     report = steady.report
-    (entry,) = report["versions"]
-    assert entry["rows"] == steady.world.served_rows
-    assert entry["drift"]["drifted"] == []
-    assert max(d["psi"] for d in entry["drift"]["features"].values()) < 0.1
-    assert entry["prediction_drift"]["drifted"] is False
-    assert report["findings"] == []
-    assert report["trigger"] == {**report["trigger"], "retrain": False, "reasons": []}
+    (entry,) = report.versions
+    assert entry.rows == steady.world.served_rows
+    assert entry.drift.drifted == []
+    assert max(d.psi for d in entry.drift.features.values()) < 0.1
+    assert entry.prediction_drift.drifted is False
+    assert report.findings == []
+    trigger = report.trigger.to_json()
+    assert trigger == {**trigger, "retrain": False, "reasons": []}
     assert "nothing calls for retraining" in steady.cli.stdout
     assert "retraining" not in steady.saved
     registry = Registry.from_settings(steady.world.settings)
@@ -210,48 +212,48 @@ def test_delayed_label_performance_per_version_equals_an_independent_computation
     window = default_window(settings, world.served_from, None)
     report = monitor(settings, window)
     joined = _independent(settings, world.served_from, window.labels_known_at)
-    versions = {v["version"]: v for v in report["versions"]}
+    versions = {v.version: v for v in report.versions}
     new = drifted.saved["retraining"]["candidate"]
     assert set(versions) == {world.production, new} == set(joined["model_version"])
     for version, entry in versions.items():
         mine = joined[joined["model_version"] == version]
         known = mine[mine["is_fraud"].notna()]
         y, p = known["is_fraud"].astype(int).to_numpy(), known["score"].to_numpy()
-        overall = entry["performance"]["overall"]
-        assert overall["status"] == "ok"
-        assert (overall["labelled"], overall["positives"], overall["outstanding"]) == (
+        overall = entry.performance.overall
+        assert overall.status == "ok"
+        assert (overall.labelled, overall.positives, overall.outstanding) == (
             len(known), int(y.sum()), len(mine) - len(known))
-        assert overall["outstanding"] > 0  # the last days' labels are still on their way
-        assert overall["roc_auc"] == pytest.approx(rank_auc(y, p), abs=1e-12)
-        assert overall["pr_auc"] == pytest.approx(average_precision(y, p), abs=1e-12)
+        assert overall.outstanding > 0  # the last days' labels are still on their way
+        assert overall.roc_auc == pytest.approx(rank_auc(y, p), abs=1e-12)
+        assert overall.pr_auc == pytest.approx(average_precision(y, p), abs=1e-12)
         acted = p >= settings.decision_threshold
-        assert overall["precision"] == pytest.approx((y[acted] == 1).mean())
-        assert overall["recall"] == pytest.approx(y[acted].sum() / y.sum())
+        assert overall.precision == pytest.approx((y[acted] == 1).mean())
+        assert overall.recall == pytest.approx(y[acted].sum() / y.sum())
         # Per channel: cells under the minimum count are said to be so, not given a number.
-        cells = entry["performance"]["subgroups"]["channel"]
+        cells = entry.performance.subgroups["channel"]
         assert set(cells) == set(known["channel"])
         for channel, cell in cells.items():
             part = known[known["channel"] == channel]
-            assert cell["labelled"] == len(part)
+            assert cell.labelled == len(part)
             if len(part) < 600:
-                assert cell["status"] == "fewer than 600 labels" and "roc_auc" not in cell
-            elif cell["status"] == "ok":
-                assert cell["roc_auc"] == pytest.approx(
+                assert cell.status == "fewer than 600 labels" and "roc_auc" not in cell.to_json()
+            elif cell.status == "ok":
+                assert cell.roc_auc == pytest.approx(
                     rank_auc(part["is_fraud"].astype(int), part["score"]), abs=1e-12)
         # Daily buckets of the served-at time add up to the whole.
-        buckets = entry["performance"]["buckets"]
-        assert sum(b["labelled"] for b in buckets) == overall["labelled"]
-    assert any(c["status"].startswith("fewer than") for v in versions.values()
-               for c in v["performance"]["subgroups"]["channel"].values())
+        buckets = entry.performance.buckets
+        assert sum(b.labelled for b in buckets) == overall.labelled
+    assert any(c.status.startswith("fewer than") for v in versions.values()
+               for c in v.performance.subgroups["channel"].values())
 
 
 def test_the_report_is_one_self_contained_html_file(drifted):
     html = drifted.world.settings.monitor_report_path.with_suffix(".html").read_text()
-    entry = _production_entry(drifted.saved)
+    entry = _production_entry(MonitorReport.from_json(drifted.saved))
     assert "Retraining is due" in html and "promoted" in html
-    for name in entry["drift"]["drifted"]:
+    for name in entry.drift.drifted:
         assert f"<b>{name}</b>: PSI" in html  # its distribution chart
-    assert html.count("<svg") >= 3 + len(entry["drift"]["drifted"])
+    assert html.count("<svg") >= 3 + len(entry.drift.drifted)
     assert "ROC AUC over time, per model version" in html
     for reference in ("<script", "src=", "href=", "url("):
         assert reference not in html
@@ -287,9 +289,9 @@ def test_psi_and_the_categorical_test_on_known_shares():
     assert psi([0.5, 0.5], [0.6, 0.4]) == pytest.approx(expected)
     drift = categorical_drift({"pos": 70, "online": 20, "kiosk": 10},
                               {"frequencies": {"pos": 0.7, "online": 0.3}})
-    assert drift["categories"]["names"] == ["pos", "online", "(other)"]
-    assert drift["categories"]["serving"] == pytest.approx([0.7, 0.2, 0.1])
-    assert drift["test"] == "chi2" and drift["p_value"] < 1e-6
+    assert drift.categories.names == ["pos", "online", "(other)"]
+    assert drift.categories.serving == pytest.approx([0.7, 0.2, 0.1])
+    assert drift.test == "chi2" and drift.p_value < 1e-6
 
 
 def test_subgroup_bands_and_bad_specs():

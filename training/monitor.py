@@ -22,6 +22,8 @@ most important features drifted, or its ROC AUC below ``retrain_auc_floor`` on a
 ``retrain_min_labels`` labels. :func:`retrain` acts on it: a training set of the last
 ``retrain_window_days`` (point-in-time through Feast, or from the served logs), LightGBM, the
 acceptance gate, promotion, and an audit event that records all of it.
+
+The report's shape, its JSON and its terminal view are in :mod:`skewless.reports.monitor`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,26 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from skewless.contract import FeatureSpec
 from skewless.errors import SkewlessError
 from skewless.files import write_json_atomic, write_text_atomic
+from skewless.reports.monitor import (
+    Bins,
+    CalibrationBin,
+    Categories,
+    Cell,
+    Drift,
+    FeatureDrift,
+    FeatureQuality,
+    MonitorReport,
+    Performance,
+    Policy,
+    Quality,
+    Retraining,
+    SchemaCheck,
+    ScoreDrift,
+    Thresholds,
+    Trigger,
+    VersionReport,
+)
+from skewless.reports.monitor import Window as ReportWindow
 from skewless.settings import Settings
 from training.backfill import accepts
 from training.evaluate import bin_shares, calibration_table
@@ -73,24 +95,23 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def numeric_drift(values: np.ndarray, base: dict[str, Any]) -> dict[str, Any]:
+def numeric_drift(values: np.ndarray, base: dict[str, Any]) -> FeatureDrift:
     """PSI on the baseline's bins, and KS against its sample when it holds one."""
     edges = base["psi_bin_edges"]
     served = bin_shares(values, edges)
-    out: dict[str, Any] = {"kind": "numeric", "psi": psi(base["psi_bin_shares"], served),
-                           "bins": {"edges": edges, "baseline": base["psi_bin_shares"],
-                                    "serving": served}}
+    bins = Bins(edges=edges, baseline=base["psi_bin_shares"], serving=served)
+    drift = psi(base["psi_bin_shares"], served)
     sample = base.get("sample")
     if sample and values.size:
         ks = sps.ks_2samp(values, np.asarray(sample, dtype=float))
-        out.update(test="ks", statistic=float(ks.statistic), p_value=_finite(ks.pvalue))
-    else:
-        out.update(test=None, note="the baseline holds no value sample (trained before "
-                   "monitoring kept one): PSI only")
-    return out
+        return FeatureDrift(kind="numeric", psi=drift, bins=bins, test="ks",
+                            statistic=float(ks.statistic), p_value=_finite(ks.pvalue))
+    return FeatureDrift(kind="numeric", psi=drift, bins=bins, test=None,
+                        note="the baseline holds no value sample (trained before monitoring "
+                        "kept one): PSI only")
 
 
-def categorical_drift(counts: dict[str, int], base: dict[str, Any]) -> dict[str, Any]:
+def categorical_drift(counts: dict[str, int], base: dict[str, Any]) -> FeatureDrift:
     """PSI and a chi-squared test over the baseline's categories (the rest as one)."""
     frequencies: dict[str, float] = base.get("frequencies", {})
     categories = list(frequencies)
@@ -104,19 +125,17 @@ def categorical_drift(counts: dict[str, int], base: dict[str, Any]) -> dict[str,
         observed.append(others)
     total = sum(observed)
     served = [n / total if total else 0.0 for n in observed]
-    out: dict[str, Any] = {"kind": "categorical", "psi": psi(expected, served),
-                           "categories": {"names": categories, "baseline": expected,
-                                          "serving": served}}
-    if total:
-        floor = np.clip(np.asarray(expected), PSI_FLOOR, None)
-        chi = sps.chisquare(observed, floor / floor.sum() * total)
-        out.update(test="chi2", statistic=float(chi.statistic), p_value=_finite(chi.pvalue))
-    else:
-        out.update(test=None)
-    return out
+    shares = Categories(names=categories, baseline=expected, serving=served)
+    drift = psi(expected, served)
+    if not total:
+        return FeatureDrift(kind="categorical", psi=drift, categories=shares, test=None)
+    floor = np.clip(np.asarray(expected), PSI_FLOOR, None)
+    chi = sps.chisquare(observed, floor / floor.sum() * total)
+    return FeatureDrift(kind="categorical", psi=drift, categories=shares, test="chi2",
+                        statistic=float(chi.statistic), p_value=_finite(chi.pvalue))
 
 
-def score_drift(scores: np.ndarray, holdout: dict[str, Any]) -> dict[str, Any]:
+def score_drift(scores: np.ndarray, holdout: dict[str, Any]) -> ScoreDrift:
     """Served scores against the holdout's: PSI on its quantile bins, KS on its sample."""
     quantiles = holdout.get("quantiles", {})
     levels = [q for q in SCORE_LEVELS if str(q) in quantiles]
@@ -133,16 +152,15 @@ def score_drift(scores: np.ndarray, holdout: dict[str, Any]) -> dict[str, Any]:
         previous = level
     shares.append(1.0 - previous)
     served = bin_shares(scores, edges)
-    out: dict[str, Any] = {"psi": psi(shares, served), "served_mean": float(scores.mean()),
-                           "holdout_mean": holdout.get("mean"),
-                           "bins": {"edges": edges, "baseline": shares, "serving": served}}
+    drift = ScoreDrift(psi=psi(shares, served), served_mean=float(scores.mean()),
+                       holdout_mean=holdout.get("mean"),
+                       bins=Bins(edges=edges, baseline=shares, serving=served), test=None)
     sample = holdout.get("sample")
     if sample:
         ks = sps.ks_2samp(scores, np.asarray(sample, dtype=float))
-        out.update(test="ks", statistic=float(ks.statistic), p_value=_finite(ks.pvalue))
-    else:
-        out.update(test=None)
-    return out
+        drift.test = "ks"
+        drift.statistic, drift.p_value = float(ks.statistic), _finite(ks.pvalue)
+    return drift
 
 
 @dataclass(frozen=True)
@@ -153,33 +171,35 @@ class CellPolicy:
 
 
 def performance_cell(y: np.ndarray, p: np.ndarray, policy: CellPolicy,
-                     outstanding: int | None = None) -> dict[str, Any]:
+                     outstanding: int | None = None, start: str | None = None) -> Cell:
     """Metrics of one cell, or why it has none (too few labels or positives, one class)."""
     n, positives = int(y.size), int(y.sum())
     cell: dict[str, Any] = {"labelled": n, "positives": positives}
+    if start is not None:
+        cell["start"] = start
     if outstanding is not None:
         cell["outstanding"] = outstanding
     if n < policy.min_labels:
-        return {**cell, "status": f"fewer than {policy.min_labels} labels"}
+        return Cell(**cell, status=f"fewer than {policy.min_labels} labels")
     if positives < policy.min_positives or positives == n:
-        return {**cell, "status": f"fewer than {policy.min_positives} positives"
-                if positives < policy.min_positives else "a single class"}
+        return Cell(**cell, status=f"fewer than {policy.min_positives} positives"
+                    if positives < policy.min_positives else "a single class")
     acted = p >= policy.threshold
     hits = int((acted & (y == 1)).sum())
     table = calibration_table(y, p)
-    return {
-        **cell, "status": "ok",
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "threshold": policy.threshold,
-        "flagged": int(acted.sum()),
-        "precision": hits / int(acted.sum()) if acted.any() else None,
-        "recall": hits / positives,
-        "expected_calibration_error":
-            sum(r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in table) / n,
-        "mean_score": float(p.mean()), "observed_rate": positives / n,
-        "calibration": table,
-    }
+    return Cell(
+        **cell, status="ok",
+        roc_auc=float(roc_auc_score(y, p)),
+        pr_auc=float(average_precision_score(y, p)),
+        threshold=policy.threshold,
+        flagged=int(acted.sum()),
+        precision=hits / int(acted.sum()) if acted.any() else None,
+        recall=hits / positives,
+        expected_calibration_error=sum(
+            r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in table) / n,
+        mean_score=float(p.mean()), observed_rate=positives / n,
+        calibration=[CalibrationBin.model_validate(r) for r in table],
+    )
 
 
 # Subgroups -----------------------------------------------------------------------------
@@ -279,7 +299,7 @@ def _values(column: pa.ChunkedArray) -> np.ndarray:
 
 def _quality(settings: Settings, name: str, dtype: str, column: pa.ChunkedArray,
              status: pa.ChunkedArray | None, base: dict[str, Any],
-             categories: list[str] | None) -> dict[str, Any]:
+             categories: list[str] | None) -> FeatureQuality:
     rows = len(column)
     nulls = column.null_count
     out: dict[str, Any] = {"dtype": dtype, "rows": rows, "null_rate": nulls / rows if rows else 0.0,
@@ -309,12 +329,11 @@ def _quality(settings: Settings, name: str, dtype: str, column: pa.ChunkedArray,
     if out.get("out_of_range_rate", 0.0) > settings.monitor_out_of_range_tolerance:
         what = "unseen categories" if categories is not None else "outside the training range"
         issues.append(f"{out['out_of_range_rate']:.1%} {what}")
-    out["issues"] = issues
-    return out
+    return FeatureQuality(**out, issues=issues)
 
 
 def _feature_drift(settings: Settings, spec: FeatureSpec, column: pa.ChunkedArray,
-                   base: dict[str, Any]) -> dict[str, Any] | None:
+                   base: dict[str, Any]) -> FeatureDrift | None:
     if spec.is_categorical:
         if "frequencies" not in base:
             return None
@@ -328,33 +347,33 @@ def _feature_drift(settings: Settings, spec: FeatureSpec, column: pa.ChunkedArra
         if not values.size:
             return None
         drift = numeric_drift(values, base)
-    p_value = drift.get("p_value")
-    drift["drifted"] = bool(drift["psi"] >= settings.monitor_psi_threshold
-                            and (drift["test"] is None
-                                 or (p_value is not None and p_value < settings.monitor_p_value)))
+    p_value = drift.p_value
+    drift.drifted = bool(drift.psi >= settings.monitor_psi_threshold
+                         and (drift.test is None
+                              or (p_value is not None and p_value < settings.monitor_p_value)))
     return drift
 
 
-def _version_report(settings: Settings, version: str, served: pa.Table, row: Any) -> dict[str, Any]:
+def _version_report(settings: Settings, version: str, served: pa.Table, row: Any) -> VersionReport:
     stamps = served[LOG_TIMESTAMP]
-    out: dict[str, Any] = {
-        "version": version, "rows": served.num_rows,
-        "served_from": pc.min(stamps).as_py().isoformat(),
-        "served_to": pc.max(stamps).as_py().isoformat(),
-        "registered": row is not None, "stage": row.stage if row is not None else None,
-    }
+    out = VersionReport(
+        version=version, rows=served.num_rows,
+        served_from=pc.min(stamps).as_py().isoformat(),
+        served_to=pc.max(stamps).as_py().isoformat(),
+        registered=row is not None, stage=row.stage if row is not None else None,
+    )
     if row is None:
-        out["note"] = ("not in the registry: no contract or baseline to compare with "
-                       "(served with SKEWLESS_MODEL_PATH?)")
+        out.note = ("not in the registry: no contract or baseline to compare with "
+                    "(served with SKEWLESS_MODEL_PATH?)")
         return out
     contract = row.contract
     baseline = row.baseline or {}
     gain = contract.feature_importance_gain
     total_gain = sum(gain.values()) or 1.0
-    out["top_features"] = sorted(gain, key=lambda f: -gain[f])[:settings.retrain_top_features]
+    out.top_features = sorted(gain, key=lambda f: -gain[f])[:settings.retrain_top_features]
     schema_missing, schema_mistyped = [], []
-    quality: dict[str, Any] = {}
-    drift: dict[str, Any] = {}
+    quality: dict[str, FeatureQuality] = {}
+    drift: dict[str, FeatureDrift] = {}
     for spec in contract.features:
         name, dtype = spec.name, spec.dtype
         if name not in served.column_names:
@@ -372,19 +391,19 @@ def _version_report(settings: Settings, version: str, served: pa.Table, row: Any
             contract.categories.get(name) if spec.is_categorical else None)
         result = _feature_drift(settings, spec, column, base)
         if result is not None:
-            result["importance"] = gain.get(name, 0.0) / total_gain
+            result.importance = gain.get(name, 0.0) / total_gain
             drift[name] = result
-    out["quality"] = {"schema": {"missing": schema_missing, "mistyped": schema_mistyped},
-                      "features": quality}
-    out["drift"] = {"features": drift,
-                    "drifted": sorted((f for f, d in drift.items() if d["drifted"]),
-                                      key=lambda f: -drift[f]["psi"])}
+    out.quality = Quality(schema=SchemaCheck(missing=schema_missing, mistyped=schema_mistyped),
+                          features=quality)
+    out.drift = Drift(features=drift,
+                      drifted=sorted((f for f, d in drift.items() if d.drifted),
+                                     key=lambda f: -drift[f].psi))
     holdout = baseline.get("holdout_scores")
     if holdout and served.num_rows:
         scores = served["score"].to_numpy(zero_copy_only=False).astype(float)
         prediction = score_drift(scores, holdout)
-        prediction["drifted"] = prediction["psi"] >= settings.monitor_psi_threshold
-        out["prediction_drift"] = prediction
+        prediction.drifted = prediction.psi >= settings.monitor_psi_threshold
+        out.prediction_drift = prediction
     return out
 
 
@@ -417,7 +436,7 @@ def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
 
 
 def _performance(settings: Settings, served: pa.Table, window: Window,
-                 subgroups: list[Subgroup]) -> dict[str, dict[str, Any]]:
+                 subgroups: list[Subgroup]) -> dict[str, Performance]:
     """Delayed-label performance per version: overall, per time bucket, per subgroup."""
     id_column = settings.event_id_column
     if id_column not in served.column_names:
@@ -437,31 +456,30 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     buckets = stamps // bucket_us * bucket_us
     groups = {g.name: (g, g.labels(joined[g.column])) for g in present}
     without_id = _without_event_id(served, id_column)
-    out: dict[str, dict[str, Any]] = {}
+    missing = [g.column for g in subgroups if g.column not in served.column_names]
+    out: dict[str, Performance] = {}
     for version in sorted(set(versions.tolist())):
         mine = versions == version
         scored = mine & has_label
         y, p = y_all[scored], p_all[scored]
-        report: dict[str, Any] = {
-            "scored_events": int(mine.sum()),
-            "without_event_id": without_id.get(version, 0),
-            "overall": performance_cell(y, p, policy, int((mine & ~has_label).sum())),
-        }
-        report["buckets"] = [
-            {"start": datetime.fromtimestamp(int(b) / 1e6, UTC).isoformat(),
-             **performance_cell(y_all[scored & (buckets == b)], p_all[scored & (buckets == b)],
-                                policy, int((mine & ~has_label & (buckets == b)).sum()))}
-            for b in np.unique(buckets[mine])]
-        report["subgroups"] = {
-            name: {str(value): performance_cell(y_all[scored & (cells == value)],
-                                                p_all[scored & (cells == value)], policy)
-                   for value in group.ordered(set(cells[scored].tolist()))}
-            for name, (group, cells) in groups.items()}
+        report = Performance(
+            scored_events=int(mine.sum()),
+            without_event_id=without_id.get(version, 0),
+            overall=performance_cell(y, p, policy, int((mine & ~has_label).sum())),
+            buckets=[
+                performance_cell(y_all[scored & (buckets == b)], p_all[scored & (buckets == b)],
+                                 policy, int((mine & ~has_label & (buckets == b)).sum()),
+                                 start=datetime.fromtimestamp(int(b) / 1e6, UTC).isoformat())
+                for b in np.unique(buckets[mine])],
+            subgroups={
+                name: {str(value): performance_cell(y_all[scored & (cells == value)],
+                                                    p_all[scored & (cells == value)], policy)
+                       for value in group.ordered(set(cells[scored].tolist()))}
+                for name, (group, cells) in groups.items()},
+        )
+        if missing:
+            report.subgroups_not_logged = missing
         out[version] = report
-    missing = [g.column for g in subgroups if g.column not in served.column_names]
-    if missing:
-        for report in out.values():
-            report["subgroups_not_logged"] = missing
     return out
 
 
@@ -473,36 +491,36 @@ def _without_event_id(served: pa.Table, id_column: str) -> dict[str, int]:
     return {c["values"]: c["counts"] for c in pc.value_counts(nulls["model_version"]).to_pylist()}
 
 
-def judge(settings: Settings, report: dict[str, Any]) -> dict[str, Any]:
+def judge(settings: Settings, production: str | None, versions: list[VersionReport]) -> Trigger:
     """The retraining policy, applied to the production version's findings."""
-    production = report.get("production")
-    policy = {"psi_threshold": settings.monitor_psi_threshold,
-              "top_features": settings.retrain_top_features,
-              "auc_floor": settings.retrain_auc_floor, "min_labels": settings.retrain_min_labels}
-    entry = next((v for v in report["versions"] if v["version"] == production), None)
+    policy = Policy(psi_threshold=settings.monitor_psi_threshold,
+                    top_features=settings.retrain_top_features,
+                    auc_floor=settings.retrain_auc_floor, min_labels=settings.retrain_min_labels)
+    entry = next((v for v in versions if v.version == production), None)
     if entry is None:
-        return {"retrain": False, "reasons": [], "policy": policy,
-                "note": f"the production version ({production or 'none'}) served nothing in "
-                        "the window"}
+        return Trigger(retrain=False, reasons=[], policy=policy,
+                       note=f"the production version ({production or 'none'}) served nothing "
+                       "in the window")
     reasons = []
-    drifted = set(entry.get("drift", {}).get("drifted", []))
-    top = [f for f in entry.get("top_features", []) if f in drifted]
-    if top:
+    drifted = set(entry.drifted)
+    top = [f for f in entry.top_features or [] if f in drifted]
+    if top and entry.drift is not None:
+        features = entry.drift.features
         reasons.append(f"PSI ≥ {settings.monitor_psi_threshold:g} on top feature"
                        f"{'s' if len(top) > 1 else ''} " + ", ".join(
-                           f"{f} ({entry['drift']['features'][f]['psi']:.3f})" for f in top))
-    overall = entry.get("performance", {}).get("overall", {})
-    if overall.get("status") == "ok" and overall["labelled"] >= settings.retrain_min_labels \
-            and overall["roc_auc"] < settings.retrain_auc_floor:
-        reasons.append(f"ROC AUC {overall['roc_auc']:.4f} < {settings.retrain_auc_floor:g} on "
-                       f"{overall['labelled']:,} labels")
-    return {"retrain": bool(reasons), "reasons": reasons, "policy": policy,
-            "version": production}
+                           f"{f} ({features[f].psi:.3f})" for f in top))
+    overall = entry.performance.overall if entry.performance is not None else None
+    if overall is not None and overall.ok and overall.roc_auc is not None \
+            and overall.labelled >= settings.retrain_min_labels \
+            and overall.roc_auc < settings.retrain_auc_floor:
+        reasons.append(f"ROC AUC {overall.roc_auc:.4f} < {settings.retrain_auc_floor:g} on "
+                       f"{overall.labelled:,} labels")
+    return Trigger(retrain=bool(reasons), reasons=reasons, policy=policy, version=production)
 
 
 def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
-            store: Any = None) -> dict[str, Any]:
-    """Every finding over the window, as one JSON-ready document."""
+            store: Any = None) -> MonitorReport:
+    """Every finding over the window, as one report."""
     from skewless.contract import logging_destination
     from training.dataset import open_store
 
@@ -517,22 +535,7 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
         for f in row.contract.features:
             columns += [f.name, f"{f.name}__status"]
     served = load_served(log_dir, window.since, window.until, columns=columns)
-    report: dict[str, Any] = {
-        "feature_service": settings.feature_service, "log_dir": str(log_dir),
-        "window": {"since": window.since.isoformat(), "until": window.until.isoformat()},
-        "labels_known_at": window.labels_known_at.isoformat(),
-        "generated_at": datetime.now(UTC).isoformat(), "rows": served.num_rows,
-        "production": production,
-        "thresholds": {"psi": settings.monitor_psi_threshold,
-                       "p_value": settings.monitor_p_value,
-                       "decision": settings.decision_threshold,
-                       "min_labels": settings.monitor_min_labels,
-                       "min_positives": settings.monitor_min_positives,
-                       "bucket_hours": settings.monitor_bucket_hours},
-        "versions": [],
-    }
-    if registry_problem:
-        report["registry"] = registry_problem
+    entries: list[VersionReport] = []
     if served.num_rows:
         performance = _performance(settings, served, window, subgroups)
         versions = served["model_version"]
@@ -540,41 +543,57 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
             part = served.filter(pc.equal(versions, version))
             entry = _version_report(settings, version, part, rows.get(version))
             if version in performance:
-                entry["performance"] = performance[version]
-            report["versions"].append(entry)
-    report["findings"] = findings(report)
-    report["trigger"] = judge(settings, report)
+                entry.performance = performance[version]
+            entries.append(entry)
+    report = MonitorReport(
+        feature_service=settings.feature_service, log_dir=str(log_dir),
+        window=ReportWindow(since=window.since.isoformat(), until=window.until.isoformat()),
+        labels_known_at=window.labels_known_at.isoformat(),
+        generated_at=datetime.now(UTC).isoformat(), rows=served.num_rows,
+        production=production,
+        thresholds=Thresholds(psi=settings.monitor_psi_threshold,
+                              p_value=settings.monitor_p_value,
+                              decision=settings.decision_threshold,
+                              min_labels=settings.monitor_min_labels,
+                              min_positives=settings.monitor_min_positives,
+                              bucket_hours=settings.monitor_bucket_hours),
+        versions=entries, findings=findings(entries),
+        trigger=judge(settings, production, entries),
+    )
+    if registry_problem:
+        report.registry = registry_problem
     return report
 
 
-def findings(report: dict[str, Any]) -> list[str]:
+def findings(versions: list[VersionReport]) -> list[str]:
     """What a person should look at, one line each (empty when all is well)."""
     lines = []
-    for v in report["versions"]:
-        name = v["version"]
-        schema = v.get("quality", {}).get("schema", {})
-        if schema.get("missing"):
-            lines.append(f"{name}: features not in the logs: {', '.join(schema['missing'])}")
-        lines += [f"{name}: {m}" for m in schema.get("mistyped", [])]
-        for feature, q in v.get("quality", {}).get("features", {}).items():
-            lines += [f"{name}: {feature}: {issue}" for issue in q["issues"]]
-        for feature in v.get("drift", {}).get("drifted", []):
-            d = v["drift"]["features"][feature]
-            test = (f", {d['test']} p={d['p_value']:.2g}" if d.get("test")
-                    and d.get("p_value") is not None else "")
-            lines.append(f"{name}: {feature} drifted (PSI {d['psi']:.3f}{test})")
-        prediction = v.get("prediction_drift")
-        if prediction and prediction["drifted"]:
-            lines.append(f"{name}: scores drifted from the holdout's (PSI {prediction['psi']:.3f}, "
-                         f"mean {prediction['served_mean']:.4f} vs "
-                         f"{prediction['holdout_mean']:.4f})")
+    for v in versions:
+        name = v.version
+        if v.quality is not None:
+            schema = v.quality.schema_
+            if schema.missing:
+                lines.append(f"{name}: features not in the logs: {', '.join(schema.missing)}")
+            lines += [f"{name}: {m}" for m in schema.mistyped]
+            for feature, q in v.quality.features.items():
+                lines += [f"{name}: {feature}: {issue}" for issue in q.issues]
+        if v.drift is not None:
+            for feature in v.drift.drifted:
+                d = v.drift.features[feature]
+                test = f", {d.test} p={d.p_value:.2g}" if d.test and d.p_value is not None else ""
+                lines.append(f"{name}: {feature} drifted (PSI {d.psi:.3f}{test})")
+        prediction = v.prediction_drift
+        if prediction is not None and prediction.drifted:
+            lines.append(f"{name}: scores drifted from the holdout's (PSI {prediction.psi:.3f}, "
+                         f"mean {prediction.served_mean:.4f} vs "
+                         f"{prediction.holdout_mean:.4f})")
     return lines
 
 
 # Acting on it --------------------------------------------------------------------------
 
 
-def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+def retrain(settings: Settings, report: MonitorReport, now: datetime | None = None) -> Retraining:
     """Build a training set, train, pass the gate, promote; audited whatever the outcome."""
     from skewless.gate import PromotionRefused
     from skewless.registry import Registry
@@ -583,7 +602,7 @@ def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = N
     from training.train import train_model
 
     now = now or datetime.now(UTC)
-    reasons = report["trigger"]["reasons"]
+    reasons = report.trigger.reasons
     since = now - timedelta(days=settings.retrain_window_days)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     path = settings.var_dir / "datasets" / f"{settings.feature_service}-retrain-{stamp}.parquet"
@@ -603,8 +622,7 @@ def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = N
         "training_holdout": {k: getattr(result.holdout, k)
                              for k in ("roc_auc", "pr_auc", "rows", "positives")},
     }
-    registry = Registry.from_settings(settings)
-    try:
+    with Registry.from_settings(settings) as registry:
         row = registry.register(result.directory, actor=ACTOR, reason=why)
         try:
             _, decision = promote(settings, registry, row.name, row.version, ACTOR, why)
@@ -617,14 +635,12 @@ def retrain(settings: Settings, report: dict[str, Any], now: datetime | None = N
         record["production"] = registry.production_version(row.name)
         registry.audit(ACTOR, "retrain", f"{row.name}/{row.version}", record["outcome"],
                        {k: v for k, v in record.items() if k != "gate"})
-    finally:
-        registry.close()
-    return record
+    return Retraining.model_validate(record)
 
 
-def write_report(report: dict[str, Any], directory: Path, name: str) -> tuple[Path, Path]:
+def write_report(report: MonitorReport, directory: Path, name: str) -> tuple[Path, Path]:
     """``<name>.json`` and the self-contained ``<name>.html``, each replaced atomically."""
     from training.monitor_report import render_html
 
-    return (write_json_atomic(directory / f"{name}.json", report),
+    return (write_json_atomic(directory / f"{name}.json", report.to_json()),
             write_text_atomic(directory / f"{name}.html", render_html(report)))

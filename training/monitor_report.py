@@ -8,6 +8,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from skewless.reports.monitor import FeatureDrift, MonitorReport, VersionReport
+
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                    autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989")
@@ -22,18 +24,18 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def psi_bars(drift: dict[str, Any], threshold: float, width: int = 760) -> dict[str, Any]:
+def psi_bars(drift: dict[str, FeatureDrift], threshold: float, width: int = 760) -> dict[str, Any]:
     """Horizontal bars of PSI per feature, largest first, the threshold drawn across."""
-    items = sorted(drift.items(), key=lambda kv: -kv[1]["psi"])
+    items = sorted(drift.items(), key=lambda kv: -kv[1].psi)
     row, left, top = 18, 290, 24
-    peak = max([threshold * 1.25, *(d["psi"] for _, d in items)])
+    peak = max([threshold * 1.25, *(d.psi for _, d in items)])
     plot_w = width - left - 70
     return {
         "width": width, "height": top + len(items) * row + 24, "left": left, "top": top,
         "plot_w": plot_w, "row": row,
         "threshold_x": left + plot_w * threshold / peak, "threshold": f"{threshold:g}",
-        "bars": [{"y": top + i * row, "w": max(plot_w * d["psi"] / peak, 0.5), "label": name,
-                  "value": f"{d['psi']:.3f}", "drifted": d["drifted"]}
+        "bars": [{"y": top + i * row, "w": max(plot_w * d.psi / peak, 0.5), "label": name,
+                  "value": f"{d.psi:.3f}", "drifted": d.drifted}
                  for i, (name, d) in enumerate(items)],
     }
 
@@ -69,23 +71,25 @@ def bin_labels(edges: list[float]) -> list[str]:
             + [f"≥ {_short(edges[-1])}"])
 
 
-def distribution(drift: dict[str, Any]) -> dict[str, Any]:
-    if "categories" in drift:
-        c = drift["categories"]
-        return paired_bars(c["names"], c["baseline"], c["serving"])
-    b = drift["bins"]
-    return paired_bars(bin_labels(b["edges"]), b["baseline"], b["serving"])
+def distribution(drift: FeatureDrift) -> dict[str, Any]:
+    if drift.categories is not None:
+        c = drift.categories
+        return paired_bars(c.names, c.baseline, c.serving)
+    b = drift.bins
+    assert b is not None  # a numeric feature's
+    return paired_bars(bin_labels(b.edges), b.baseline, b.serving)
 
 
-def auc_lines(versions: list[dict[str, Any]], width: int = 760,
+def auc_lines(versions: list[VersionReport], width: int = 760,
               height: int = 260) -> dict[str, Any] | None:
     """ROC AUC per time bucket, one line per model version (cells too small left out)."""
     series = []
     for v in versions:
-        points = [(b["start"], b["roc_auc"]) for b in v.get("performance", {}).get("buckets", [])
-                  if b.get("status") == "ok"]
+        buckets = v.performance.buckets if v.performance is not None else []
+        points = [(b.start or "", b.roc_auc) for b in buckets
+                  if b.ok and b.roc_auc is not None]
         if points:
-            series.append((v["version"], points))
+            series.append((v.version, points))
     if not series:
         return None
     starts = sorted({s for _, points in series for s, _ in points})
@@ -119,20 +123,23 @@ def auc_lines(versions: list[dict[str, Any]], width: int = 760,
     }
 
 
-def render_html(report: dict[str, Any]) -> str:
-    threshold = report["thresholds"]["psi"]
-    charts: dict[str, Any] = {"auc": auc_lines(report["versions"]), "versions": {}}
-    for v in report["versions"]:
-        drift = v.get("drift", {}).get("features", {})
-        if not drift:
+def render_html(report: MonitorReport) -> str:
+    """The page; the template reads the report's JSON document, keys absent where they are
+    absent in the file."""
+    doc = report.to_json()
+    threshold = report.thresholds.psi
+    charts: dict[str, Any] = {"auc": auc_lines(report.versions), "versions": {}}
+    for v, entry in zip(report.versions, doc["versions"], strict=True):
+        if v.drift is None or not v.drift.features:
             continue
-        shown = v["drift"]["drifted"] or sorted(drift, key=lambda f: -drift[f]["psi"])[:3]
-        charts["versions"][v["version"]] = {
+        drift = v.drift.features
+        shown = v.drift.drifted or sorted(drift, key=lambda f: -drift[f].psi)[:3]
+        scores = v.prediction_drift.bins if v.prediction_drift is not None else None
+        charts["versions"][v.version] = {
             "psi": psi_bars(drift, threshold),
-            "distributions": [(f, drift[f], distribution(drift[f])) for f in shown],
-            "scores": (paired_bars(bin_labels(v["prediction_drift"]["bins"]["edges"]),
-                                   v["prediction_drift"]["bins"]["baseline"],
-                                   v["prediction_drift"]["bins"]["serving"])
-                       if "prediction_drift" in v else None),
+            "distributions": [(f, entry["drift"]["features"][f], distribution(drift[f]))
+                              for f in shown],
+            "scores": (paired_bars(bin_labels(scores.edges), scores.baseline, scores.serving)
+                       if scores is not None else None),
         }
-    return _ENV.get_template("monitor.html").render(r=report, charts=charts)
+    return _ENV.get_template("monitor.html").render(r=doc, charts=charts)

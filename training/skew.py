@@ -16,14 +16,13 @@ Every mismatch gets a cause:
   serving model was trained on (the contract's recorded definitions);
 - ``value differs``: none of the above (e.g. a value edited in Redis).
 
-An on-demand output whose inputs mismatched inherits its input's cause.
+An on-demand output whose inputs mismatched inherits its input's cause. The report's shape,
+its JSON and its terminal view are in :mod:`skewless.reports.skew`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from skewless.artifact import read_contract
 from skewless.contract import ServiceSpec, logging_destination, resolve_service
 from skewless.errors import SkewlessError
 from skewless.files import write_json_atomic
+from skewless.reports.skew import FeatureResult, SkewReport
 from skewless.settings import Settings
 from training.dataset import open_store, plan_retrieval, retrieve_in_order
 from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
@@ -51,40 +51,6 @@ VALUE_DIFFERS = "value differs"
 
 class SkewCheckError(SkewlessError):
     """The skew check could not run (no logs, unreadable logs, unknown feature service)."""
-
-
-@dataclass
-class FeatureResult:
-    checked: int = 0
-    mismatches: int = 0
-    causes: Counter[str] = field(default_factory=Counter)
-    examples: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class SkewReport:
-    feature_service: str
-    rows: int
-    since: str | None
-    until: str | None
-    log_dir: str
-    tolerance: dict[str, float]
-    features: dict[str, FeatureResult]
-    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    @property
-    def mismatches(self) -> int:
-        return sum(r.mismatches for r in self.features.values())
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k != "features"}
-        out["mismatches"] = self.mismatches
-        out["features"] = {
-            name: {"checked": r.checked, "mismatches": r.mismatches, "causes": dict(r.causes),
-                   "examples": r.examples}
-            for name, r in self.features.items()
-        }
-        return out
 
 
 def _mismatch_mask(served: pa.ChunkedArray, offline: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -285,7 +251,7 @@ def check_online(settings: Settings, sample: int = 1000) -> SkewReport:
     spec = resolve_service(store, settings.feature_service)
     report = SkewReport(
         feature_service=spec.feature_service, rows=0, since=None, until=None,
-        log_dir="(online store)", tolerance={"relative": REL_TOL, "absolute": ABS_TOL},
+        log_dir=SkewReport.ONLINE_STORE, tolerance={"relative": REL_TOL, "absolute": ABS_TOL},
         features={},
     )
     for view, definition in spec.definitions["views"].items():

@@ -39,6 +39,7 @@ from service.catalog.schemas import (
 from skewless.errors import SkewlessError
 from skewless.files import JsonFiles
 from skewless.registry import ModelVersion, NotFound, Registry, Stage, load_registered
+from skewless.reports.skew import SkewReport
 from skewless.settings import Settings
 
 NOT_REFRESHED = "not yet computed: run `skewless catalog refresh`"
@@ -202,17 +203,17 @@ class Catalog:
         for service in feature.feature_services:
             served = stats.get("serving", {}).get(service, {})
             missing = served.get("features", {}).get(feature.ref)
-            report = self.files.read(self.settings.skew_report_for(service)) or {}
-            skew = report.get("features", {}).get(f"{feature.view}__{feature.name}")
+            report = self.files.read_model(self.settings.skew_report_for(service), SkewReport)
+            skew = report.features.get(f"{feature.view}__{feature.name}") if report else None
             health.append(ServingHealth(
                 feature_service=service,
                 missing=MissingRate(**missing, since=served["since"],
                                     computed_at=stats["computed_at"]) if missing else None,
                 skew=SkewResult(
-                    checked_at=report["checked_at"], checked=skew["checked"],
-                    mismatches=skew["mismatches"], causes=skew.get("causes", {}),
-                    source="online store" if report.get("log_dir") == "(online store)"
-                    else "served logs") if skew else None))
+                    checked_at=datetime.fromisoformat(report.checked_at), checked=skew.checked,
+                    mismatches=skew.mismatches, causes=dict(skew.causes),
+                    source="online store" if report.log_dir == SkewReport.ONLINE_STORE
+                    else "served logs") if report and skew else None))
         return health
 
     def feature(self, view: str, name: str) -> FeatureDetail:

@@ -1,0 +1,35 @@
+"""The ``skewless`` command: one module per command group, gathered here.
+
+Each command imports its work inside its body, so ``skewless --help`` stays fast and no
+import cycle forms between training/ and service/. A group's module holds a ``typer.Typer``
+named ``app``: named for a group (``skewless models ...``), unnamed for top-level commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from skewless.cli import catalog, db, embedded, models, pipeline, quality, serving
+from skewless.cli.common import console
+
+app = typer.Typer(help="Skewless: one feature definition for training and serving.",
+                  no_args_is_help=True, add_completion=False)
+for group in (pipeline, quality, serving, embedded, db, models, catalog):
+    app.add_typer(group.app)
+
+
+def main() -> None:
+    """Entry point: known failures print one clear line and exit 1, not a traceback."""
+    from skewless.errors import SkewlessError
+
+    try:
+        app()
+    except SkewlessError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("feast."):  # e.g. a feature service not applied
+            console.print(f"[red]Feast error:[/] {exc}\n(has `skewless apply` run on this repo?)",
+                          soft_wrap=True)
+            raise SystemExit(1) from None
+        raise

@@ -1,0 +1,142 @@
+"""`skewless models`: the model registry's versions, stages and audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skewless.cli.common import Json, console, load_settings, open_registry
+
+app = typer.Typer(name="models", help="The model registry: versions, stages and their audit.",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model name.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Every registered version, its stage and holdout metric."""
+    import json
+
+    from rich.table import Table
+
+    with open_registry() as registry:
+        rows = [row.summary() for row in registry.versions(name)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="Model registry")
+    for column in ("name", "version", "stage", "holdout ROC AUC", "created", "by"):
+        table.add_column(column)
+    for row in rows:
+        auc = row["metrics"].get("holdout", {}).get("roc_auc")
+        stage = f"[bold green]{row['stage']}[/]" if row["stage"] == "production" else row["stage"]
+        table.add_row(row["name"], row["version"], stage, f"{auc:.4f}" if auc else "-",
+                      row["created_at"][:19], row["created_by"])
+    console.print(table)
+
+
+@app.command("show")
+def models_show(name: str, version: str, as_json: Json = False) -> None:
+    """One version in full: contract, metrics, training window and stage history."""
+    import json
+
+    with open_registry() as registry:
+        details = registry.get(name, version).details()
+    if as_json:
+        typer.echo(json.dumps(details, indent=2, default=str))
+        return
+    console.print(f"[bold]{name} {version}[/] — {details['stage']}; trained by "
+                  f"{details['created_by']} at {details['created_at']}; sha256 {details['sha256']}")
+    console.print(f"artefact {details['artifact_uri']}; {len(details['features'])} features of "
+                  f"{details['feature_service']} (fingerprint {details['fingerprint'][:12]})")
+    for t in details["transitions"]:
+        forced = " [red](forced)[/]" if t["forced"] else ""
+        console.print(f"  {t['at'][:19]} {t['from'] or '-'} → {t['to']} by {t['actor']}"
+                      f"{forced}: {t['reason']}", soft_wrap=True)
+
+
+@app.command("register")
+def models_register(directory: Annotated[Path, typer.Argument(
+        help="A model artefact directory (model.txt + contract.json).")]) -> None:
+    """Register an artefact trained elsewhere as a candidate."""
+    with open_registry() as registry:
+        row = registry.register(directory)
+    console.print(f"registered {row.name} {row.version} as a candidate")
+
+
+@app.command("promote")
+def models_promote(
+    name: str, version: str,
+    force: Annotated[bool, typer.Option(help="Skip the acceptance gate (needs --reason).")]
+    = False,
+    reason: Annotated[str | None, typer.Option(help="Why; stored in the audit.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Promote VERSION to production if it passes the acceptance gate against production."""
+    import json
+
+    from skewless.gate import PromotionRefused
+    from skewless.registry import current_user
+    from training.gate import promote
+
+    settings = load_settings()
+    try:
+        with open_registry(settings) as registry:
+            row, decision = promote(settings, registry, name, version, current_user(), reason,
+                                    force)
+    except PromotionRefused as exc:
+        if as_json:
+            typer.echo(json.dumps({"promoted": False, "error": str(exc), **(
+                exc.decision.evidence() if exc.decision else {})}, indent=2, default=str))
+        else:
+            console.print(f"[red]refused:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"promoted": True, "version": row.version, **(
+            decision.evidence() if decision else {"gate": "skipped (forced)"})},
+            indent=2, default=str))
+    else:
+        how = decision.explain() if decision else f"forced: {reason}"
+        console.print(f"[green]{name} {version} is production[/] — {how}", soft_wrap=True)
+
+
+@app.command("rollback")
+def models_rollback(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "rollback",
+    as_json: Json = False,
+) -> None:
+    """Return production to the version that was production before the current one."""
+    import json
+
+    from skewless.registry import current_user
+
+    with open_registry() as registry:
+        row = registry.rollback(name, current_user(), reason)
+    if as_json:
+        typer.echo(json.dumps({"production": row.version}))
+    else:
+        console.print(f"[green]{name} {row.version} is production again[/]")
+
+
+@app.command("archive")
+def models_archive(
+    name: str, version: str,
+    reason: Annotated[str, typer.Option(help="Why; stored in the audit.")] = "archived",
+    as_json: Json = False,
+) -> None:
+    """Archive a candidate (production is replaced by promote or rollback, never emptied)."""
+    import json
+
+    from skewless.registry import current_user
+
+    with open_registry() as registry:
+        row = registry.archive(name, version, current_user(), reason)
+    if as_json:
+        typer.echo(json.dumps({"archived": row.version}))
+    else:
+        console.print(f"{name} {row.version} archived")

@@ -1,0 +1,180 @@
+"""The pipeline, stage by stage: data, features, the online store, training sets, models,
+backfill scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skewless.cli.common import console, load_settings, open_registry, parse_time
+
+app = typer.Typer()
+
+
+@app.command()
+def generate(
+    cards: Annotated[int | None, typer.Option(help="Number of cards (default 2,000).")] = None,
+    days: Annotated[int, typer.Option(help="Days of history, ending now.")] = 60,
+    scale: Annotated[float | None, typer.Option(
+        help="Multiply the default card count (34.8: 69,600 cards, 10M transactions).")] = None,
+    merchants: Annotated[int | None, typer.Option(help="Merchants (default cards/4).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default SKEWLESS_SEED).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last moment (ISO-8601); default now.")] = None,
+    drift_day: Annotated[int | None, typer.Option(
+        help="Shift amounts, channels and fraud after this day (0-based).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default repo data/raw).")] = None,
+) -> None:
+    """Generate seeded card transactions, delayed fraud labels and the Bayes AUC."""
+    from training.generate import GenerateConfig, scaled_cards, write_generated
+    from training.generate import generate as run
+
+    settings = load_settings()
+    if cards is not None and scale is not None:
+        raise typer.BadParameter("give --cards or --scale, not both", param_hint="--scale")
+    n_cards = cards if cards is not None else scaled_cards(scale or 1.0)
+    if n_cards < 1 or days < 1:
+        raise typer.BadParameter("cards and days must be positive", param_hint="--cards/--days")
+    config = GenerateConfig(
+        cards=n_cards, days=days, merchants=merchants,
+        seed=settings.seed if seed is None else seed, end=parse_time(end, "--end"),
+        drift_day=drift_day, holdout_days=settings.holdout_days,
+    )
+    data = run(config)
+    paths = write_generated(data, out or settings.raw_dir)
+    meta = data.meta
+    console.print(
+        f"[green]generated[/] {meta['transactions']:,} transactions, {meta['cards']:,} cards, "
+        f"{meta['merchants']:,} merchants; fraud rate {meta['fraud_rate']:.2%}; "
+        f"holdout Bayes AUC {meta['holdout']['bayes_auc']}; → {paths['meta'].parent}"
+    )
+
+
+@app.command()
+def features(
+    as_of: Annotated[str | None, typer.Option(help="Last snapshot time (default: last event).")]
+    = None,
+) -> None:
+    """Compute the parquet feature tables from the raw data."""
+    from training.pipeline import PipelinePaths, build_feature_tables
+
+    settings = load_settings()
+    counts = build_feature_tables(PipelinePaths.from_settings(settings),
+                                  as_of=parse_time(as_of, "--as-of"))
+    for name, n in counts.items():
+        console.print(f"[green]{name}[/]: {n:,} rows → {settings.data_dir / (name + '.parquet')}")
+
+
+@app.command()
+def apply() -> None:
+    """`feast apply` on the repo, against the configured or an embedded Redis."""
+    from skewless.embedded_redis import redis_for
+    from skewless.feast_cli import run_feast
+
+    settings = load_settings()
+    with redis_for(settings):
+        console.print(run_feast(settings, "apply").stdout.strip().splitlines()[-1])
+
+
+@app.command()
+def materialize(
+    end: Annotated[str, typer.Option(help="Materialize up to this time.")] = "now",
+) -> None:
+    """`feast materialize-incremental` up to END into the online store."""
+    from skewless.embedded_redis import redis_for
+    from skewless.feast_cli import run_feast
+
+    settings = load_settings()
+    stamp = parse_time(end, "--end")
+    assert stamp is not None
+    with redis_for(settings):
+        run_feast(settings, "materialize-incremental", stamp.strftime("%Y-%m-%dT%H:%M:%S"))
+    console.print(f"[green]materialized[/] up to {stamp.isoformat()}")
+
+
+@app.command()
+def dataset(
+    output: Annotated[Path, typer.Option(help="Where to write the training set (parquet).")],
+    cutoff: Annotated[str, typer.Option(help="Use only labels known by then.")] = "now",
+    from_logs: Annotated[bool, typer.Option(
+        "--from-logs", help="Train on what was served: logged feature vectors joined with "
+        "their labels by event id, instead of point-in-time retrieval.")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="With --from-logs: first served-at time (ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="With --from-logs: last served-at time (ISO-8601).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="With --from-logs: served-feature logs (default: the feature service's "
+        "logging destination).")] = None,
+) -> None:
+    """Build a training set: point-in-time through Feast, or from the served-feature log."""
+    from training.dataset import write_from_logs, write_training_set
+
+    settings = load_settings()
+    stamp = parse_time(cutoff, "--cutoff")
+    if not from_logs:
+        if since or until or log_dir:
+            raise typer.BadParameter("--since, --until and --log-dir need --from-logs",
+                                     param_hint="--from-logs")
+        rows = write_training_set(settings, output, cutoff=stamp)
+        console.print(f"[green]training set[/]: {rows:,} label events → {output}")
+        return
+    counts = write_from_logs(settings, output, stamp, parse_time(since, "--since"),
+                             parse_time(until, "--until"), log_dir)
+    console.print(
+        f"[green]training set from served logs[/]: {counts.rows:,} labelled events → {output}"
+        f"\n  of {counts.logged:,} logged rows: {counts.without_id:,} without "
+        f"{settings.event_id_column}, {counts.repeated:,} repeated scorings (first kept), "
+        f"{counts.unlabelled:,} not labelled yet, {counts.other_definitions:,} served under "
+        "other feature definitions"
+        + (f" (model {', '.join(counts.other_versions)})" if counts.other_versions else ""),
+        soft_wrap=True)
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="A training set written by `skewless dataset`.")],
+) -> None:
+    """Train LightGBM with a time split; save model.txt, its sha256 and the contract."""
+    from training.dataset import TrainingSet
+    from training.train import train_model
+
+    settings = load_settings()
+    if not dataset.is_file():
+        raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
+    training_set = TrainingSet.read(dataset)
+    # Opened before training: fail fast if the database is not migrated.
+    with open_registry(settings) as registry:
+        result = train_model(
+            training_set, settings.model_dir, settings.holdout_days,
+            settings.validation_days, seed=settings.seed,
+            truth_path=settings.resolved_truth_path, dataset_path=dataset,
+        )
+        row = registry.register(result.directory)
+    m = result.holdout
+    bayes = (f" (Bayes {m.bayes_auc:.4f}, ratio {m.auc_to_bayes:.3f})"
+             if m.bayes_auc is not None and m.auc_to_bayes is not None else "")
+    console.print(f"[green]model[/] {row.name} {row.version}: holdout ROC AUC "
+                  f"{m.roc_auc:.4f}{bayes}, PR AUC {m.pr_auc:.4f} → {result.directory}; "
+                  f"registered as a candidate (promote: skewless models promote {row.name} "
+                  f"{row.version})", soft_wrap=True)
+
+
+@app.command()
+def score(
+    input_path: Annotated[Path, typer.Option(
+        "--input", help="Events (parquet): entity keys, request fields, event timestamp, "
+        "optionally the event id.")],
+    output: Annotated[Path, typer.Option(help="Where to write the scores (parquet).")],
+    model: Annotated[Path | None, typer.Option(
+        help="A model artefact directory (default: the latest for the feature service).")]
+    = None,
+) -> None:
+    """Score events for a backfill through the point-in-time path, with the training contract."""
+    from training.backfill import score_events
+
+    settings = load_settings()
+    summary = score_events(settings, input_path, output, model_dir=model)
+    console.print(f"[green]scored[/] {summary.rows:,} events with model {summary.model_version} "
+                  f"in {summary.seconds:.1f} s → {summary.output}", soft_wrap=True)

@@ -1,0 +1,1 @@
+"""The reports training/ writes and service/ reads: each one's shape, JSON and terminal view."""

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from skewless.documents import JsonDocument
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -153,14 +155,10 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
     )
 
 
-class _Document(BaseModel):
-    """A JSON document part: declared keys typed, unknown keys kept (a newer writer's)."""
+class _Document(JsonDocument):
+    """A contract part: declared keys typed, unknown keys kept (a newer writer's)."""
 
     model_config = ConfigDict(extra="allow")
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object as stored (keys never set stay absent, as they were read)."""
-        return self.model_dump(exclude_unset=True)
 
 
 class FeatureContract(_Document):

@@ -11,21 +11,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from rich.console import Console
 
-
-class Part(BaseModel):
-    """A piece of the report whose JSON holds the keys it was given."""
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True, by_alias=True)
-
+from skewless.documents import JsonDocument
 
 # Drift -------------------------------------------------------------------------------------
 
 
-class Bins(Part):
+class Bins(JsonDocument):
     """Shares of the baseline and of serving in the bins ``edges`` make."""
 
     edges: list[float]
@@ -33,7 +27,7 @@ class Bins(Part):
     serving: list[float]
 
 
-class Categories(Part):
+class Categories(JsonDocument):
     """Shares of the baseline and of serving per category (the rest as ``(other)``)."""
 
     names: list[str]
@@ -41,7 +35,7 @@ class Categories(Part):
     serving: list[float]
 
 
-class FeatureDrift(Part):
+class FeatureDrift(JsonDocument):
     """One feature against its training baseline: PSI, and a test when the baseline allows."""
 
     kind: Literal["numeric", "categorical"]
@@ -56,7 +50,7 @@ class FeatureDrift(Part):
     importance: float | None = None  # share of the model's gain
 
 
-class ScoreDrift(Part):
+class ScoreDrift(JsonDocument):
     """Served scores against the holdout's."""
 
     psi: float
@@ -69,7 +63,7 @@ class ScoreDrift(Part):
     drifted: bool = False
 
 
-class Drift(Part):
+class Drift(JsonDocument):
     features: dict[str, FeatureDrift]
     drifted: list[str]  # largest PSI first
 
@@ -77,12 +71,12 @@ class Drift(Part):
 # Data quality ------------------------------------------------------------------------------
 
 
-class SchemaCheck(Part):
+class SchemaCheck(JsonDocument):
     missing: list[str]  # contract features not in the logs
     mistyped: list[str]  # "name: logged type, expected type"
 
 
-class FeatureQuality(Part):
+class FeatureQuality(JsonDocument):
     """One feature's served values against the contract and the training baseline."""
 
     dtype: str
@@ -99,7 +93,7 @@ class FeatureQuality(Part):
     issues: list[str]
 
 
-class Quality(Part):
+class Quality(JsonDocument):
     model_config = ConfigDict(populate_by_name=True)
 
     schema_: SchemaCheck = Field(alias="schema")  # `schema` would shadow a BaseModel method
@@ -109,13 +103,13 @@ class Quality(Part):
 # Delayed-label performance -----------------------------------------------------------------
 
 
-class CalibrationBin(Part):
+class CalibrationBin(JsonDocument):
     count: int
     mean_predicted: float
     observed_rate: float
 
 
-class Cell(Part):
+class Cell(JsonDocument):
     """Metrics of one cell (overall, a time bucket, a subgroup), or ``status`` saying why
     there are none."""
 
@@ -140,7 +134,7 @@ class Cell(Part):
         return self.status == "ok"
 
 
-class Performance(Part):
+class Performance(JsonDocument):
     scored_events: int
     without_event_id: int
     overall: Cell
@@ -152,7 +146,7 @@ class Performance(Part):
 # The report --------------------------------------------------------------------------------
 
 
-class VersionReport(Part):
+class VersionReport(JsonDocument):
     """One model version that served in the window."""
 
     version: str
@@ -173,12 +167,12 @@ class VersionReport(Part):
         return self.drift.drifted if self.drift is not None else []
 
 
-class Window(Part):
+class Window(JsonDocument):
     since: str
     until: str
 
 
-class Thresholds(Part):
+class Thresholds(JsonDocument):
     psi: float
     p_value: float
     decision: float
@@ -187,14 +181,14 @@ class Thresholds(Part):
     bucket_hours: float
 
 
-class Policy(Part):
+class Policy(JsonDocument):
     psi_threshold: float
     top_features: int
     auc_floor: float
     min_labels: int
 
 
-class Trigger(Part):
+class Trigger(JsonDocument):
     """The retraining policy applied to the production version's findings."""
 
     retrain: bool
@@ -204,12 +198,12 @@ class Trigger(Part):
     version: str | None = None  # the version judged
 
 
-class RetrainingWindow(Part):
+class RetrainingWindow(JsonDocument):
     since: str
     cutoff: str
 
 
-class Retraining(Part):
+class Retraining(JsonDocument):
     """What a retraining did: its data, the candidate, the gate's verdict."""
 
     reasons: list[str]
@@ -225,7 +219,7 @@ class Retraining(Part):
     production: str | None = None
 
 
-class MonitorReport(Part):
+class MonitorReport(JsonDocument):
     feature_service: str
     log_dir: str
     window: Window

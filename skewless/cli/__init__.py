@@ -7,15 +7,20 @@ named ``app``: named for a group (``skewless models ...``), unnamed for top-leve
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import typer
 
-from skewless.cli import catalog, db, embedded, models, pipeline, quality, serving
 from skewless.cli.common import console
+
+# The command groups, in the order `skewless --help` lists them: a new group is a module
+# here and its name in this line.
+GROUPS = ("pipeline", "quality", "serving", "embedded", "db", "models", "catalog")
 
 app = typer.Typer(help="Skewless: one feature definition for training and serving.",
                   no_args_is_help=True, add_completion=False)
-for group in (pipeline, quality, serving, embedded, db, models, catalog):
-    app.add_typer(group.app)
+for group in GROUPS:
+    app.add_typer(import_module(f"skewless.cli.{group}").app)
 
 
 def main() -> None:

@@ -15,6 +15,10 @@ service would have read fresh; training and serving use the same widened definit
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +34,11 @@ from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
 from skewless.registry import bootstrap_production
 from skewless.settings import Settings, redis_for_feast
-from tests.conftest import copy_feature_repo
+from tests.support.demo import copy_feature_repo
+from tests.support.service_harness import serve_env
 from training.dataset import build_training_set
 from training.generate import GenerateConfig, generate, write_generated
+from training.monitor import default_window, monitor
 from training.pipeline import PipelinePaths, build_feature_tables
 from training.train import train_model
 
@@ -113,3 +119,38 @@ def serving(settings: Settings) -> Iterator[str]:
 
 def private_redis(root: Path) -> RedisServer:
     return RedisServer(binary=find_redis_server(), data_dir=root).start()
+
+
+@dataclass
+class MonitoredWorld:
+    """A drift world after `skewless monitor --retrain` ran on it (in-process and as the CLI)."""
+
+    world: World
+    redis: RedisServer
+    report: dict
+    cli: subprocess.CompletedProcess[str]
+    saved: dict  # the JSON the CLI wrote
+
+
+def hour_now() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    env = serve_env(world.settings, feature_log_dir=world.settings.feature_log_dir)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("skewless")), "monitor", "--retrain",
+         "--since", world.served_from.isoformat(), *args],
+        env={**os.environ, **env, "FEAST_USAGE": "False"}, capture_output=True, text=True,
+        timeout=600)
+
+
+def build_monitored_world(root: Path, drift: bool) -> MonitoredWorld:
+    """A drift world (with or without the drift) in its own redis-server, then monitored."""
+    redis = private_redis(root / "redis")
+    world = build_world(root, drift, redis, hour_now())
+    report = monitor(world.settings, default_window(world.settings, world.served_from, None))
+    cli = monitor_cli(world)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    saved = json.loads(world.settings.monitor_report_path.read_text())
+    return MonitoredWorld(world, redis, report, cli, saved)

@@ -24,10 +24,15 @@ from typer.testing import CliRunner
 from service.online import OnlinePlan
 from skewless.cli import app as cli
 from skewless.contract import contract_differences, resolve_service
+from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
+from skewless.registry import bootstrap_production
 from skewless.settings import Settings, redis_for_feast
+from tests.support.demo import copy_feature_repo
 from tests.support.service_harness import app_in_thread, read_logs
 from training.dataset import TrainingSet, build_training_set
+from training.generate import GenerateConfig, generate, write_generated
+from training.pipeline import PipelinePaths, build_feature_tables
 from training.skew import (
     EXPIRED,
     MISSING_ONLINE,
@@ -37,19 +42,46 @@ from training.skew import (
     check_online,
     check_served,
 )
+from training.train import train_model
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def live(skew_world):
+def live(tmp_path_factory):
     """Data ending this hour, materialized into a private Redis, a model, the predictor."""
-    world, redis = skew_world
-    settings, cards = world.settings, world.cards
-    events = pd.read_parquet(settings.raw_dir / "transactions.parquet")
+    root = tmp_path_factory.mktemp("skew")
+    redis = RedisServer(binary=find_redis_server(), data_dir=root / "redis",
+                        persist=False).start()
     # Feast points at this module's server while its tests run, the session's afterwards.
-    with redis_for_feast(redis.connection_string), app_in_thread(settings) as url, \
-            httpx.Client(base_url=url, timeout=30) as http:
+    with redis_for_feast(redis.connection_string):
+        yield from _live(root, redis)
+    redis.stop()
+
+
+def _live(root, redis):
+    settings = Settings(repo_path=copy_feature_repo(root / "feature_repo"), var_dir=root / "var",
+                        redis=redis.connection_string, feature_log_flush_seconds=0.2)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    data = generate(GenerateConfig(cards=500, days=35, end=now, holdout_days=7))
+    write_generated(data, settings.raw_dir)
+    paths = PipelinePaths.from_settings(settings)
+    build_feature_tables(paths)
+    # Some cards stopped updating 1.5 and 3 days ago: near and past the 2-day TTL, in the
+    # offline tables and online alike.
+    table = pd.read_parquet(paths.card_activity)
+    cards = table["card_id"].drop_duplicates().sample(60, random_state=1).to_numpy()
+    for group, age in ((cards[:30], 3.0), (cards[30:], 1.5)):
+        table = table[~(table.card_id.isin(group)
+                        & (table.event_timestamp > now - timedelta(days=age)))]
+    table.to_parquet(paths.card_activity, index=False)
+    run_feast(settings, "apply")
+    run_feast(settings, "materialize", paths.earliest_event().strftime("%Y-%m-%dT%H:%M:%S"),
+              now.strftime("%Y-%m-%dT%H:%M:%S"))
+    model = train_model(build_training_set(settings, cutoff=now), settings.model_dir, 7, 7)
+    bootstrap_production(settings, model.directory)
+    events = pd.read_parquet(settings.raw_dir / "transactions.parquet")
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
         yield settings, http, events, redis, cards
 
 

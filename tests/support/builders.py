@@ -1,10 +1,9 @@
-"""Worlds built in child processes while the session's first tests run.
+"""Worlds built side by side in child processes.
 
-A world that no other fixture builds on (the drift worlds, the skew check's world) takes a
-minute or two of generating, training and serving. Its builder starts with the session in a
-spawned child process, two at a time, so it runs beside the tests that come first; the
-fixture that hands the world out waits for it. Each world's redis-server belongs to this
-process, so it outlives the builder.
+The two drift worlds each take a minute or more of generating, training and serving, mostly
+in one process; built one after the other they leave a core idle while the test process
+waits. Here each builder is a spawned child process (two at a time) and the fixture waits for
+both. Each world's redis-server belongs to the test process, so it outlives its builder.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from typing import Any
 
 from skewless.embedded_redis import RedisServer, find_redis_server
 
-BUILDERS = 2  # the machine has 2 cores; the tests in this process use the rest
+BUILDERS = 2  # the machine has 2 cores
 
 
-class Background:
+class Builders:
     def __init__(self, root: Path) -> None:
         self.root = root
         # spawn: a builder starts clean, not as a copy of a process running servers in threads

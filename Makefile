@@ -4,8 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export FEAST_USAGE := False
 
+# Extra test suites (their tests outside tests/): every target named test-NAME in this file.
+# `make test` runs them after the main pytest run, .ci/run side by side. Adding one is one line:
+#   test-faults: install ; $(BIN)/pytest suites/faults ## Fault injection: Redis killed, disk full
+SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean
+.PHONY: help install demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean $(SUITES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -21,8 +26,14 @@ install: $(BIN)/.installed ## Create the venv and install Skewless with its depe
 demo: install ## Run the offline loop end to end (embedded Redis unless SKEWLESS_REDIS is set)
 	$(BIN)/skewless demo
 
-test: lint ## Lint and type-check, then run every test (starts its own redis-server)
-	$(BIN)/pytest
+test: lint ## Lint and type-check, then run every test (starts its own servers)
+	@$(MAKE) --no-print-directory pytest $(SUITES)
+
+pytest: install ## Run the tests under tests/ alone (PYTEST_ARGS="-m 'not slow'" for the quick ones)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+suites: ## List the extra test suites (the test-NAME targets)
+	@echo $(SUITES)
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .

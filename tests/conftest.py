@@ -1,39 +1,36 @@
-"""Fixtures: a private redis-server and a demo-sized Feast repo built once per session.
+"""Session fixtures: a private redis-server and the expensive worlds, each built once.
 
-Every test that needs Feast works on a copy of feature_repo/ in a temporary directory, so
-tests never touch the developer's data, and the repo's absolute source paths point into
-the copy.
+The code that builds the worlds lives in tests/support/: the demo is built in this process
+when a test first needs it, the two drift worlds side by side in child processes
+(tests/support/builders.py). The worlds are shared read-only: a test that changes what one
+holds works on a copy of its settings with its own var dir, or restores the state it relies
+on in its own fixture; the drift worlds belong to the monitor's tests.
+
+Every test whose fixture closure includes one of the worlds is marked ``slow`` here, so no
+test needs to remember the marker.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from skewless.embedded_redis import RedisServer, find_redis_server
-from skewless.feast_cli import run_feast
-from skewless.registry import bootstrap_production
-from skewless.settings import PROJECT_ROOT, Settings, export_for_feast
-from training.dataset import TrainingSet, build_training_set
-from training.generate import GenerateConfig, GeneratedData, generate, write_generated
-from training.pipeline import PipelinePaths, build_feature_tables
-from training.train import TrainResult, train_model
+from skewless.settings import export_for_feast
+from tests.support.builders import Builders
+from tests.support.demo import DemoRepo, build_demo
+from tests.support.drift_world import MonitoredWorld, build_monitored_world
 
-DEMO_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-REPO_FILES = ("feature_store.yaml", ".feastignore", "entities.py", "data_sources.py",
-              "features.py", "on_demand.py", "feature_services.py")
+# Fixtures that build a data set and train a model (minutes each).
+WORLDS = frozenset({"demo", "drifted", "steady"})
 
 
-def copy_feature_repo(target: Path) -> Path:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in REPO_FILES:
-        shutil.copy(PROJECT_ROOT / "feature_repo" / name, target / name)
-    return target
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if WORLDS.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -46,36 +43,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@dataclass
-class DemoRepo:
-    settings: Settings
-    data: GeneratedData
-    paths: PipelinePaths
-    training_set: TrainingSet
-    model: TrainResult
-    cutoff: datetime
-
-    def store(self):
-        from feast import FeatureStore
-
-        return FeatureStore(repo_path=str(self.settings.repo_path))
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> DemoRepo:
+    """The demo data set, run through the whole offline spine once (Redis not materialized:
+    tests that read online values materialize what they need)."""
+    return build_demo(tmp_path_factory.mktemp("demo"), redis_server)
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> DemoRepo:
-    """The demo data set, run through the whole offline spine once."""
-    root = tmp_path_factory.mktemp("demo")
-    settings = Settings(
-        repo_path=copy_feature_repo(root / "feature_repo"), var_dir=root / "var",
-        redis=redis_server.connection_string,
-    )
-    data = generate(GenerateConfig(end=DEMO_END, holdout_days=settings.holdout_days))
-    write_generated(data, settings.raw_dir)
-    paths = PipelinePaths.from_settings(settings)
-    build_feature_tables(paths)
-    run_feast(settings, "apply")
-    ts = build_training_set(settings, cutoff=DEMO_END)
-    model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
-                        truth_path=settings.resolved_truth_path)
-    bootstrap_production(settings, model.directory)  # the predictor serves production
-    return DemoRepo(settings, data, paths, ts, model, DEMO_END)
+def drift_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builders]:
+    """The world with drift and the one without, built side by side in child processes."""
+    worlds = Builders(tmp_path_factory.mktemp("drift"))
+    worlds.start("drift-on", build_monitored_world, True)
+    worlds.start("drift-off", build_monitored_world, False)
+    yield worlds
+    worlds.close()
+
+
+@pytest.fixture(scope="session")
+def drifted(drift_worlds: Builders) -> MonitoredWorld:
+    """The drift scenario (drift from day 85 of 110), served, monitored and retrained. The
+    monitor's delayed-label test serves it again (its logs grow), after the tests that count
+    the first serving's rows."""
+    return drift_worlds.world("drift-on")[0]
+
+
+@pytest.fixture(scope="session")
+def steady(drift_worlds: Builders) -> MonitoredWorld:
+    """The same world without the drift: nothing to flag, nothing retrained."""
+    return drift_worlds.world("drift-off")[0]

@@ -22,7 +22,7 @@ from skewless.cli import app as cli
 from skewless.db import Base, downgrade, make_engine, schema_problem, upgrade
 from skewless.gate import PromotionRefused
 from skewless.registry import Conflict, Registry, RegistryError
-from tests.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster
 from training.dataset import TrainingSet
 from training.gate import promote
 from training.train import train_model
@@ -156,7 +156,6 @@ def test_two_concurrent_promotions_leave_exactly_one_production(registry, tmp_pa
         production = winners[0]
 
 
-@pytest.mark.slow
 def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path):
     settings = demo.settings.model_copy(update={"var_dir": tmp_path / "var"})
     upgrade(settings.resolved_database_url)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DEMO_END
+from tests.support.demo import DEMO_END
 from training.generate import GenerateConfig, generate, write_generated
 from training.pipeline import PipelinePaths, build_feature_tables
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from skewless.embedded_redis import RedisServer, find_redis_server
-from tests.service_harness import ROW, ServeProcess, read_logs, serve_env
+from tests.support.service_harness import ROW, ServeProcess, read_logs, serve_env
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = pytest.mark.redis
 
 
 def test_redis_outage_answers_503_fast_and_service_resumes(demo, tmp_path):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from service.logbook import LoggedRow, LogLayout, write_log_files
-from tests.service_harness import read_logs
+from tests.support.service_harness import read_logs
 
 
 def layout() -> LogLayout:

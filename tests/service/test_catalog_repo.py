@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -109,10 +111,10 @@ def shops(tmp_path):
 
 
 def skewless(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "FEAST_USAGE": "False",
+    env = {"PATH": "/usr/bin:/bin", "FEAST_USAGE": "False", "PYTHONPATH": str(PROJECT_ROOT),
            "SKEWLESS_REPO_PATH": str(settings.repo_path), "SKEWLESS_VAR_DIR": str(settings.var_dir),
            "SKEWLESS_FEATURE_SERVICE": settings.feature_service}
-    return subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "skewless"), *args],
+    return subprocess.run([str(Path(sys.executable).with_name("skewless")), *args],
                           capture_output=True, text=True, env=env, cwd=settings.var_dir.parent,
                           timeout=180)
 

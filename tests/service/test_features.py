@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from service.online import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, STATUS_NAMES
-from tests.service_harness import app_in_thread
+from tests.support.service_harness import app_in_thread
 from training.train import to_matrix
 
 pytestmark = pytest.mark.redis

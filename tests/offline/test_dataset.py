@@ -12,7 +12,7 @@ import pytest
 from skewless.contract import resolve_service
 from skewless.feast_cli import run_feast
 from skewless.settings import Settings
-from tests.conftest import copy_feature_repo
+from tests.support.demo import copy_feature_repo
 from training.dataset import TrainingSet, build_training_set, write_training_set
 
 BATCH_VIEWS = {"card_activity": "card_id", "card_profile": "card_id", "merchant_stats": "merchant_id"}

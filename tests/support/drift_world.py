@@ -15,6 +15,10 @@ service would have read fresh; training and serving use the same widened definit
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,13 +30,15 @@ import pandas as pd
 from feast import FeatureStore
 
 from service.app import create_app, serve_in_thread
-from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
 from skewless.registry import bootstrap_production
+from skewless.reports.monitor import MonitorReport
 from skewless.settings import Settings, redis_for_feast
-from tests.conftest import copy_feature_repo
+from tests.support.demo import copy_feature_repo
+from tests.support.service_harness import serve_env
 from training.dataset import build_training_set
 from training.generate import GenerateConfig, generate, write_generated
+from training.monitor import default_window, monitor
 from training.pipeline import PipelinePaths, build_feature_tables
 from training.train import train_model
 
@@ -53,14 +59,14 @@ class World:
     served_rows: int
 
 
-def build_world(root: Path, drift: bool, redis: RedisServer, now: datetime) -> World:
+def build_world(root: Path, drift: bool, redis: str, now: datetime) -> World:
     repo = copy_feature_repo(root / "feature_repo")
     views = repo / "features.py"
     ttl = "ttl=timedelta(days=2)"
     assert views.read_text().count(ttl) == 2
     views.write_text(views.read_text().replace(ttl, f"ttl=timedelta(days={SERVED_DAYS + 2})"))
     settings = Settings(repo_path=repo,
-                        var_dir=root / "var", redis=redis.connection_string,
+                        var_dir=root / "var", redis=redis,
                         feature_log_dir=root / "feature_logs", feature_log_flush_seconds=0.2)
     data = generate(GenerateConfig(cards=CARDS, days=DAYS, end=now,
                                    drift_day=DRIFT_DAY if drift else None,
@@ -83,12 +89,12 @@ def build_world(root: Path, drift: bool, redis: RedisServer, now: datetime) -> W
     fields = ["transaction_id", "card_id", "merchant_id", "amount", "channel", "local_hour"]
     stamps = data.transactions["event_timestamp"]
     served = 0
-    with redis_for_feast(redis.connection_string):
+    with redis_for_feast(redis):
         store = FeatureStore(repo_path=str(settings.repo_path))
     with serving(settings) as url, httpx.Client(base_url=url, timeout=120) as http:
         for day_from, day_to in zip(served_days, served_days[1:], strict=False):
             if day_from != served_days[0]:
-                with redis_for_feast(redis.connection_string):
+                with redis_for_feast(redis):
                     store.materialize(day_from - timedelta(days=1), day_from)
             events = data.transactions[(stamps >= pd.Timestamp(day_from))
                                        & (stamps < pd.Timestamp(day_to))]
@@ -111,5 +117,35 @@ def serving(settings: Settings) -> Iterator[str]:
         yield url
 
 
-def private_redis(root: Path) -> RedisServer:
-    return RedisServer(binary=find_redis_server(), data_dir=root).start()
+@dataclass
+class MonitoredWorld:
+    """A drift world after `skewless monitor --retrain` ran on it (in-process and as the CLI)."""
+
+    world: World
+    report: MonitorReport
+    cli: subprocess.CompletedProcess[str]
+    saved: dict  # the JSON the CLI wrote
+
+
+def hour_now() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    env = serve_env(world.settings, feature_log_dir=world.settings.feature_log_dir)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("skewless")), "monitor", "--retrain",
+         "--since", world.served_from.isoformat(), *args],
+        env={**os.environ, **env, "FEAST_USAGE": "False"}, capture_output=True, text=True,
+        timeout=600)
+
+
+def build_monitored_world(root: Path, redis: str, drift: bool) -> MonitoredWorld:
+    """A drift world (with or without the drift) in the redis-server at ``redis``, then
+    monitored."""
+    world = build_world(root, drift, redis, hour_now())
+    report = monitor(world.settings, default_window(world.settings, world.served_from, None))
+    cli = monitor_cli(world)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    saved = json.loads(world.settings.monitor_report_path.read_text())
+    return MonitoredWorld(world, report, cli, saved)

@@ -14,8 +14,8 @@ import yaml
 
 from skewless.embedded_redis import free_port
 from skewless.settings import PROJECT_ROOT
-from tests.debian import ensure_commands
-from tests.service_harness import ROW, app_in_thread
+from tests.support.debian import ensure_commands
+from tests.support.service_harness import ROW, app_in_thread
 
 pytestmark = pytest.mark.redis
 

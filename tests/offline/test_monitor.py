@@ -12,12 +12,8 @@ computation over the logged rows and the label file.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import httpx
 import numpy as np
@@ -26,12 +22,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import rankdata
 
-from skewless.embedded_redis import RedisServer
 from skewless.registry import Registry
 from skewless.reports.monitor import MonitorReport, VersionReport
-from tests.debian import ensure_commands
-from tests.drift_world import World, build_world, private_redis, serving
-from tests.service_harness import read_logs, serve_env
+from tests.support.debian import ensure_commands
+from tests.support.drift_world import serving
+from tests.support.service_harness import read_logs
 from training.monitor import (
     MonitorError,
     Subgroup,
@@ -41,7 +36,7 @@ from training.monitor import (
     psi,
 )
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = pytest.mark.redis
 NAME = "fraud_model_v1"
 # Shifted by the drift (amounts × 1.5): every amount aggregate of the card and the merchant.
 AMOUNT_DRIVEN = {"card_activity__amount_mean_7d", "card_activity__amount_mean_28d",
@@ -67,52 +62,6 @@ def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     tp, flagged = by["sum"].cumsum(), by["count"].cumsum()
     recall = tp / tp.iloc[-1]
     return float(((recall - recall.shift(fill_value=0)) * tp / flagged).sum())
-
-
-@dataclass
-class Run:
-    world: World
-    redis: RedisServer
-    report: MonitorReport
-    cli: subprocess.CompletedProcess[str]
-    saved: dict  # the JSON the CLI wrote
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    env = serve_env(world.settings, feature_log_dir=world.settings.feature_log_dir)
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("skewless")), "monitor", "--retrain",
-         "--since", world.served_from.isoformat(), *args],
-        env={**os.environ, **env, "FEAST_USAGE": "False"}, capture_output=True, text=True,
-        timeout=600)
-
-
-def _run(root: Path, drift: bool) -> Run:
-    redis = private_redis(root / "redis")
-    world = build_world(root, drift, redis, _now())
-    report = monitor(world.settings, default_window(world.settings, world.served_from, None))
-    cli = _monitor_cli(world)
-    assert cli.returncode == 0, cli.stdout + cli.stderr
-    saved = json.loads(world.settings.monitor_report_path.read_text())
-    return Run(world, redis, report, cli, saved)
-
-
-@pytest.fixture(scope="module")
-def drifted(tmp_path_factory) -> Run:
-    run = _run(tmp_path_factory.mktemp("drift-on"), drift=True)
-    yield run
-    run.redis.stop()
-
-
-@pytest.fixture(scope="module")
-def steady(tmp_path_factory) -> Run:
-    run = _run(tmp_path_factory.mktemp("drift-off"), drift=False)
-    yield run
-    run.redis.stop()
 
 
 def _production_entry(report: MonitorReport) -> VersionReport:

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.service_harness import ROW, app_in_thread, read_logs
+from tests.support.service_harness import ROW, app_in_thread, read_logs
 
 pytestmark = pytest.mark.redis
 

@@ -20,10 +20,10 @@ from service.app import create_app
 from skewless.errors import SkewlessError
 from skewless.registry import Registry, bootstrap_production
 from skewless.settings import Settings
-from tests.service_harness import ROW, ServeProcess, read_logs, serve_env
+from tests.support.service_harness import ROW, ServeProcess, read_logs, serve_env
 from training.train import train_model
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = pytest.mark.redis
 TOKEN = "test-admin-token-0123456789"
 NAME = "fraud_model_v1"
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import DEMO_END
+from tests.support.demo import DEMO_END
 from training.generate import GenerateConfig, generate, scaled_cards, write_generated
 
 SMALL = GenerateConfig(cards=300, days=30, end=DEMO_END)

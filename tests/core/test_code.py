@@ -145,6 +145,23 @@ def test_cli_train_names_a_missing_dataset(tmp_path):
     assert "--dataset" in result.output
 
 
+@pytest.mark.parametrize(("folder", "forbidden"), [
+    ("service", ("training",)),
+    ("training", ("service",)),
+    ("skewless", ("training", "service")),
+])
+def test_imports_point_one_way(folder, forbidden):
+    """service → skewless ← training; only the CLI (the top of the house) imports both."""
+    pattern = re.compile(rf"^\s*(from|import) ({'|'.join(forbidden)})\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(PROJECT_ROOT))
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        if not path.is_relative_to(PROJECT_ROOT / "skewless" / "cli")
+        and pattern.search(path.read_text())
+    ]
+    assert offenders == []
+
+
 def test_no_pickle_on_any_load_path():
     offenders = [
         str(p.relative_to(PROJECT_ROOT))

@@ -27,9 +27,9 @@ from skewless.contract import ModelContract, contract_differences, resolve_servi
 from skewless.embedded_redis import RedisServer, find_redis_server
 from skewless.feast_cli import run_feast
 from skewless.registry import bootstrap_production
-from skewless.settings import Settings, export_for_feast
-from tests.conftest import copy_feature_repo
-from tests.service_harness import app_in_thread, read_logs
+from skewless.settings import Settings, redis_for_feast
+from tests.support.demo import copy_feature_repo
+from tests.support.service_harness import app_in_thread, read_logs
 from training.dataset import TrainingSet, build_training_set
 from training.generate import GenerateConfig, generate, write_generated
 from training.pipeline import PipelinePaths, build_feature_tables
@@ -53,9 +53,15 @@ def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("skew")
     redis = RedisServer(binary=find_redis_server(), data_dir=root / "redis",
                         persist=False).start()
+    # Feast points at this module's server while its tests run, the session's afterwards.
+    with redis_for_feast(redis.connection_string):
+        yield from _live(root, redis)
+    redis.stop()
+
+
+def _live(root, redis):
     settings = Settings(repo_path=copy_feature_repo(root / "feature_repo"), var_dir=root / "var",
                         redis=redis.connection_string, feature_log_flush_seconds=0.2)
-    export_for_feast(redis.connection_string)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     data = generate(GenerateConfig(cards=500, days=35, end=now, holdout_days=7))
     write_generated(data, settings.raw_dir)
@@ -77,7 +83,6 @@ def live(tmp_path_factory):
     events = pd.read_parquet(settings.raw_dir / "transactions.parquet")
     with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
         yield settings, http, events, redis, cards
-    redis.stop()
 
 
 def predict(http, rows: list[dict]) -> datetime:

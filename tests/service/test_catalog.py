@@ -19,7 +19,7 @@ import pytest
 
 from skewless.feast_cli import run_feast
 from skewless.registry import Registry
-from tests.service_harness import app_in_thread, read_logs
+from tests.support.service_harness import app_in_thread, read_logs
 from training.skew import check_served, save_report
 from training.stats import refresh_stats
 
@@ -31,13 +31,14 @@ UNKNOWN_CARD = 987_654_321
 
 
 @pytest.fixture(scope="module")
-def catalog(demo, tmp_path_factory):
+def catalog(demo, redis_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog")
     # Its own var dir (statistics, skew report) over the demo's registry database.
     settings = demo.settings.model_copy(update={
         "var_dir": root / "var", "database_url": demo.settings.resolved_database_url,
         "feature_log_dir": root / "served",
     })
+    redis_server.client().flushall()  # whatever earlier modules wrote to the shared server
     run_feast(settings, "materialize", "2015-01-01T00:00:00",
               demo.cutoff.strftime("%Y-%m-%dT%H:%M:%S"))
     events = demo.data.transactions.tail(120)
@@ -344,7 +345,7 @@ def test_a_person_finds_a_feature_and_trusts_it_in_a_real_browser(catalog, demo,
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.browser import headless_chromium
+    from tests.support.browser import headless_chromium
 
     view, name = FEATURE
     version = demo.model.contract.version

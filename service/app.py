@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.admin import AdminAuditMiddleware
@@ -84,12 +86,29 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+MAX_REPORTED_ERRORS = 10  # a 422 names at most this many problems
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Known errors answer with their own status and detail; anything else is a generic 500."""
+    """Known errors answer with their own status and detail; anything else is a generic 500.
+
+    A 422 lists the first :data:`MAX_REPORTED_ERRORS` problems (type, field, message) and how
+    many there were, never the values sent: a large malformed body gets a small answer.
+    """
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        shown = [{key: error[key] for key in ("type", "loc", "msg") if key in error}
+                 for error in errors[:MAX_REPORTED_ERRORS]]
+        body: dict[str, Any] = {"detail": jsonable_encoder(shown)}
+        if len(errors) > len(shown):
+            body["error_count"] = len(errors)
+        return JSONResponse(body, 422)
 
     @app.exception_handler(SkewlessError)
     async def known_error(request: Request, exc: SkewlessError) -> JSONResponse:
-        if exc.status_code == 500:  # ours, not the caller's: the log has the details
+        if exc.status_code is None:  # not meant for the caller: the log has the details
             return await internal_error(request, exc)
         return JSONResponse({"detail": exc.detail()}, exc.status_code)
 
@@ -154,7 +173,8 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.registry = registry
     app.state.promote = promote
-    app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column))
+    app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column,
+                                    settings.max_string_length))
     app.include_router(health_router)
     app.include_router(admin_router)
     install_catalog(app, Catalog.open(settings, registry))

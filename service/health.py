@@ -33,9 +33,17 @@ async def read_readiness(request: Request) -> JSONResponse:
         problems.append(redis_problem)
     book = predictor.logbook
     checks["feature_log"] = {"buffered_rows": book.depth, "capacity": book.capacity,
-                             "rows_written": book.rows_written, "last_error": book.last_error}
+                             "rows_written": book.rows_written,
+                             "rows_dead_lettered": book.rows_dead_lettered,
+                             "last_error": book.last_error}
     if book.depth >= book.capacity:
         problems.append(f"feature log buffer full ({book.depth} rows not yet written)")
+    waited = book.stalled()
+    if waited is not None:
+        problems.append(
+            f"feature log writer stalled: {book.depth} rows waiting, none written for "
+            f"{waited:.1f} s (flush interval {book.flush_seconds:g} s"
+            + (f"; last error: {book.last_error}" if book.last_error else "") + ")")
     if problems:
         return JSONResponse({"detail": "not ready: " + "; ".join(problems), **checks}, 503)
     return JSONResponse({"status": "ready", **checks})

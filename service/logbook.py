@@ -16,6 +16,13 @@ is only accepted when its rows fit; otherwise it is refused with 503 before any 
 done, so every accepted prediction is logged and none is dropped silently. A failed write
 keeps its batches and is retried with backoff; on shutdown whatever the destination still
 refuses is written to a fallback directory.
+
+A row the schema cannot hold never blocks the writer: when a conversion fails, the rows are
+split until the ones that fail are found; those go to a dead-letter file (JSON lines, each
+with its error) and a counter, the rest are written as usual. So the rows written plus the
+rows dead-lettered are exactly the predictions answered 2xx. A writer that has rows waiting
+and has not written for longer than :attr:`LogBook.stall_seconds` is reported stalled (and
+``/readyz`` says so).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import io
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +156,43 @@ def write_log_files(directory: Path, schema: pa.Schema,
     return written
 
 
+def convert_or_reject(layout: LogLayout, rows: Sequence[LoggedRow],
+                      ) -> tuple[list[pa.RecordBatch], list[tuple[LoggedRow, str]]]:
+    """Record batches of the rows the schema holds, and each row it cannot with its error.
+
+    One conversion when every row converts; otherwise halves, recursively, so k bad rows
+    among n cost about k·log2(n) conversions.
+    """
+    try:
+        return [layout.to_batch(rows)], []
+    except Exception as exc:  # whatever the row holds, the writer must go on
+        if len(rows) == 1:
+            return [], [(rows[0], f"{type(exc).__name__}: {exc}")]
+    middle = len(rows) // 2
+    first, first_bad = convert_or_reject(layout, rows[:middle])
+    second, second_bad = convert_or_reject(layout, rows[middle:])
+    return first + second, first_bad + second_bad
+
+
+def write_dead_letters(directory: Path, rejected: Sequence[tuple[LoggedRow, str]]) -> Path:
+    """Append rejected rows with their errors as JSON lines to the day's dead-letter file.
+
+    JSON escapes what Arrow refuses (a lone surrogate becomes ``\\ud800``; an integer of any
+    size is a number), so every row can be kept and read back.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{datetime.now(UTC):%Y-%m-%d}.jsonl"
+    lines = "".join(
+        json.dumps({"error": error, "at": datetime.now(UTC).isoformat(), "row": row._asdict()},
+                   default=repr) + "\n"
+        for row, error in rejected)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
 class LogBufferFull(Exception):
     """The log buffer has no room for a prediction; it must be refused, not dropped."""
 
@@ -164,8 +209,10 @@ class LogBook:
         flush_rows: int,
         flush_seconds: float,
         fallback_directory: Path,
+        dead_letter_directory: Path | None = None,
         on_written: Callable[[int, float], None] = lambda rows, seconds: None,
         on_error: Callable[[BaseException], None] = lambda exc: None,
+        on_dead_letter: Callable[[int], None] = lambda rows: None,
     ) -> None:
         self.directory = directory
         self.layout = layout
@@ -173,12 +220,16 @@ class LogBook:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.fallback_directory = fallback_directory
+        self.dead_letter_directory = dead_letter_directory or fallback_directory / "dead-letter"
         self._on_written = on_written
         self._on_error = on_error
+        self._on_dead_letter = on_dead_letter
         self._rows: list[LoggedRow] = []
         self._converting = 0
         self._batches: list[pa.RecordBatch] = []
         self._batched_rows = 0
+        self._rejected: list[tuple[LoggedRow, str]] = []  # not yet in the dead-letter file
+        self._waiting_since: float | None = None  # monotonic time the oldest waiting row came
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -186,12 +237,26 @@ class LogBook:
         # holds only this thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-log")
         self.rows_written = 0
+        self.rows_dead_lettered = 0
         self.last_error: str | None = None
 
     @property
     def depth(self) -> int:
         """Accepted rows not yet on disk."""
-        return len(self._rows) + self._converting + self._batched_rows
+        return len(self._rows) + self._converting + self._batched_rows + len(self._rejected)
+
+    @property
+    def stall_seconds(self) -> float:
+        """How long rows may wait without a write before the writer counts as stalled: the
+        flush interval, and as long again for the write itself."""
+        return 2 * self.flush_seconds + 1.0
+
+    def stalled(self) -> float | None:
+        """Seconds the oldest waiting row has waited, when that is past :attr:`stall_seconds`."""
+        if self._waiting_since is None or not self.depth:
+            return None
+        waited = time.monotonic() - self._waiting_since
+        return waited if waited > self.stall_seconds else None
 
     def reserve(self, n: int) -> None:
         """Raise LogBufferFull unless n more rows fit; call before doing the work."""
@@ -202,6 +267,8 @@ class LogBook:
             )
 
     def append(self, rows: Sequence[LoggedRow]) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         self._rows.extend(rows)
         if len(self._rows) + self._batched_rows >= self.flush_rows:
             self._wake.set()
@@ -233,20 +300,38 @@ class LogBook:
 
     async def _convert(self) -> bool:
         if not self._rows:
-            return True
+            return await self._dead_letter()
         rows, self._rows = self._rows, []
         self._converting = len(rows)
         loop = asyncio.get_running_loop()
         try:
-            batch = await loop.run_in_executor(self._executor, self.layout.to_batch, rows)
-        except Exception as exc:  # a row the schema cannot hold: keep it, report it
-            self._rows[:0] = rows
-            self._failed("converting", len(rows), self.directory, exc)
-            return False
+            batches, rejected = await loop.run_in_executor(
+                self._executor, convert_or_reject, self.layout, rows)
         finally:
             self._converting = 0
-        self._batches.append(batch)
-        self._batched_rows += batch.num_rows
+        self._batches.extend(batches)
+        self._batched_rows += sum(b.num_rows for b in batches)
+        self._rejected.extend(rejected)
+        return await self._dead_letter()
+
+    async def _dead_letter(self) -> bool:
+        """Write the rows the schema refused to the dead-letter file; False if that failed."""
+        if not self._rejected:
+            return True
+        rejected = list(self._rejected)
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(
+                self._executor, write_dead_letters, self.dead_letter_directory, rejected)
+        except Exception as exc:  # kept, counted in the depth, tried again next time
+            self._failed("dead-lettering", len(rejected), self.dead_letter_directory, exc)
+            return False
+        del self._rejected[:len(rejected)]
+        if not self.depth:
+            self._waiting_since = None
+        self.rows_dead_lettered += len(rejected)
+        self._on_dead_letter(len(rejected))
+        logger.error("%d served rows the log schema cannot hold went to %s: %s", len(rejected),
+                     path, rejected[0][1])
         return True
 
     async def _write(self, directory: Path) -> bool:
@@ -262,6 +347,7 @@ class LogBook:
             return False
         del self._batches[:len(batches)]
         self._batched_rows -= rows
+        self._waiting_since = time.monotonic() if self.depth else None
         self.rows_written += rows
         self.last_error = None
         self._on_written(rows, loop.time() - started)
@@ -287,7 +373,7 @@ class LogBook:
         if self._batches and await self._write(self.fallback_directory):
             logger.error("served rows could not be written to %s and were saved in %s",
                          self.directory, self.fallback_directory)
-        if self._rows or self._batches:
+        if self._rows or self._batches or self._rejected:
             self._save_as_json()
         self._executor.shutdown(wait=True)
 
@@ -299,8 +385,11 @@ class LogBook:
         with path.open("w") as fh:
             for row in self._rows:
                 fh.write(json.dumps(row._asdict(), default=str) + "\n")
+            for row, error in self._rejected:
+                fh.write(json.dumps({**row._asdict(), "error": error}, default=str) + "\n")
             for batch in self._batches:
                 for record in batch.to_pylist():
                     fh.write(json.dumps(record, default=str) + "\n")
         logger.critical("%d served rows saved as JSON lines in %s (last error: %s)",
-                        len(self._rows) + self._batched_rows, path, self.last_error)
+                        len(self._rows) + self._batched_rows + len(self._rejected), path,
+                        self.last_error)

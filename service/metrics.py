@@ -156,6 +156,13 @@ class Metrics:
         self.log_refused = Counter("skewless_feature_log_refused_total",
                                    "Predictions refused because the log buffer was full",
                                    registry=r)
+        self.nonfinite_predictions = Counter(
+            "skewless_nonfinite_predictions", "Rows the model scored as NaN or infinite "
+            "(answered 500, never returned)", registry=r)
+        self.log_dead_lettered = Counter(
+            "skewless_feature_log_dead_lettered_total",
+            "Served rows the log schema could not hold, kept in the dead-letter file instead",
+            registry=r)
 
     def track_depth(self, depth: Callable[[], float]) -> None:
         self.log_depth.set_function(depth)
@@ -166,6 +173,9 @@ class Metrics:
 
     def log_failed(self, exc: BaseException) -> None:
         self.log_errors.inc()
+
+    def log_dead_letter(self, rows: int) -> None:
+        self.log_dead_lettered.inc(rows)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

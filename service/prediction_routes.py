@@ -1,9 +1,16 @@
-"""POST /predict and /predict/batch: request models derived from the feature service."""
+"""POST /predict and /predict/batch: request models derived from the feature service.
+
+Every field is bounded by its Feast type, so whatever is accepted can be read from Redis,
+scored and logged in Feast's schema: integers within Int32/Int64, Float32 within its range,
+floats finite, strings valid UTF-8 (pydantic refuses a lone surrogate) and at most
+``SKEWLESS_MAX_STRING_LENGTH`` characters. Anything else is a 422 naming the field.
+"""
 
 
 import json
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 
@@ -17,23 +24,44 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body too large"},
 }
 
-EventId = StrictInt | Annotated[str, Field(min_length=1, max_length=256)]
+INT_LIMITS = {"Int32": 2**31, "Int64": 2**63}  # the range is [-limit, limit - 1]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+EVENT_ID_MAX_LENGTH = 256
+
+
+def bounded_type(dtype: str, max_string_length: int) -> Any:
+    """The Python type of a Feast type, with the bounds the type's storage has."""
+    if dtype in INT_LIMITS:
+        limit = INT_LIMITS[dtype]
+        return Annotated[int, Field(ge=-limit, le=limit - 1)]
+    if dtype == "Float32":
+        return Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+    if dtype == "String":
+        # pydantic refuses a lone surrogate itself (string_unicode): the text must be UTF-8.
+        return Annotated[str, Field(max_length=max_string_length)]
+    if dtype == "Bytes":
+        return Annotated[bytes, Field(max_length=max_string_length)]
+    return PYTHON_TYPES[dtype]
+
+
+EventId = (Annotated[StrictInt, Field(ge=-INT_LIMITS["Int64"], le=INT_LIMITS["Int64"] - 1)]
+           | Annotated[str, Field(min_length=1, max_length=EVENT_ID_MAX_LENGTH)])
 
 
 def request_models(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
-                   ) -> tuple[type[BaseModel], type[BaseModel]]:
+                   max_string_length: int = 1024) -> tuple[type[BaseModel], type[BaseModel]]:
     """Pydantic models for one row and for a batch: the service's entity keys and request fields,
     and optionally ``event_id``, the client's id of the event being scored.
 
-    Unknown fields are refused (a misspelt field must not be silently ignored) and floats
-    must be finite.
+    Unknown fields are refused (a misspelt field must not be silently ignored), floats must be
+    finite, and every value must fit its Feast type (:func:`bounded_type`).
     """
     fields: dict[str, Any] = {}
     for key in spec.entity_keys:
-        fields[key.name] = (PYTHON_TYPES[key.dtype], Field(
+        fields[key.name] = (bounded_type(key.dtype, max_string_length), Field(
             description=f"Entity key ({key.dtype}) of feature service {spec.feature_service}."))
     for req in spec.request_fields:
-        fields[req.name] = (PYTHON_TYPES[req.dtype], Field(
+        fields[req.name] = (bounded_type(req.dtype, max_string_length), Field(
             description=f"Request-time field ({req.dtype}) read by an on-demand feature view."))
     if event_id and event_id not in fields:
         fields[event_id] = (EventId | None, Field(
@@ -83,7 +111,9 @@ def _payload(predictor: Predictor, p: Prediction, include_features: bool) -> dic
 def _json(content: dict[str, Any], timings: Timings) -> Response:
     # Serialised directly: the payload is plain JSON types already, and FastAPI's response
     # validation would cost more than the model call.
-    return Response(json.dumps(content, separators=(",", ":")), media_type="application/json",
+    # Strict JSON: a NaN or infinity left in the payload is an error, not an invalid body.
+    return Response(json.dumps(content, separators=(",", ":"), allow_nan=False),
+                    media_type="application/json",
                     headers={"Server-Timing": timings.header()})
 
 
@@ -92,8 +122,8 @@ Explain = Annotated[bool, Query(description="Return each feature's contribution 
 
 
 def build_router(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
-                 ) -> APIRouter:
-    row_model, batch_model = request_models(spec, batch_max_rows, event_id)
+                 max_string_length: int = 1024) -> APIRouter:
+    row_model, batch_model = request_models(spec, batch_max_rows, event_id, max_string_length)
     router = APIRouter(tags=["predict"])
 
     def predictor_of(request: Request) -> Predictor:

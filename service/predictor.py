@@ -11,12 +11,14 @@ by one version throughout, and its logged row and response name that version.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -26,7 +28,7 @@ from redis.exceptions import RedisError
 from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
-from service.online import PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
+from service.online import NULL_VALUE, PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
@@ -34,6 +36,12 @@ from skewless.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+
+class NonFiniteScore(SkewlessError):
+    """The model scored a row as NaN or infinite: answered 500, never returned, never logged."""
+
+    status_code = 500
 
 
 class ServiceUnavailable(Unavailable):
@@ -61,6 +69,13 @@ class Timings:
     def header(self) -> str:
         return (f"features;dur={self.features:.3f}, transform;dur={self.transform:.3f}, "
                 f"model;dur={self.model:.3f}, log;dur={self.log:.3f}")
+
+
+def _nonfinite(scores: Any) -> int:
+    """How many scores are NaN or infinite (one row without numpy's overhead)."""
+    if len(scores) == 1:
+        return 0 if math.isfinite(scores[0]) else 1
+    return int(len(scores) - np.isfinite(scores).sum())
 
 
 def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
@@ -112,7 +127,9 @@ class Predictor:
             capacity=settings.feature_log_capacity, flush_rows=settings.feature_log_flush_rows,
             flush_seconds=settings.feature_log_flush_seconds,
             fallback_directory=settings.var_dir / "feature_logs_unwritten",
+            dead_letter_directory=settings.var_dir / "feature_logs_dead_letter",
             on_written=metrics.log_written, on_error=metrics.log_failed,
+            on_dead_letter=metrics.log_dead_letter,
         )
         metrics.track_depth(lambda: logbook.depth)
         metrics.log_capacity.set(settings.feature_log_capacity)
@@ -169,6 +186,11 @@ class Predictor:
         t2 = time.perf_counter()
         x = scorer.matrix(features.values)
         scores = [scorer.predict_one(x[0])] if n == 1 and not explain else scorer.predict(x)
+        nonfinite = _nonfinite(scores)
+        if nonfinite:
+            self.metrics.nonfinite_predictions.inc(nonfinite)
+            raise NonFiniteScore(f"model returned a non-finite score ({nonfinite} of {n} rows; "
+                                 f"model {scorer.version})")
         contributions = scorer.contributions(x) if explain else None
         t3 = time.perf_counter()
         predictions = self._log(rows, features, scores, now, scorer.version, contributions)
@@ -229,11 +251,15 @@ class Predictor:
         child.inc()
 
     def feature_payload(self, prediction: Prediction) -> dict[str, dict[str, Any]]:
-        return {
-            name: {"value": value, "status": STATUS_NAMES[status]}
-            for name, value, status in zip(self.spec.feature_names, prediction.values,
-                                           prediction.statuses, strict=True)
-        }
+        """Each feature's value and status for the response. JSON has no NaN or infinity: such
+        a value is answered as null with status NULL_VALUE (the log keeps what the model saw)."""
+        payload = {}
+        for name, value, status in zip(self.spec.feature_names, prediction.values,
+                                       prediction.statuses, strict=True):
+            if isinstance(value, float) and not math.isfinite(value):
+                value, status = None, NULL_VALUE
+            payload[name] = {"value": value, "status": STATUS_NAMES[status]}
+        return payload
 
     async def check_redis(self) -> str | None:
         """None when Redis answers a PING in time, else what is wrong."""

@@ -53,7 +53,7 @@ class Scorer:
                 x[:, j] = rng.integers(0, max(len(mapping), 1), size=len(x))
         reference = self.predict(x)
         fast = np.array([self.predict_one(row) for row in x])
-        if not np.array_equal(fast, reference):
+        if not np.array_equal(fast, reference, equal_nan=True):
             raise ArtifactError("LightGBM's single-row prediction differs from Booster.predict")
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 The CLI prints them as one line instead of a traceback; the service answers them with their
 ``status_code`` and ``detail`` (as Feast's errors carry theirs), so no route maps errors case by
-case. A status of 500 means "our fault": the service logs it and answers a generic 500.
+case. An error without a status is not meant for clients: the service logs it and answers a
+generic 500.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 class SkewlessError(RuntimeError):
     """A failure whose message says what is wrong and what to look at."""
 
-    status_code: int = 500
+    status_code: int | None = None
 
     def detail(self) -> Any:
         """What an HTTP client is told (the ``detail`` of the JSON body)."""

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
     batch_max_rows: int = Field(1000, gt=0, description="rows per /predict/batch request")
+    max_string_length: int = Field(
+        1024, gt=0, le=1_000_000, description="characters a string field of a prediction "
+        "request may hold (entity keys, request fields, the event id); longer is 422")
     feature_log_enabled: bool = Field(
         True, description="log every served feature vector (off only to measure its cost)"
     )

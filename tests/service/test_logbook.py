@@ -54,3 +54,41 @@ def test_an_event_id_that_is_already_a_key_gets_no_extra_column():
     keyed = LogLayout.from_feast(pa.schema(list(lay.schema)[:-3]), ["card_id"], ["amount"],
                                  ["v__f"], event_id="card_id")
     assert keyed.event_id_column is None and keyed.schema.names.count("card_id") == 1
+
+
+def test_rows_the_schema_cannot_hold_are_dead_lettered_and_the_rest_written(tmp_path):
+    """Invariant: rows written + rows dead-lettered = rows appended (the 2xx responses)."""
+    import asyncio
+    import json
+
+    from service.logbook import LogBook
+
+    now = datetime.now(UTC)
+    good = [row(f"ok-{i}", now, float(i), now.timestamp()) for i in range(40)]
+    bad = [row("too-big", now, 1.0, None)._replace(keys=(2**70,)),
+           row("surrogate", now, 1.0, None, event_id="t-\ud800")]
+    later = [row(f"later-{i}", now, 2.0, None) for i in range(5)]
+    counted: list[int] = []
+
+    async def scenario() -> LogBook:
+        book = LogBook(tmp_path / "log", layout(), capacity=1000, flush_rows=1000,
+                       flush_seconds=0.05, fallback_directory=tmp_path / "fallback",
+                       dead_letter_directory=tmp_path / "dead", on_dead_letter=counted.append)
+        book.start()
+        book.append(good[:20] + bad[:1] + good[20:] + bad[1:])
+        while book.depth:  # the writer goes on past the bad rows
+            await asyncio.sleep(0.01)
+        book.append(later)
+        await book.close()
+        return book
+
+    book = asyncio.run(scenario())
+    written = read_logs(tmp_path / "log")["__request_id"].tolist()
+    assert sorted(written) == sorted(r.request_id for r in good + later)
+    lines = [json.loads(line) for f in (tmp_path / "dead").glob("*.jsonl")
+             for line in f.read_text().splitlines()]
+    assert sorted(x["row"]["request_id"] for x in lines) == ["surrogate", "too-big"]
+    assert all(x["error"] for x in lines)
+    assert book.rows_written + book.rows_dead_lettered == len(good) + len(bad) + len(later)
+    assert book.rows_dead_lettered == sum(counted) == 2
+    assert not (tmp_path / "fallback").exists()

@@ -1,0 +1,244 @@
+"""Hostile input against the real predictor: what cannot be stored is refused up front, and
+nothing a client sends can stop the served-feature log."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.support.service_harness import ROW, app_in_thread, read_logs
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def served(demo, tmp_path_factory):
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": tmp_path_factory.mktemp("hostile-log"),
+        "feature_log_flush_seconds": 0.2, "max_string_length": 64,
+    })
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        yield http, settings
+
+
+def post(http: httpx.Client, path: str, body: dict) -> httpx.Response:
+    """POST ``body`` as a client would put it on the wire: JSON with \\u escapes, so a lone
+    surrogate arrives as the six characters ``\\ud800``."""
+    return http.post(path, content=json.dumps(body),
+                     headers={"content-type": "application/json"})
+
+
+HOSTILE = [
+    pytest.param({**ROW, "local_hour": 10**20}, "local_hour", "less_than_equal", id="int64-overflow"),
+    pytest.param({**ROW, "local_hour": -(2**63) - 1}, "local_hour", "greater_than_equal",
+                 id="int64-underflow"),
+    pytest.param({**ROW, "card_id": 2**63}, "card_id", "less_than_equal", id="key-past-2^63"),
+    pytest.param({**ROW, "channel": "\ud800"}, "channel", "string_unicode", id="lone-surrogate"),
+    pytest.param({**ROW, "channel": "x" * 200_000}, "channel", "string_too_long", id="200kB-string"),
+    pytest.param({**ROW, "transaction_id": 2**64}, "transaction_id", "less_than_equal",
+                 id="event-id-overflow"),
+    pytest.param({**ROW, "transaction_id": "t-\udc00"}, "transaction_id", "string_unicode",
+                 id="event-id-surrogate"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "kind"), HOSTILE)
+def test_a_value_its_feast_type_cannot_hold_is_422_naming_the_field(served, body, field, kind):
+    http, _ = served
+    response = post(http, "/predict", body)
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    # The field is named (an event id's errors add the union member tried: int or str).
+    assert {tuple(e["loc"][:2]) for e in errors} == {("body", field)}
+    assert kind in {e["type"] for e in errors}
+    batch = post(http, "/predict/batch", {"rows": [ROW, body]})
+    assert batch.status_code == 422
+    assert {tuple(e["loc"][:4]) for e in batch.json()["detail"]} == {("body", "rows", 1, field)}
+
+
+@pytest.mark.parametrize("rows", [1000, 260_000], ids=["1000-empty-rows", "800kB-of-empty-rows"])
+def test_a_large_malformed_body_gets_a_small_answer_without_its_values(served, rows):
+    http, settings = served
+    body = json.dumps({"rows": [{}] * rows, "x": "secret-value"})
+    assert len(body) < settings.max_body_bytes
+    response = http.post("/predict/batch", content=body,
+                         headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert len(response.content) < 3000
+    detail = response.json()["detail"]
+    assert 0 < len(detail) <= 10
+    assert all(set(e) <= {"type", "loc", "msg"} for e in detail)
+    assert "secret-value" not in response.text
+    assert response.json().get("error_count", len(detail)) >= len(detail)
+    if rows == 1000:  # five missing fields a row, and the unknown field
+        assert response.json()["error_count"] == 5 * rows + 1
+
+
+def test_after_hostile_requests_every_normal_prediction_is_logged(demo, tmp_path):
+    """The defect this guards: a row Arrow cannot hold used to block the writer for good."""
+    log_dir = tmp_path / "log"
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": log_dir, "feature_log_flush_seconds": 0.1})
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        for body, *_ in (p.values for p in HOSTILE):
+            assert post(http, "/predict", body).status_code == 422
+        ok = [http.post("/predict", json={**ROW, "transaction_id": f"t-{i}"}) for i in range(50)]
+        assert all(r.status_code == 200 for r in ok)
+        ids = {r.json()["request_id"] for r in ok}
+        deadline = time.monotonic() + 15
+        while http.get("/readyz").json()["feature_log"]["rows_written"] < 50:
+            assert time.monotonic() < deadline, http.get("/readyz").json()
+            time.sleep(0.05)
+        assert http.get("/readyz").status_code == 200
+    assert set(read_logs(log_dir)["__request_id"]) == ids
+
+
+def test_a_writer_that_cannot_write_is_not_ready_and_recovers(demo, tmp_path):
+    blocked = tmp_path / "log"
+    blocked.write_text("a file where the log directory should be")
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": blocked, "feature_log_flush_seconds": 0.1})
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        ids = [http.post("/predict", json=ROW).json()["request_id"] for _ in range(3)]
+        deadline = time.monotonic() + 15
+        while (ready := http.get("/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "the stalled writer was never reported"
+            time.sleep(0.05)
+        assert ready.status_code == 503
+        assert "feature log writer stalled: 3 rows waiting" in ready.json()["detail"]
+        assert ready.json()["feature_log"]["last_error"]
+        blocked.unlink()  # the disk recovers: the rows are written, the service is ready again
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline + 15
+            time.sleep(0.05)
+        assert http.get("/readyz").json()["feature_log"]["rows_written"] == 3
+    assert sorted(read_logs(blocked)["__request_id"]) == sorted(ids)
+
+
+# Non-finite values and scores ---------------------------------------------------------------
+
+NEW_CARDS = 10_000_000  # entities of this module's own, apart from every other test's
+
+
+def strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a response: not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def new_entities(demo):
+    """200 new cards online with fresh values copied from real ones; card 0's 28-day mean is
+    infinite and card 1's NaN (as a broken upstream export might write them)."""
+    store = demo.store()
+    now = datetime.now(UTC)
+    rows = {}
+    for view in ("card_activity", "card_profile"):
+        table = pd.read_parquet(demo.settings.data_dir / f"{view}.parquet")
+        latest = table.sort_values("event_timestamp").groupby("card_id").tail(1).head(200)
+        latest = latest.assign(card_id=NEW_CARDS + np.arange(len(latest)),
+                               event_timestamp=now - timedelta(hours=1), created_timestamp=now)
+        if view == "card_activity":
+            latest["amount_mean_28d"] = latest["amount_mean_28d"].astype(float)
+            latest.loc[latest.index[0], "amount_mean_28d"] = math.inf
+            latest.loc[latest.index[1], "amount_mean_28d"] = math.nan
+        store.write_to_online_store(view, latest.reset_index(drop=True))
+        rows[view] = latest
+    merchants = pd.read_parquet(demo.settings.data_dir / "merchant_stats.parquet")
+    merchant = merchants.sort_values("event_timestamp").tail(1).assign(
+        merchant_id=NEW_CARDS, event_timestamp=now - timedelta(hours=1), created_timestamp=now)
+    store.write_to_online_store("merchant_stats", merchant.reset_index(drop=True))
+    rng = np.random.default_rng(5)
+    return [{"card_id": NEW_CARDS + i, "merchant_id": NEW_CARDS,
+             "amount": round(float(rng.lognormal(3.5, 1.2)), 2),
+             "channel": str(rng.choice(["pos", "online", "atm"])),
+             "local_hour": int(rng.integers(0, 24))} for i in range(len(rows["card_activity"]))]
+
+
+def test_non_finite_feature_values_are_answered_as_null_and_logged_as_seen(
+        demo, new_entities, tmp_path):
+    log_dir = tmp_path / "log"
+    settings = demo.settings.model_copy(update={"feature_log_dir": log_dir})
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        answers = [http.post("/predict?include_features=true&explain=true", json=body)
+                   for body in new_entities[:2]]
+    for answer in answers:
+        assert answer.status_code == 200
+        body = strict_json(answer.text)
+        assert body["features"]["card_activity__amount_mean_28d"] == {
+            "value": None, "status": "NULL_VALUE"}
+        assert math.isfinite(body["score"])
+    logged = read_logs(log_dir).set_index("card_id")["card_activity__amount_mean_28d"]
+    assert logged[NEW_CARDS] == math.inf and math.isnan(logged[NEW_CARDS + 1])
+
+
+def nan_leaf_model(demo, target: Path, vectors: list[list]) -> tuple[Path, list[bool]]:
+    """The demo model with one leaf of its first tree set to NaN: a leaf some of ``vectors``
+    reach and the all-missing row (the load-time smoke test) does not. Returns the artefact
+    and which vectors reach it."""
+    from service.scoring import Scorer
+    from skewless.artifact import load_artifact, sha256_file
+
+    artifact = load_artifact(demo.model.directory)
+    scorer = Scorer(artifact)
+    try:
+        leaves = artifact.booster.predict(scorer.matrix(vectors), pred_leaf=True)[:, 0]
+        empty = artifact.booster.predict(scorer.matrix([[None] * len(vectors[0])]),
+                                         pred_leaf=True)[0, 0]
+    finally:
+        scorer.close()
+    counts = Counter(int(leaf) for leaf in leaves if leaf != empty)
+    (leaf, _), *_ = counts.most_common(1)
+    assert 0 < counts[leaf] < len(vectors)
+    shutil.copytree(demo.model.directory, target)
+    text = re.sub(r"tree_sizes=[^\n]*\n", "", (target / "model.txt").read_text())
+    tree = re.search(r"Tree=0\n(?:[^\n]*\n)*?leaf_value=([^\n]*)", text)
+    assert tree is not None
+    values = tree.group(1).split(" ")
+    values[leaf] = "nan"
+    text = text[:tree.start(1)] + " ".join(values) + text[tree.end(1):]
+    (target / "model.txt").write_text(text)
+    contract = json.loads((target / "contract.json").read_text())
+    contract["model"]["sha256"] = sha256_file(target / "model.txt")
+    (target / "contract.json").write_text(json.dumps(contract))
+    return target, [int(x) == leaf for x in leaves]
+
+
+def test_a_non_finite_score_is_never_returned(demo, new_entities, tmp_path):
+    requests = new_entities[2:]
+    with app_in_thread(demo.settings.model_copy(update={"feature_log_dir": tmp_path / "a"})) \
+            as url, httpx.Client(base_url=url, timeout=10) as http:
+        served = [http.post("/predict?include_features=true", json=body).json()
+                  for body in requests]
+    names = list(served[0]["features"])
+    vectors = [[p["features"][n]["value"] for n in names] for p in served]
+    model, reaches = nan_leaf_model(demo, tmp_path / "nan-model", vectors)
+    log_dir = tmp_path / "log"
+    settings = demo.settings.model_copy(update={"feature_log_dir": log_dir, "model_path": model})
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200  # loaded: the empty row scores finite
+        answers = [http.post("/predict", json=body) for body in requests]
+        batch = http.post("/predict/batch", json={"rows": requests[:50]})
+        metrics = http.get("/metrics").text
+    for answer, bad in zip(answers, reaches, strict=True):
+        if bad:
+            assert answer.status_code == 500
+            assert "model returned a non-finite score" in answer.json()["detail"]
+        else:
+            assert answer.status_code == 200 and math.isfinite(strict_json(answer.text)["score"])
+    assert batch.status_code == (500 if any(reaches[:50]) else 200)
+    nonfinite = sum(reaches) + sum(reaches[:50])
+    assert f"skewless_nonfinite_predictions_total {float(nonfinite)}" in metrics
+    logged = read_logs(log_dir)
+    assert len(logged) == sum(not bad for bad in reaches) + (0 if any(reaches[:50]) else 50)

@@ -11,13 +11,14 @@ instead of at its next registry poll. Registry errors carry their own status (40
 import asyncio
 import logging
 import secrets
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from service.metrics import StatusRecorder
+from service.metrics import Metrics, StatusRecorder
 from skewless.errors import Unavailable
 from skewless.gate import Promoter
 from skewless.registry import Registry
@@ -143,12 +144,24 @@ async def read_audit(actor: Actor, registry: RegistryDep,
     return [e.to_json() for e in await asyncio.to_thread(registry.audit_events, limit)]
 
 
-class AdminAuditMiddleware:
-    """Writes one audit event per /admin call with its final status (pure ASGI)."""
+UNAUTHENTICATED = ("anonymous", "wrong token")
+DENIED_WINDOW_SECONDS = 60.0
 
-    def __init__(self, app: Any, registry: Registry) -> None:
+
+class AdminAuditMiddleware:
+    """Writes one audit event per /admin call with its final status (pure ASGI).
+
+    Calls without a valid token are counted (``skewless_admin_denied_total`` by status) and
+    audited at most once a minute per actor and status, the event saying how many such calls
+    came since the last one: anyone can make them, and they must not grow the table without
+    limit. What is stored of each call is clipped (``Registry.audit``).
+    """
+
+    def __init__(self, app: Any, registry: Registry, metrics: Metrics | None = None) -> None:
         self.app = app
         self.registry = registry
+        self.metrics = metrics
+        self._denied: dict[tuple[str, int], tuple[float, int]] = {}  # last audited, unaudited
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/admin"):
@@ -173,12 +186,31 @@ class AdminAuditMiddleware:
             if not audited:  # no response was completed (an error, a dropped client)
                 await self._audit(scope, recorder.status)
 
+    def _unaudited_before(self, actor: str, status: int) -> int | None:
+        """For a call without a valid token: None when it is only counted, else how many such
+        calls went unaudited since the last event (this one is audited)."""
+        if self.metrics is not None:
+            self.metrics.admin_denied.labels(str(status)).inc()
+        now = time.monotonic()
+        last, unaudited = self._denied.get((actor, status), (-DENIED_WINDOW_SECONDS, 0))
+        if now - last < DENIED_WINDOW_SECONDS:
+            self._denied[(actor, status)] = (last, unaudited + 1)
+            return None
+        self._denied[(actor, status)] = (now, 0)
+        return unaudited
+
     async def _audit(self, scope: dict[str, Any], status: int) -> None:
         state = scope.get("state", {})
+        actor = state.get("audit_actor", "anonymous")
+        detail = state.get("audit_detail")
+        if actor in UNAUTHENTICATED:
+            unaudited = self._unaudited_before(actor, status)
+            if unaudited is None:
+                return
+            detail = {"unaudited_calls_before": unaudited} if unaudited else detail
         try:
             await asyncio.to_thread(
-                self.registry.audit, state.get("audit_actor", "anonymous"),
-                f"{scope['method']} {scope['path']}", scope["path"], str(status),
-                state.get("audit_detail"))
+                self.registry.audit, actor, f"{scope['method']} {scope['path']}",
+                scope["path"], str(status), detail)
         except Exception:  # the call itself is done; say loudly that its audit is not
             logger.exception("could not audit %s %s", scope["method"], scope["path"])

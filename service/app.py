@@ -110,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def known_error(request: Request, exc: SkewlessError) -> JSONResponse:
         if exc.status_code is None:  # not meant for the caller: the log has the details
             return await internal_error(request, exc)
-        return JSONResponse({"detail": exc.detail()}, exc.status_code)
+        return JSONResponse({"detail": exc.detail()}, exc.status_code, headers=exc.headers())
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -173,14 +173,13 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.registry = registry
     app.state.promote = promote
-    app.include_router(build_router(spec, settings.batch_max_rows, settings.event_id_column,
-                                    settings.max_string_length))
+    app.include_router(build_router(spec, settings))
     app.include_router(health_router)
     app.include_router(admin_router)
     install_catalog(app, Catalog.open(settings, registry))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AdminAuditMiddleware, registry=registry)
+    app.add_middleware(AdminAuditMiddleware, registry=registry, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -156,6 +156,15 @@ class Metrics:
         self.log_refused = Counter("skewless_feature_log_refused_total",
                                    "Predictions refused because the log buffer was full",
                                    registry=r)
+        self.admin_denied = Counter(
+            "skewless_admin_denied", "Calls under /admin without a valid token, by status",
+            ["status"], registry=r)
+        self.pool_in_flight = Gauge(
+            "skewless_model_pool_in_flight", "Heavy prediction requests running in or waiting "
+            "for the model worker pool", registry=r)
+        self.pool_refused = Counter(
+            "skewless_model_pool_refused", "Heavy prediction requests (explanations, large "
+            "batches) refused with 503 because every model worker was taken", registry=r)
         self.nonfinite_predictions = Counter(
             "skewless_nonfinite_predictions", "Rows the model scored as NaN or infinite "
             "(answered 500, never returned)", registry=r)
@@ -166,6 +175,9 @@ class Metrics:
 
     def track_depth(self, depth: Callable[[], float]) -> None:
         self.log_depth.set_function(depth)
+
+    def track_pool(self, in_flight: Callable[[], float]) -> None:
+        self.pool_in_flight.set_function(in_flight)
 
     def log_written(self, rows: int, seconds: float) -> None:
         self.log_rows.inc(rows)

@@ -12,15 +12,18 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 
 from service.online import PYTHON_TYPES
 from service.predictor import Prediction, Predictor, Timings
 from skewless.contract import ServiceSpec
+from skewless.settings import Settings
 
 # What /predict answers besides 200 and 422, for OpenAPI.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Model, online store or log buffer unavailable"},
+    503: {"description": "Model, online store or log buffer unavailable, or every model worker "
+                         "busy (with Retry-After)"},
     413: {"description": "Body too large"},
 }
 
@@ -121,9 +124,10 @@ IncludeFeatures = Annotated[bool, Query(description="Return the feature vector a
 Explain = Annotated[bool, Query(description="Return each feature's contribution to the score.")]
 
 
-def build_router(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
-                 max_string_length: int = 1024) -> APIRouter:
-    row_model, batch_model = request_models(spec, batch_max_rows, event_id, max_string_length)
+def build_router(spec: ServiceSpec, settings: Settings) -> APIRouter:
+    row_model, batch_model = request_models(spec, settings.batch_max_rows,
+                                            settings.event_id_column, settings.max_string_length)
+    explain_max_rows = settings.explain_max_rows
     router = APIRouter(tags=["predict"])
 
     def predictor_of(request: Request) -> Predictor:
@@ -131,6 +135,11 @@ def build_router(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = 
 
     async def run(request: Request, rows: list[dict[str, Any]],
                   explain: bool) -> tuple[list[Prediction], str, Timings]:
+        if explain and len(rows) > explain_max_rows:  # TreeSHAP's cost grows with every row
+            raise RequestValidationError([{
+                "type": "too_long", "loc": ("query", "explain"),
+                "msg": f"explain=true takes at most {explain_max_rows} rows "
+                       f"(SKEWLESS_EXPLAIN_MAX_ROWS); this request has {len(rows)}"}])
         # ServiceUnavailable (503, naming the dependency) is answered by the app's handler.
         return await predictor_of(request).predict(rows, explain=explain)
 

@@ -14,7 +14,8 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
 from service.online import NULL_VALUE, PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
+from service.scoring import Scorer
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
@@ -46,6 +48,39 @@ class NonFiniteScore(SkewlessError):
 
 class ServiceUnavailable(Unavailable):
     """A dependency of the prediction path is missing; answered with 503 and its name."""
+
+
+class PoolBusy(ServiceUnavailable):
+    """Every model worker is taken and the queue is full: try again shortly."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class ModelPool:
+    """Threads for the heavy model work of one request (explanations, large batches), so it
+    never holds the event loop; at most ``workers`` run and ``queue`` wait, the rest are
+    refused at once rather than queued without bound."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.limit = workers + queue
+        self.in_flight = 0
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+
+    def admit(self) -> None:
+        if self.in_flight >= self.limit:
+            raise PoolBusy(f"model workers busy ({self.in_flight} heavy requests in flight); "
+                           "retry shortly")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -104,6 +139,7 @@ class Predictor:
     logbook: LogBook
     metrics: Metrics
     production: ModelSlot
+    pool: ModelPool
     _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -136,10 +172,12 @@ class Predictor:
         production = ModelSlot(spec, metrics, None if settings.model_path else registry,
                                pinned=settings.model_path)
         production.load()
+        pool = ModelPool(settings.model_workers, settings.model_queue)
+        metrics.track_pool(lambda: pool.in_flight)
         return cls(
             settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
             redis=redis_client(settings.redis, settings.redis_timeout_seconds),
-            logbook=logbook, metrics=metrics, production=production,
+            logbook=logbook, metrics=metrics, production=production, pool=pool,
         )
 
     @property
@@ -160,6 +198,7 @@ class Predictor:
                                for slot in self.slots))
 
     def close(self) -> None:
+        self.pool.close()
         for slot in self.slots:
             slot.close()
 
@@ -169,6 +208,23 @@ class Predictor:
         scorer = self.production.scorer
         if scorer is None:
             raise ServiceUnavailable(f"model not loaded: {self.production.problem}")
+        n = len(rows)
+        # A single row takes microseconds and stays on the loop; heavy work goes to the pool.
+        heavy = explain or n > self.settings.model_offload_rows
+        if heavy:
+            try:
+                self.pool.admit()
+            except PoolBusy:
+                self.metrics.pool_refused.inc()
+                raise
+        try:
+            return await self._predict(scorer, rows, explain, heavy)
+        finally:
+            if heavy:
+                self.pool.release()
+
+    async def _predict(self, scorer: Scorer, rows: Sequence[dict[str, Any]], explain: bool,
+                       heavy: bool) -> tuple[list[Prediction], str, Timings]:
         n = len(rows)
         try:
             self.logbook.reserve(n)
@@ -181,6 +237,24 @@ class Predictor:
         replies = await self._read(rows)
         t1 = time.perf_counter()
         self.metrics.redis_latency.observe(t1 - t0)
+        if heavy:
+            scored = await self.pool.run(self._score, scorer, replies, rows, now, explain)
+        else:
+            scored = self._score(scorer, replies, rows, now, explain)
+        features, scores, contributions, timings.transform, timings.model = scored
+        t3 = time.perf_counter()
+        predictions = self._log(rows, features, scores, now, scorer.version, contributions)
+        t4 = time.perf_counter()
+        timings.features, timings.log = (t1 - t0) * 1e3, (t4 - t3) * 1e3
+        return predictions, scorer.version, timings
+
+    def _score(self, scorer: Scorer, replies: list[Any], rows: Sequence[dict[str, Any]],
+               now: float, explain: bool,
+               ) -> tuple[FeatureRows, Any, list[dict[str, float]] | None, float, float]:
+        """Decode, transform and score: the vectors, scores, contributions and the transform
+        and model stages' milliseconds."""
+        n = len(rows)
+        t1 = time.perf_counter()
         features = self.plan.decode(replies, n, now)
         self.plan.transform(features, rows, now)
         t2 = time.perf_counter()
@@ -193,11 +267,7 @@ class Predictor:
                                  f"model {scorer.version})")
         contributions = scorer.contributions(x) if explain else None
         t3 = time.perf_counter()
-        predictions = self._log(rows, features, scores, now, scorer.version, contributions)
-        t4 = time.perf_counter()
-        timings.features, timings.transform = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-        timings.model, timings.log = (t3 - t2) * 1e3, (t4 - t3) * 1e3
-        return predictions, scorer.version, timings
+        return features, scores, contributions, (t2 - t1) * 1e3, (t3 - t2) * 1e3
 
     async def _read(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
         try:

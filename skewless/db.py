@@ -42,9 +42,19 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
+READ_ONLY = "skewless_read_only"  # execution option of an engine whose transactions only read
+
+
+def read_only(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read: on SQLite they take no write lock, so a page
+    or a poll never waits behind (or holds up) a writer."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for ``url``; on SQLite every transaction takes the write lock up front
-    (``BEGIN IMMEDIATE``), so concurrent writers queue instead of failing half-way."""
+    """An engine for ``url``; on SQLite every writing transaction takes the write lock up front
+    (``BEGIN IMMEDIATE``), so concurrent writers queue instead of failing half-way, while
+    reading ones (:func:`read_only`) begin deferred and take none."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, **options)
     path = url.split("///", 1)[-1]
@@ -60,7 +70,8 @@ def make_engine(url: str, **options: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
 

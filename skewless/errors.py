@@ -20,6 +20,10 @@ class SkewlessError(RuntimeError):
         """What an HTTP client is told (the ``detail`` of the JSON body)."""
         return str(self)
 
+    def headers(self) -> dict[str, str]:
+        """Headers of the answer (``Retry-After`` for an error that passes)."""
+        return {}
+
 
 class InvalidInput(SkewlessError):
     """What the user gave cannot be used as it is; the message says what to change."""

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, session
 
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
 from skewless.contract import ModelContract
-from skewless.db import Base, make_engine, schema_problem, upgrade, utcnow
+from skewless.db import Base, make_engine, read_only, schema_problem, upgrade, utcnow
 from skewless.errors import InvalidInput
 from skewless.settings import Settings
 
@@ -171,6 +171,18 @@ class AuditEvent(Base):
                 "target": self.target, "outcome": self.outcome, "detail": self.detail}
 
 
+AUDIT_TARGET_CHARS = 1000  # what an audit event keeps of a path
+AUDIT_TEXT_CHARS = 2000  # … and of a text in its detail
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    note = f"… ({len(text):,} characters)"
+    return text[:limit - len(note)] + note
+
+
 def current_user() -> str:
     try:
         return getpass.getuser()
@@ -205,6 +217,7 @@ class Registry:
         self.url = url
         self.engine = engine or make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(read_only(self.engine), expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, check: bool = True) -> Registry:
@@ -227,14 +240,21 @@ class Registry:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction that writes (on SQLite it holds the write lock from its start)."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it takes no write lock)."""
+        with self.read_sessions() as session, session.begin():
             yield session
 
     # Reads -------------------------------------------------------------------------------
 
     def versions(self, name: str | None = None,
                  feature_services: list[str] | None = None) -> list[ModelVersion]:
-        with self.session() as session:
+        with self.reading() as session:
             query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.id)
             if name is not None:
                 query = query.where(ModelVersion.name == name)
@@ -243,7 +263,7 @@ class Registry:
             return list(session.scalars(query))
 
     def get(self, name: str, version: str) -> ModelVersion:
-        with self.session() as session:
+        with self.reading() as session:
             found = session.scalar(
                 select(ModelVersion).where(ModelVersion.name == name,
                                            ModelVersion.version == version))
@@ -254,13 +274,13 @@ class Registry:
 
     def in_stage(self, name: str, stage: Stage) -> ModelVersion | None:
         """The version of ``name`` in a single-holder ``stage`` (production), if any."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.scalar(select(ModelVersion).where(
                 ModelVersion.name == name, ModelVersion.stage == stage.value))
 
     def version_in_stage(self, name: str, stage: Stage) -> str | None:
         """That version's name only: what the predictor's model slots poll."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.scalar(select(ModelVersion.version).where(
                 ModelVersion.name == name, ModelVersion.stage == stage.value))
 
@@ -271,7 +291,7 @@ class Registry:
         return self.version_in_stage(name, Stage.PRODUCTION)
 
     def audit_events(self, limit: int = 100) -> list[AuditEvent]:
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(
                 select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
 
@@ -389,9 +409,14 @@ class Registry:
 
     def audit(self, actor: str, action: str, target: str, outcome: str,
               detail: dict[str, Any] | None = None) -> None:
+        """Record an event; what a caller chose (a path, a name, a reason) is clipped to its
+        column, so no call can store more than a few kilobytes or fail on a long value."""
         with self.session() as session:
-            session.add(AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
-                                   detail=detail or {}))
+            session.add(AuditEvent(
+                actor=clip(actor, 200), action=clip(action, 200),
+                target=clip(target, AUDIT_TARGET_CHARS), outcome=clip(outcome, 200),
+                detail={k: clip(v, AUDIT_TEXT_CHARS) if isinstance(v, str) else v
+                        for k, v in (detail or {}).items()}))
 
     # Helpers -----------------------------------------------------------------------------
 

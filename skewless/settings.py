@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
     batch_max_rows: int = Field(1000, gt=0, description="rows per /predict/batch request")
+    explain_max_rows: int = Field(
+        100, gt=0, description="rows a request with explain=true may hold (TreeSHAP costs "
+        "per row); more is 422")
+    model_offload_rows: int = Field(
+        16, ge=1, description="a request with more rows than this, or with explain=true, is "
+        "scored in the model worker pool, off the event loop")
+    model_workers: int = Field(2, ge=1, le=64, description="threads of the model worker pool")
+    model_queue: int = Field(
+        8, ge=0, description="offloaded requests that may wait for a worker; beyond, 503 with "
+        "Retry-After instead of an unbounded queue")
     max_string_length: int = Field(
         1024, gt=0, le=1_000_000, description="characters a string field of a prediction "
         "request may hold (entity keys, request fields, the event id); longer is 422")

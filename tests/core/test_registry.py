@@ -212,3 +212,46 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
     assert json.loads(rolled.output) == {"production": good.version}
     assert registry.production_version("fraud_model_v1") == good.version
     registry.close()
+
+
+def test_an_audit_event_keeps_a_clipped_copy_of_long_values(database):
+    upgrade(database)
+    registry = Registry(database)
+    try:
+        path = "/admin/" + "x" * 60_000
+        registry.audit("a" * 5000, f"GET {path}", path, "404", {"reason": "r" * 10_000})
+        (event,) = registry.audit_events(limit=1)
+    finally:
+        registry.close()
+    assert len(event.action) <= 200 and event.action.startswith("GET /admin/xxx")
+    assert len(event.target) <= 1000 and event.target.endswith("(60,007 characters)")
+    assert len(event.actor) <= 200 and len(event.detail["reason"]) <= 2000
+
+
+def test_reads_take_no_write_lock_on_sqlite(tmp_path):
+    """A page or a poll must not queue behind a writer (nor block one) for a plain read."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    upgrade(url)
+    registry = Registry(url)
+    writer = make_engine(url)
+    read: dict = {}
+
+    def reads() -> None:
+        read["versions"] = registry.versions()
+        read["audit"] = registry.audit_events()
+
+    try:
+        with writer.begin() as connection:  # holds SQLite's write lock until the block ends
+            connection.exec_driver_sql(
+                "INSERT INTO audit_events (at, actor, action, target, outcome, detail) "
+                "VALUES ('2026-12-01 00:00:00', 'w', 'write', '', 'ok', '{}')")
+            reader = threading.Thread(target=reads)
+            reader.start()
+            reader.join(timeout=10)  # a locking read would wait out its 30 s busy timeout
+            assert not reader.is_alive(), "a read waited for the write lock"
+        assert read == {"versions": [], "audit": []}  # the uncommitted row is not seen
+    finally:
+        registry.close()
+        writer.dispose()

@@ -242,3 +242,105 @@ def test_a_non_finite_score_is_never_returned(demo, new_entities, tmp_path):
     assert f"skewless_nonfinite_predictions_total {float(nonfinite)}" in metrics
     logged = read_logs(log_dir)
     assert len(logged) == sum(not bad for bad in reaches) + (0 if any(reaches[:50]) else 50)
+
+
+# Heavy scoring off the event loop -----------------------------------------------------------
+
+
+def in_flight(http: httpx.Client) -> float:
+    (line,) = [x for x in http.get("/metrics").text.splitlines()
+               if x.startswith("skewless_model_pool_in_flight ")]
+    return float(line.split()[1])
+
+
+def explained_batch(url: str, rows: list[dict], done: dict) -> None:
+    with httpx.Client(base_url=url, timeout=120) as http:
+        done["batch"] = http.post("/predict/batch?explain=true", json={"rows": rows})
+        done["batch_at"] = time.monotonic()
+
+
+def wait_until_running(http: httpx.Client, worker) -> None:
+    deadline = time.monotonic() + 60
+    while in_flight(http) < 1:  # /metrics answers while the batch runs: the loop is free
+        assert worker.is_alive() and time.monotonic() < deadline, "the batch never ran"
+
+
+def test_explained_rows_are_capped(served):
+    http, settings = served
+    rows = [ROW] * (settings.explain_max_rows + 1)
+    too_many = http.post("/predict/batch?explain=true", json={"rows": rows})
+    assert too_many.status_code == 422
+    assert too_many.json()["detail"][0]["loc"] == ["query", "explain"]
+    assert http.post("/predict/batch?explain=true", json={"rows": rows[1:]}).status_code == 200
+
+
+def test_the_loop_answers_while_the_largest_explained_batch_runs(demo, new_entities, tmp_path):
+    import threading
+
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": tmp_path / "log", "batch_max_rows": 1000, "explain_max_rows": 1000})
+    rows = [new_entities[2 + i % (len(new_entities) - 2)] for i in range(1000)]
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        done: dict = {}
+        worker = threading.Thread(target=explained_batch, args=(url, rows, done))
+        worker.start()
+        wait_until_running(http, worker)
+        assert http.get("/healthz").status_code == 200
+        healthz_at = time.monotonic()
+        worker.join()
+    assert done["batch"].status_code == 200
+    assert len(done["batch"].json()["predictions"]) == 1000
+    assert healthz_at < done["batch_at"]  # answered before the batch finished
+
+
+def test_a_full_model_pool_answers_503_with_retry_after(demo, new_entities, tmp_path):
+    import threading
+
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": tmp_path / "log", "batch_max_rows": 1000, "explain_max_rows": 1000,
+        "model_workers": 1, "model_queue": 0})
+    rows = [new_entities[2 + i % (len(new_entities) - 2)] for i in range(1000)]
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        done: dict = {}
+        worker = threading.Thread(target=explained_batch, args=(url, rows, done))
+        worker.start()
+        wait_until_running(http, worker)
+        refused = http.post("/predict?explain=true", json=ROW)
+        single = http.post("/predict", json=ROW)  # one row stays on the loop: not refused
+        worker.join()
+        metrics = http.get("/metrics").text
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "model workers busy" in refused.json()["detail"]
+    assert single.status_code == 200
+    assert done["batch"].status_code == 200
+    assert "skewless_model_pool_refused_total 1.0" in metrics
+
+
+# The admin audit ----------------------------------------------------------------------------
+
+
+def test_calls_without_a_token_are_counted_and_cannot_grow_the_audit(demo, tmp_path):
+    from skewless.registry import Registry, bootstrap_production
+
+    settings = demo.settings.model_copy(update={
+        "feature_log_dir": tmp_path / "log",
+        "database_url": f"sqlite:///{tmp_path / 'meta.db'}"})
+    bootstrap_production(settings, demo.model.directory)
+    long_path = "/admin/" + "x" * 60_000
+    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        for _ in range(30):
+            assert http.get(long_path).status_code == 404
+            assert http.get("/admin/models").status_code == 401
+            assert http.get("/admin/models",
+                            headers={"authorization": "Bearer wrong"}).status_code == 403
+        token = {"authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+        assert http.get("/admin/models", headers=token).status_code == 200
+        metrics = http.get("/metrics").text
+    for status in (401, 403, 404):
+        assert f'skewless_admin_denied_total{{status="{status}"}} 30.0' in metrics
+    with Registry.from_settings(settings) as registry:
+        events = [e for e in registry.audit_events(limit=1000) if e.action != "promote"]
+    denied = [e for e in events if e.actor in ("anonymous", "wrong token")]
+    assert sorted(e.outcome for e in denied) == ["401", "403", "404"]  # one each this minute
+    assert all(len(e.target) <= 1000 and len(e.action) <= 200 for e in events)
+    assert [e.outcome for e in events if e.actor == "admin token"] == ["200"]

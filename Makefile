@@ -32,6 +32,9 @@ test: lint ## Lint and type-check, then run every test (starts its own servers)
 pytest: install ## Run the tests under tests/ alone (PYTEST_ARGS="-m 'not slow'" for the quick ones)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-fuzz: install ## Fuzz every operation of the service's OpenAPI (schemathesis, real HTTP)
+	$(BIN)/pytest suites/fuzz
+
 suites: ## List the extra test suites (the test-NAME targets)
 	@echo $(SUITES)
 

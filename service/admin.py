@@ -72,7 +72,8 @@ async def _serving(request: Request) -> str | None:
 
 
 router = APIRouter(prefix="/admin", tags=["admin"],
-                   responses={401: {"description": "No bearer token"},
+                   responses={400: {"description": "Body that cannot be read as JSON text"},
+                              401: {"description": "No bearer token"},
                               403: {"description": "Wrong bearer token"}})
 
 

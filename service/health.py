@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 router = APIRouter(tags=["health"])
 
@@ -49,7 +49,9 @@ async def read_readiness(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", **checks})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 async def read_metrics(request: Request) -> Response:
     """Prometheus exposition of the app's registry."""
     body, content_type = request.app.state.metrics.render()

@@ -157,7 +157,8 @@ class Metrics:
                                    "Predictions refused because the log buffer was full",
                                    registry=r)
         self.admin_denied = Counter(
-            "skewless_admin_denied", "Calls under /admin without a valid token, by status",
+            "skewless_admin_denied", "Calls under /admin whose caller was not authenticated (no "
+            "or a wrong token, or refused before the token was read), by status",
             ["status"], registry=r)
         self.pool_in_flight = Gauge(
             "skewless_model_pool_in_flight", "Heavy prediction requests running in or waiting "

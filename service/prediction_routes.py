@@ -22,6 +22,7 @@ from skewless.settings import Settings
 
 # What /predict answers besides 200 and 422, for OpenAPI.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Body that cannot be read as JSON text (not UTF-8)"},
     503: {"description": "Model, online store or log buffer unavailable, or every model worker "
                          "busy (with Retry-After)"},
     413: {"description": "Body too large"},
@@ -71,7 +72,8 @@ def request_models(spec: ServiceSpec, batch_max_rows: int, event_id: str | None 
             None, description="Optional id of the scored event (integer or string). It is "
             "logged with the served features, so labels that arrive later can be joined by "
             "it (`skewless dataset --from-logs`)."))
-    config = ConfigDict(extra="forbid", allow_inf_nan=False, title="PredictRequest")
+    # Strict: a value is of its JSON type (no "5" for 5, no true for 1), as the schema says.
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, title="PredictRequest")
     row = create_model("PredictRequest", __config__=config, **fields)
     batch = create_model(
         "PredictBatchRequest", __config__=ConfigDict(extra="forbid"),
@@ -86,9 +88,10 @@ class FeatureValue(BaseModel):
     status: str = Field(description="PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE")
 
 
-class PredictResponse(BaseModel):
+class BatchPrediction(BaseModel):
+    """One row's answer inside a batch (the batch names the model version once)."""
+
     request_id: str
-    model_version: str
     score: float = Field(description="Probability of the positive class.")
     features: dict[str, FeatureValue] | None = Field(
         None, description="With include_features=true: each `<view>__<feature>` served.")
@@ -97,9 +100,13 @@ class PredictResponse(BaseModel):
         "log-odds (LightGBM pred_contrib), and the bias.")
 
 
+class PredictResponse(BatchPrediction):
+    model_version: str
+
+
 class PredictBatchResponse(BaseModel):
     model_version: str
-    predictions: list[PredictResponse]
+    predictions: list[BatchPrediction]
 
 
 def _payload(predictor: Predictor, p: Prediction, include_features: bool) -> dict[str, Any]:

@@ -62,9 +62,11 @@ def test_openapi_shows_the_feature_service_fields(served):
 
 @pytest.mark.parametrize(("body", "field", "kind"), [
     ({k: v for k, v in ROW.items() if k != "amount"}, "amount", "missing"),
-    ({**ROW, "card_id": "abc"}, "card_id", "int_parsing"),
+    ({**ROW, "card_id": "abc"}, "card_id", "int_type"),
+    ({**ROW, "card_id": "5"}, "card_id", "int_type"),
+    ({**ROW, "local_hour": True}, "local_hour", "int_type"),
     ({**ROW, "channel": 5}, "channel", "string_type"),
-    ({**ROW, "amount": "NaN"}, "amount", "finite_number"),
+    ({**ROW, "amount": "NaN"}, "amount", "float_type"),
     ({**ROW, "cardid": 1}, "cardid", "extra_forbidden"),
 ])
 def test_malformed_body_gets_422_naming_the_field(served, body, field, kind):
@@ -73,6 +75,16 @@ def test_malformed_body_gets_422_naming_the_field(served, body, field, kind):
     assert response.status_code == 422
     errors = response.json()["detail"]
     assert [(e["loc"][-1], e["type"]) for e in errors] == [(field, kind)]
+
+
+def test_non_finite_numbers_in_the_json_text_get_422(served):
+    http, _ = served
+    for literal in ("NaN", "Infinity", "-Infinity", "1e400"):
+        body = json.dumps(ROW).replace('"amount": 12.5', f'"amount": {literal}')
+        response = http.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, literal
+        assert [(e["loc"][-1], e["type"]) for e in response.json()["detail"]] == [
+            ("amount", "finite_number")]
 
 
 def test_invalid_json_and_batch_limits(served):

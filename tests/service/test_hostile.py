@@ -7,8 +7,10 @@ import json
 import math
 import re
 import shutil
+import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -274,17 +276,24 @@ def test_explained_rows_are_capped(served):
     assert http.post("/predict/batch?explain=true", json={"rows": rows[1:]}).status_code == 200
 
 
-def test_the_loop_answers_while_the_largest_explained_batch_runs(demo, new_entities, tmp_path):
-    import threading
-
+@contextmanager
+def explained_batch_running(demo, new_entities, tmp_path, **update):
+    """An app whose largest allowed explained batch (1,000 rows) is running in its pool; yields
+    a client, the worker thread and where the batch's answer lands."""
     settings = demo.settings.model_copy(update={
-        "feature_log_dir": tmp_path / "log", "batch_max_rows": 1000, "explain_max_rows": 1000})
+        "feature_log_dir": tmp_path / "log", "batch_max_rows": 1000, "explain_max_rows": 1000,
+        **update})
     rows = [new_entities[2 + i % (len(new_entities) - 2)] for i in range(1000)]
     with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
         done: dict = {}
         worker = threading.Thread(target=explained_batch, args=(url, rows, done))
         worker.start()
         wait_until_running(http, worker)
+        yield http, worker, done
+
+
+def test_the_loop_answers_while_the_largest_explained_batch_runs(demo, new_entities, tmp_path):
+    with explained_batch_running(demo, new_entities, tmp_path) as (http, worker, done):
         assert http.get("/healthz").status_code == 200
         healthz_at = time.monotonic()
         worker.join()
@@ -294,17 +303,8 @@ def test_the_loop_answers_while_the_largest_explained_batch_runs(demo, new_entit
 
 
 def test_a_full_model_pool_answers_503_with_retry_after(demo, new_entities, tmp_path):
-    import threading
-
-    settings = demo.settings.model_copy(update={
-        "feature_log_dir": tmp_path / "log", "batch_max_rows": 1000, "explain_max_rows": 1000,
-        "model_workers": 1, "model_queue": 0})
-    rows = [new_entities[2 + i % (len(new_entities) - 2)] for i in range(1000)]
-    with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
-        done: dict = {}
-        worker = threading.Thread(target=explained_batch, args=(url, rows, done))
-        worker.start()
-        wait_until_running(http, worker)
+    with explained_batch_running(demo, new_entities, tmp_path, model_workers=1,
+                                 model_queue=0) as (http, worker, done):
         refused = http.post("/predict?explain=true", json=ROW)
         single = http.post("/predict", json=ROW)  # one row stays on the loop: not refused
         worker.join()

@@ -515,6 +515,7 @@ class Variant:
     kind: str  # "ours" or "feast"
     logging: bool = True
     batch_only: bool = False
+    checkout: Path | None = None  # run `skewless serve` from this checkout of another commit
 
 
 VARIANTS = (
@@ -542,6 +543,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
         env.update(SKEWLESS_REPO_PATH=str(fx.repo), SKEWLESS_VAR_DIR=str(fx.var),
                    SKEWLESS_FEATURE_LOG_DIR=str(run_dir / "feature_log"),
                    SKEWLESS_FEATURE_LOG_ENABLED="true" if variant.logging else "false")
+        if variant.checkout is not None:  # its packages shadow the installed ones
+            env["PYTHONPATH"] = str(variant.checkout)
         cmd = [str(BIN / "skewless"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         ready = "/readyz"
     else:
@@ -783,9 +786,9 @@ STARTED: list[Server] = []
 # --------------------------------------------------------------------------------------------
 
 
-def aggregate(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
+def aggregate(runs: list[RunResult], variants: tuple[Variant, ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         mine = [r for r in runs if r.variant == variant.key]
         if not mine:
             continue
@@ -816,6 +819,28 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
         flag = "  ! flagged" if row["flagged"] else ""
         print(f"{row['label']:<30} {row['rps_median']:>8,.0f} {rounds:<17} {row['p50_ms']:>7.2f} "
               f"{row['p99_ms']:>7.2f} {row['non_2xx']:>7} {row['socket_errors']:>6}  {ratio:<14}{flag}")
+
+
+def baseline_variant(ref: str, path: Path) -> Variant:
+    """`skewless serve` as of git ``ref``: a detached worktree whose packages shadow today's."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+                   check=True, capture_output=True)
+    short = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    return Variant("ours_baseline", f"skewless @{short} (log on)", "ours", checkout=path)
+
+
+def print_before_after(table: dict[str, dict[str, Any]]) -> None:
+    before, after = table.get("ours_baseline"), table.get("ours_log_on")
+    if not (before and after):
+        return
+    overlap = (max(min(before["rps_rounds"]), min(after["rps_rounds"]))
+               <= min(max(before["rps_rounds"]), max(after["rps_rounds"])))
+    change = 100 * (after["rps_median"] / before["rps_median"] - 1)
+    print(f"\nbefore/after: {before['label']} {before['rps_median']:,.0f} → today "
+          f"{after['rps_median']:,.0f} req/s ({change:+.1f}%), p99 {before['p99_ms']:.2f} → "
+          f"{after['p99_ms']:.2f} ms"
+          + ("; the rounds' req/s ranges overlap: within run-to-run noise" if overlap else ""))
 
 
 def print_timing(run: RunResult) -> None:
@@ -857,6 +882,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
     parser.add_argument("--variants", default="ours_log_on,feast,ours_log_off,feast_batch",
                         help="which servers to run, comma-separated, in this order")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run `skewless serve` as of git REF (log on), right after "
+                             "today's, for a before/after in the same run")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp directory")
     return parser.parse_args()
 
@@ -933,10 +961,16 @@ def main() -> int:
         print(f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "
               f"{args.warmup:g} s uncounted warm-up, {args.rounds} rounds, one server at a time\n")
 
+        variants, order = VARIANTS, args.variants.split(",")
+        if args.baseline:
+            baseline = baseline_variant(args.baseline, tmp / "baseline")
+            variants += (baseline,)
+            at = order.index("ours_log_on") + 1 if "ours_log_on" in order else 0
+            order.insert(at, baseline.key)
+            print(f"baseline: {baseline.label} from a checkout of {args.baseline}")
         reference: dict[str, list[dict[str, Any]]] = {}
         for round_no in range(1, args.rounds + 1):
-            for variant in [v for key in args.variants.split(",") for v in VARIANTS
-                            if v.key == key]:
+            for variant in [v for key in order for v in variants if v.key == key]:
                 result = one_run(variant, round_no, fx, bodies, args, wrk, script, reference)
                 runs.append(result)
                 m = result.measured
@@ -957,9 +991,11 @@ def main() -> int:
             timing_args = argparse.Namespace(**{**vars(args), "duration": args.timing_duration})
             timing_run = one_run(VARIANTS[0], 0, fx, bodies, timing_args, wrk, script, reference,
                                  timing=True)
-        table = aggregate(runs)
+        table = aggregate(runs, variants)
         print()
         print_table(table)
+        if args.baseline:
+            print_before_after(table)
         on, off = table.get("ours_log_on"), table.get("ours_log_off")
         logging_cost = None
         if on and off:
@@ -1000,7 +1036,7 @@ def main() -> int:
             "machine": machine,
             "config": {k: v for k, v in vars(args).items() if k != "keep_temp"},
             "setup": fx.facts, "features": features, "requests": bodies.facts,
-            "commands": {v.key: make_server(v, fx, tmp).cmd for v in VARIANTS},
+            "commands": {v.key: make_server(v, fx, tmp).cmd for v in variants},
             "table": table, "logging_cost_pct": logging_cost, "agreement": agreement,
             "runs": [r.summary() for r in runs],
             "server_timing": None if timing_run is None else timing_run.summary(),
@@ -1014,6 +1050,9 @@ def main() -> int:
             server.stop()
         if redis is not None:
             redis.stop()
+        if (tmp / "baseline").exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(tmp / "baseline")], check=False, capture_output=True)
         import psutil
 
         left = [f"{p.pid} {' '.join(p.cmdline()[:3])}"

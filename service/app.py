@@ -212,18 +212,22 @@ def create_catalog_app(settings: Settings) -> FastAPI:
 
 @contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int | None = None,
-                    timeout: float = 60.0) -> Iterator[str]:
+                    timeout: float = 60.0, read_timeout: float | None = None) -> Iterator[str]:
     """Run ``app`` on uvicorn in a background thread (lifespan included); yield its base URL.
 
     Leaving the block shuts it down as SIGTERM would: requests drained, the log flushed.
+    ``read_timeout`` defaults to ``SKEWLESS_REQUEST_READ_TIMEOUT_SECONDS``'s default.
     """
     import uvicorn
 
+    from service.http_server import server_config
     from skewless.embedded_redis import free_port
 
+    if read_timeout is None:
+        read_timeout = Settings.model_fields["request_read_timeout_seconds"].default
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(server_config(app, host=host, port=port, read_timeout=read_timeout,
+                                          log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

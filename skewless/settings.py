@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         0.5, gt=0, description="socket timeout of online reads; an outage answers 503 by then"
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    request_read_timeout_seconds: float = Field(
+        15.0, gt=0, le=3600, description="time a client has to send one request, headers and "
+        "body, from its first byte (or from connecting); a client that misses it gets 408 and "
+        "its connection is closed")
     batch_max_rows: int = Field(1000, gt=0, description="rows per /predict/batch request")
     explain_max_rows: int = Field(
         100, gt=0, description="rows a request with explain=true may hold (TreeSHAP costs "

@@ -76,10 +76,10 @@ def catalog_serve(
     port: Annotated[int | None, typer.Option(help="Port (default SKEWLESS_API_PORT).")] = None,
 ) -> None:
     """Serve the catalog alone (`skewless serve` includes it beside the predictor)."""
-    import uvicorn
-
     from service.app import create_catalog_app
+    from service.http_server import run_server
 
     settings = load_settings()
-    uvicorn.run(create_catalog_app(settings), host=host or settings.api_host,
-                port=settings.api_port if port is None else port, access_log=False)
+    run_server(create_catalog_app(settings), host=host or settings.api_host,
+               port=settings.api_port if port is None else port,
+               read_timeout=settings.request_read_timeout_seconds)

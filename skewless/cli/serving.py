@@ -21,9 +21,8 @@ def serve(
     import signal
     import sys
 
-    import uvicorn
-
     from service.app import create_app
+    from service.http_server import run_server
     from skewless.embedded_redis import redis_for
     from training.gate import promote
 
@@ -34,11 +33,10 @@ def serve(
         signal.signal(sig, lambda *_: sys.exit(0))
     with redis_for(settings) as address:
         app_settings = settings.model_copy(update={"redis": address})
-        uvicorn.run(
-            create_app(app_settings, promote=promote), host=host or settings.api_host,
-            port=settings.api_port if port is None else port, loop="uvloop",
-            http="httptools", access_log=False, timeout_graceful_shutdown=30,
-        )
+        run_server(create_app(app_settings, promote=promote), host=host or settings.api_host,
+                   port=settings.api_port if port is None else port,
+                   read_timeout=settings.request_read_timeout_seconds,
+                   timeout_graceful_shutdown=30)
 
 
 @app.command()

@@ -28,7 +28,8 @@ ROW = {"card_id": 1, "merchant_id": 2, "amount": 12.5, "channel": "pos", "local_
 def app_in_thread(settings: Settings) -> Iterator[str]:
     """The app on uvicorn in a background thread, promoting through the real gate; yields its
     base URL."""
-    with serve_in_thread(create_app(settings, promote=promote)) as url:
+    with serve_in_thread(create_app(settings, promote=promote),
+                         read_timeout=settings.request_read_timeout_seconds) as url:
         yield url
 
 

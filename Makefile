@@ -35,6 +35,9 @@ pytest: install ## Run the tests under tests/ alone (PYTEST_ARGS="-m 'not slow'"
 test-fuzz: install ## Fuzz every operation of the service's OpenAPI (schemathesis, real HTTP)
 	$(BIN)/pytest suites/fuzz
 
+test-faults: install ## Faults under load: Redis and PostgreSQL restarted, disk full, SIGKILL
+	$(BIN)/pytest suites/faults
+
 suites: ## List the extra test suites (the test-NAME targets)
 	@echo $(SUITES)
 

@@ -68,6 +68,12 @@ class ServeProcess:
         self.stop()
         raise RuntimeError(f"skewless serve did not start: {self.log_path.read_text()[-3000:]}")
 
+    def kill(self) -> None:
+        """SIGKILL: no draining, no flush, as an OOM kill or a power cut would end it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def terminate(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)

@@ -9,12 +9,14 @@ window into a private redis-server.
 Servers, each started for one run and stopped after it, so only one is ever busy:
 
   ours (log on)    `skewless serve`, served features logged (SKEWLESS_FEATURE_LOG_DIR)
+  ours (spool)     the same with SKEWLESS_FEATURE_LOG_DURABILITY=spool: each answer waits for
+                   its row to be synced to the spool
   feast            `feast serve -w 1 --max-requests 0 --no-access-log`, feature service
                    fraud_model_v1 (17 batch features + 5 on-demand), returns the features
   ours (log off)   `skewless serve` with SKEWLESS_FEATURE_LOG_ENABLED=false
   feast batch      the same `feast serve`, only the 17 batch feature refs (no on-demand view)
 
-The four run in that order, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
+They run in that order, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
 script that rotates through pre-generated request bodies (real cards, merchants, amounts,
 channels and hours from the generated transactions; the same rows for every server) and
 prints its summary as JSON from ``done()``. Each run starts with a warm-up that is not counted.
@@ -516,10 +518,12 @@ class Variant:
     logging: bool = True
     batch_only: bool = False
     checkout: Path | None = None  # run `skewless serve` from this checkout of another commit
+    spool: bool = False  # SKEWLESS_FEATURE_LOG_DURABILITY=spool
 
 
 VARIANTS = (
     Variant("ours_log_on", "skewless /predict (log on)", "ours", logging=True),
+    Variant("ours_spool", "skewless /predict (spool)", "ours", logging=True, spool=True),
     Variant("feast", "feast serve (service)", "feast"),
     Variant("ours_log_off", "skewless /predict (log off)", "ours", logging=False),
     Variant("feast_batch", "feast serve (17 batch refs)", "feast", batch_only=True),
@@ -543,6 +547,9 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
         env.update(SKEWLESS_REPO_PATH=str(fx.repo), SKEWLESS_VAR_DIR=str(fx.var),
                    SKEWLESS_FEATURE_LOG_DIR=str(run_dir / "feature_log"),
                    SKEWLESS_FEATURE_LOG_ENABLED="true" if variant.logging else "false")
+        if variant.spool:
+            env.update(SKEWLESS_FEATURE_LOG_DURABILITY="spool",
+                       SKEWLESS_FEATURE_LOG_SPOOL_DIR=str(run_dir / "spool"))
         if variant.checkout is not None:  # its packages shadow the installed ones
             env["PYTHONPATH"] = str(variant.checkout)
         cmd = [str(BIN / "skewless"), "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -872,7 +879,7 @@ def print_timing(run: RunResult) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--rounds", type=int, default=2, help="times the four servers alternate")
+    parser.add_argument("--rounds", type=int, default=2, help="times the servers alternate")
     parser.add_argument("--warmup", type=float, default=2.0, help="uncounted seconds before each run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
@@ -880,7 +887,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timing-duration", type=float, default=5.0,
                         help="seconds of the Server-Timing run (0: skip it)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
-    parser.add_argument("--variants", default="ours_log_on,feast,ours_log_off,feast_batch",
+    parser.add_argument("--variants",
+                        default="ours_log_on,ours_spool,feast,ours_log_off,feast_batch",
                         help="which servers to run, comma-separated, in this order")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run `skewless serve` as of git REF (log on), right after "
@@ -1007,6 +1015,12 @@ def main() -> int:
                   f"(p50 {off['p50_ms']:.2f} → {on['p50_ms']:.2f} ms, "
                   f"p99 {off['p99_ms']:.2f} → {on['p99_ms']:.2f} ms)"
                   + ("; the rounds' req/s ranges overlap: within run-to-run noise" if overlap else ""))
+        spool = table.get("ours_spool")
+        if on and spool:
+            print(f"spool durability: {on['rps_median']:,.0f} → {spool['rps_median']:,.0f} req/s "
+                  f"({100 * (spool['rps_median'] / on['rps_median'] - 1):+.1f}%), p99 "
+                  f"{on['p99_ms']:.2f} → {spool['p99_ms']:.2f} ms, each answer after its row "
+                  "was synced to the spool")
         for key, result in agreement.items():
             diff, sdiff = result["values_differing"], result["statuses_differing"]
             print(f"same values: skewless vs {key}: {result['values_compared']:,} values over "

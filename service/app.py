@@ -143,7 +143,8 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor = Predictor.load(settings, store, spec, metrics, registry)
         app.state.predictor = predictor
-        predictor.logbook.start()
+        predictor.logbook.start()  # with spool durability, replays what a killed process left
+        metrics.log_replayed.inc(predictor.logbook.rows_replayed)
         follower = asyncio.create_task(predictor.follow_registry(), name="registry follower")
         problem = await predictor.check_redis()
         if problem:

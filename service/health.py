@@ -35,6 +35,8 @@ async def read_readiness(request: Request) -> JSONResponse:
     checks["feature_log"] = {"buffered_rows": book.depth, "capacity": book.capacity,
                              "rows_written": book.rows_written,
                              "rows_dead_lettered": book.rows_dead_lettered,
+                             "durability": "spool" if book.spool is not None else "buffer",
+                             "rows_replayed": book.rows_replayed,
                              "last_error": book.last_error}
     if book.depth >= book.capacity:
         problems.append(f"feature log buffer full ({book.depth} rows not yet written)")

@@ -173,6 +173,17 @@ class Metrics:
             "skewless_feature_log_dead_lettered_total",
             "Served rows the log schema could not hold, kept in the dead-letter file instead",
             registry=r)
+        self.spool_sync_seconds = Histogram(
+            "skewless_feature_log_spool_sync_seconds", "Time to write and sync one group of "
+            "spooled rows (spool durability; every answer in the group waits for it)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r)
+        self.spool_failures = Counter(
+            "skewless_feature_log_spool_failures", "Groups of rows the spool could not sync "
+            "(their requests answered 503)", registry=r)
+        self.log_replayed = Counter(
+            "skewless_feature_log_replayed_rows", "Spooled rows a previous process had not "
+            "logged, logged at start-up", registry=r)
 
     def track_depth(self, depth: Callable[[], float]) -> None:
         self.log_depth.set_function(depth)
@@ -189,6 +200,9 @@ class Metrics:
 
     def log_dead_letter(self, rows: int) -> None:
         self.log_dead_lettered.inc(rows)
+
+    def spool_synced(self, rows: int, seconds: float) -> None:
+        self.spool_sync_seconds.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

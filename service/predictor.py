@@ -31,6 +31,7 @@ from service.metrics import Metrics
 from service.model_slot import ModelSlot
 from service.online import NULL_VALUE, PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
+from service.spool import Spool, SpoolUnavailable
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
@@ -164,6 +165,8 @@ class Predictor:
             flush_seconds=settings.feature_log_flush_seconds,
             fallback_directory=settings.var_dir / "feature_logs_unwritten",
             dead_letter_directory=settings.var_dir / "feature_logs_dead_letter",
+            spool=(Spool(settings.spool_dir, on_sync=metrics.spool_synced)
+                   if settings.feature_log_durability == "spool" else None),
             on_written=metrics.log_written, on_error=metrics.log_failed,
             on_dead_letter=metrics.log_dead_letter,
         )
@@ -243,7 +246,15 @@ class Predictor:
             scored = self._score(scorer, replies, rows, now, explain)
         features, scores, contributions, timings.transform, timings.model = scored
         t3 = time.perf_counter()
-        predictions = self._log(rows, features, scores, now, scorer.version, contributions)
+        predictions, durable = self._log(rows, features, scores, now, scorer.version,
+                                         contributions)
+        if durable is not None:  # spool durability: answer once the rows are synced
+            try:
+                await durable
+            except SpoolUnavailable as exc:
+                self.metrics.spool_failures.inc()
+                raise ServiceUnavailable(str(exc)) from exc
+        self.metrics.predictions.inc(n)
         t4 = time.perf_counter()
         timings.features, timings.log = (t1 - t0) * 1e3, (t4 - t3) * 1e3
         return predictions, scorer.version, timings
@@ -281,7 +292,9 @@ class Predictor:
 
     def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
              now: float, version: str, contributions: list[dict[str, float]] | None,
-             ) -> list[Prediction]:
+             ) -> tuple[list[Prediction], asyncio.Future[None] | None]:
+        """The predictions, their rows handed to the log, and with spool durability the
+        future to await before answering."""
         layout = self.logbook.layout
         keys, requests, event_id = layout.key_columns, layout.request_columns, \
             layout.event_id_column
@@ -307,10 +320,8 @@ class Predictor:
                 ))
             predictions.append(Prediction(request_id, score, features.values[i], statuses,
                                           contributions[i] if contributions else None))
-        if logged:
-            self.logbook.append(logged)
-        self.metrics.predictions.inc(len(rows))
-        return predictions
+        durable = self.logbook.append(logged) if logged else None
+        return predictions, durable
 
     def _count_missing(self, view_status: tuple[str, int]) -> None:
         child = self._missing.get(view_status)

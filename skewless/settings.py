@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
         200_000, gt=0, description="unwritten served rows held at most; beyond it /predict "
         "answers 503 rather than drop a row"
     )
+    feature_log_durability: Literal["buffer", "spool"] = Field(
+        "buffer", description="buffer: accepted rows wait in memory for the next write (a "
+        "SIGKILL loses what is buffered); spool: each row is synced to a local spool file "
+        "before its answer and replayed at start-up (a SIGKILL loses no answered row)")
+    feature_log_spool_dir: Path | None = Field(
+        None, description="where spool durability keeps its files (default var/feature_log_spool)")
     feature_log_flush_rows: int = Field(20_000, gt=0, description="rows per log file at most")
     feature_log_flush_seconds: float = Field(2.0, gt=0, description="log write interval")
 
@@ -201,6 +208,11 @@ class Settings(BaseSettings):
 
     def skew_report_for(self, feature_service: str) -> Path:
         return self.var_dir / "skew" / f"{feature_service}.json"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where spool durability keeps the served rows not yet logged."""
+        return self.feature_log_spool_dir or self.var_dir / "feature_log_spool"
 
     @property
     def catalog_stats_path(self) -> Path:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from service.logbook import LoggedRow, LogLayout, write_log_files
+from service.logbook import LoggedRow, LogLayout, split_by_day, write_day_file
 from tests.support.service_harness import read_logs
 
 
@@ -35,7 +35,8 @@ def test_rows_across_midnight_land_in_two_date_partitions(tmp_path):
     rows = [row("a", before, 1.5, before.timestamp() - 3600.7, "t-1"),
             row("b", after, None, None)]
     lay = layout()
-    files = write_log_files(tmp_path, lay.schema, [lay.to_batch(rows)])
+    files = [write_day_file(tmp_path, lay.schema, day, [part])
+             for day, part in split_by_day(lay.to_batch(rows))]
     assert [f.parent.name for f in files] == ["__log_date=2026-11-22", "__log_date=2026-11-23"]
     assert not list(tmp_path.rglob(".*"))
     logged = read_logs(tmp_path).sort_values("__request_id").reset_index(drop=True)
@@ -92,3 +93,60 @@ def test_rows_the_schema_cannot_hold_are_dead_lettered_and_the_rest_written(tmp_
     assert book.rows_written + book.rows_dead_lettered == len(good) + len(bad) + len(later)
     assert book.rows_dead_lettered == sum(counted) == 2
     assert not (tmp_path / "fallback").exists()
+
+
+def test_a_failed_write_leaves_no_staging_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from service import logbook
+
+    def disk_full(table, fh, **_):
+        fh.write(b"PAR1" + b"x" * 4096)  # part of a file, then the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logbook.pq, "write_table", disk_full)
+    lay = layout()
+    now = datetime.now(UTC)
+    with pytest.raises(OSError, match="No space"):
+        write_day_file(tmp_path, lay.schema, now.date(), [lay.to_batch([row("a", now, 1.0, None)])])
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_date_whose_file_fails_is_retried_alone_and_nothing_is_written_twice(tmp_path):
+    """A batch across UTC midnight: the second date cannot be written at first; the first
+    date's file is written once, the second's once its partition can be made."""
+    import asyncio
+
+    from service.logbook import LogBook
+
+    before = datetime(2026, 11, 22, 23, 59, 59, tzinfo=UTC)
+    after = datetime(2026, 11, 23, 0, 0, 1, tzinfo=UTC)
+    rows = [row(f"b{i}", before, 1.0, None) for i in range(3)] + \
+        [row(f"a{i}", after, 1.0, None) for i in range(2)]
+    log = tmp_path / "log"
+    log.mkdir()
+    blocker = log / "__log_date=2026-11-23"
+    blocker.write_text("not a directory")  # the second date's partition cannot be made
+
+    async def scenario() -> LogBook:
+        book = LogBook(log, layout(), capacity=100, flush_rows=100, flush_seconds=0.05,
+                       fallback_directory=tmp_path / "fallback")
+        book.start()
+        book.append(rows)
+        while book.rows_written < 3 or book.last_error is None:
+            await asyncio.sleep(0.01)
+        assert book.depth == 2  # only the failing date waits
+        blocker.unlink()
+        while book.depth:
+            await asyncio.sleep(0.01)
+        await book.close()
+        return book
+
+    book = asyncio.run(scenario())
+    logged = read_logs(log)
+    assert sorted(logged["__request_id"]) == sorted(r.request_id for r in rows)  # once each
+    assert book.rows_written == 5
+    assert len(list((log / "__log_date=2026-11-22").glob("*.parquet"))) == 1
+    assert not [p for p in log.rglob(".*")]

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -84,6 +85,35 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class RepeatedQueryMiddleware:
+    """422 for a query parameter given more than once: every parameter here takes one value,
+    and which of two would count is not for the server to guess."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"&" in query or b";" in query:
+            seen: set[str] = set()
+            for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if name in seen:
+                    await _unprocessable(send, [{
+                        "type": "repeated", "loc": ["query", name[:100]],
+                        "msg": "given more than once; this parameter takes one value"}])
+                    return
+                seen.add(name)
+        await self.app(scope, receive, send)
+
+
+async def _unprocessable(send: Any, errors: list[dict[str, Any]]) -> None:
+    body = json.dumps({"detail": errors}).encode()
+    await send({"type": "http.response.start", "status": 422,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 MAX_REPORTED_ERRORS = 10  # a 422 names at most this many problems
@@ -179,6 +209,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     app.include_router(admin_router)
     install_catalog(app, Catalog.open(settings, registry))
     install_error_handlers(app)
+    app.add_middleware(RepeatedQueryMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdminAuditMiddleware, registry=registry, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -208,6 +239,7 @@ def create_catalog_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Skewless feature catalog", lifespan=lifespan)
     install_catalog(app, Catalog.open(settings, registry))
     install_error_handlers(app)
+    app.add_middleware(RepeatedQueryMiddleware)
     return app
 
 

@@ -344,3 +344,14 @@ def test_calls_without_a_token_are_counted_and_cannot_grow_the_audit(demo, tmp_p
     assert sorted(e.outcome for e in denied) == ["401", "403", "404"]  # one each this minute
     assert all(len(e.target) <= 1000 and len(e.action) <= 200 for e in events)
     assert [e.outcome for e in events if e.actor == "admin token"] == ["200"]
+
+
+@pytest.mark.parametrize("path", ["/predict?explain=false&explain=true",
+                                  "/predict?include_features=true;include_features=false"])
+def test_a_query_parameter_given_twice_is_422_naming_it(served, path):
+    http, _ = served
+    response = post(http, path, ROW)
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["query", path.split("?")[1]
+                                                              .split("=")[0]]]
+    assert http.get("/api/catalog?q=a&q=b").status_code == 422

@@ -4,7 +4,8 @@ Its tables (on the metadata database's declarative base, ``skewless.db``) and th
 the CLI, the acceptance gate, the admin API and the predictor share. Stages are candidate →
 production → archived; the database itself refuses a second production version of a model
 name (a partial unique index), so two promotions that race cannot both win, whatever the code
-does.
+does. A database that cannot be reached (down, restarting, locked) is
+:class:`~skewless.db.DatabaseUnavailable` (503) from every query, never a driver error.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, session
 
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
 from skewless.contract import ModelContract
-from skewless.db import Base, make_engine, read_only, schema_problem, upgrade, utcnow
+from skewless.db import (
+    Base,
+    make_engine,
+    reachable,
+    read_only,
+    schema_problem,
+    upgrade,
+    utcnow,
+)
 from skewless.errors import InvalidInput
 from skewless.settings import Settings
 
@@ -241,13 +250,13 @@ class Registry:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction that writes (on SQLite it holds the write lock from its start)."""
-        with self.sessions() as session, session.begin():
+        with reachable(), self.sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A transaction that only reads (on SQLite it takes no write lock)."""
-        with self.read_sessions() as session, session.begin():
+        with reachable(), self.read_sessions() as session, session.begin():
             yield session
 
     # Reads -------------------------------------------------------------------------------

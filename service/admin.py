@@ -5,7 +5,9 @@
 or unauthenticated — is written to the audit table with its status, by a small middleware
 that sees the final status code. A promotion or rollback makes the predictor reload at once
 instead of at its next registry poll. Registry errors carry their own status (404 unknown,
-409 refused or raced, 400 otherwise); the app answers them, no route maps them.
+409 refused or raced, 400 otherwise, 503 when the metadata database cannot be reached); the
+app answers them, no route maps them. While the database is down a call cannot be audited
+either: it is logged instead and counted in ``skewless_admin_unaudited_total``.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service.metrics import Metrics, StatusRecorder
+from skewless.db import DatabaseUnavailable
 from skewless.errors import Unavailable
 from skewless.gate import Promoter
 from skewless.registry import Registry
@@ -74,7 +77,9 @@ async def _serving(request: Request) -> str | None:
 router = APIRouter(prefix="/admin", tags=["admin"],
                    responses={400: {"description": "Body that cannot be read as JSON text"},
                               401: {"description": "No bearer token"},
-                              403: {"description": "Wrong bearer token"}})
+                              403: {"description": "Wrong bearer token"},
+                              503: {"description": "Metadata database unavailable (retry "
+                                                   "after Retry-After seconds)"}})
 
 
 @router.get("/models")
@@ -213,5 +218,14 @@ class AdminAuditMiddleware:
             await asyncio.to_thread(
                 self.registry.audit, actor, f"{scope['method']} {scope['path']}",
                 scope["path"], str(status), detail)
+        except DatabaseUnavailable as exc:  # the call itself is done (a 503, most likely)
+            self._unaudited()
+            logger.error("could not audit %s %s by %s (answered %s): %s", scope["method"],
+                         scope["path"], actor, status, exc)
         except Exception:  # the call itself is done; say loudly that its audit is not
+            self._unaudited()
             logger.exception("could not audit %s %s", scope["method"], scope["path"])
+
+    def _unaudited(self) -> None:
+        if self.metrics is not None:
+            self.metrics.admin_unaudited.inc()

@@ -160,6 +160,10 @@ class Metrics:
             "skewless_admin_denied", "Calls under /admin whose caller was not authenticated (no "
             "or a wrong token, or refused before the token was read), by status",
             ["status"], registry=r)
+        self.admin_unaudited = Counter(
+            "skewless_admin_unaudited", "Calls under /admin whose audit event could not be "
+            "written (the metadata database unavailable); each is in the service log instead",
+            registry=r)
         self.pool_in_flight = Gauge(
             "skewless_model_pool_in_flight", "Heavy prediction requests running in or waiting "
             "for the model worker pool", registry=r)

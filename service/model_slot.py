@@ -6,8 +6,10 @@ matching the current Feast definitions, a smoke prediction) and hands the reques
 scorer. When the stage's version changes (noticed by polling, or told by an admin call) the
 new version is loaded and verified in a thread beside the serving one and swapped in with one
 assignment; the old scorer is freed after a grace period. A version that fails verification
-is refused (log line and metric) and the old one keeps serving. Each request takes a slot's
-scorer once, so it is scored by one version throughout.
+is refused (log line and metric) and the old one keeps serving. So does a registry that
+cannot be reached: each failed poll is counted, the outage and the recovery are logged once
+each, and the follower polls on. Each request takes a slot's scorer once, so it is scored by
+one version throughout.
 
 The request path (``service/predictor.py``) never loads anything: a second model (a shadow or
 a canary) is a second slot following another stage.
@@ -47,6 +49,7 @@ class ModelSlot:
     scorer: Scorer | None = None
     problem: str | None = None
     _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
+    _unreachable_since: float | None = field(default=None, repr=False)  # registry outage
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
@@ -106,12 +109,14 @@ class ModelSlot:
             try:  # the version only (cheap); the full row when it changed
                 version = await asyncio.to_thread(registry.version_in_stage, self.model_name,
                                                   self.stage)
-                if version is None or version == current or version in self._refused:
-                    return current
-                row = await asyncio.to_thread(registry.get, self.model_name, version)
+                row = None
+                if version is not None and version != current and version not in self._refused:
+                    row = await asyncio.to_thread(registry.get, self.model_name, version)
             except Exception as exc:  # the database is down: keep serving what we have
-                self.metrics.registry_errors.inc()
-                logger.warning("model registry unavailable: %s", exc)
+                self._registry_failed(exc, current)
+                return current
+            self._registry_answered()
+            if row is None:
                 return current
             started = time.perf_counter()
             try:
@@ -131,6 +136,20 @@ class ModelSlot:
             if old is not None:
                 asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
             return row.version
+
+    def _registry_failed(self, exc: Exception, current: str | None) -> None:
+        self.metrics.registry_errors.inc()
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+            logger.warning("model registry unavailable (still serving %s; polling on): %s",
+                           current, exc)
+
+    def _registry_answered(self) -> None:
+        since = self._unreachable_since
+        if since is not None:
+            self._unreachable_since = None
+            logger.warning("model registry reachable again after %.1f s",
+                           time.monotonic() - since)
 
     async def follow(self, poll_seconds: float) -> None:
         """Poll the registry's stage until cancelled."""

@@ -8,15 +8,53 @@ code that reads it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, TypeDecorator, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase
 
+from skewless.errors import Unavailable
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# How long a new PostgreSQL connection may take (libpq's connect_timeout; a URL's own
+# ?connect_timeout= wins): a database that is down or unreachable fails a call in seconds
+# instead of the operating system's TCP timeout (minutes).
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+class DatabaseUnavailable(Unavailable):
+    """The metadata database cannot be reached or cannot serve now (503, retry later)."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's message on one line (psycopg's span several)."""
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split()) or type(orig).__name__
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """Turns "cannot reach the metadata database" into :class:`DatabaseUnavailable`.
+
+    Refused or dropped connections, a server starting up or shutting down, a locked SQLite
+    file, no pooled connection free: SQLAlchemy raises these as ``OperationalError``,
+    ``InterfaceError`` or a pool ``TimeoutError``. Errors of the data itself (an
+    ``IntegrityError``, a missing table) pass through unchanged.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"metadata database unavailable: {_reason(exc)}") from exc
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -54,8 +92,15 @@ def read_only(engine: Engine) -> Engine:
 def make_engine(url: str, **options: Any) -> Engine:
     """An engine for ``url``; on SQLite every writing transaction takes the write lock up front
     (``BEGIN IMMEDIATE``), so concurrent writers queue instead of failing half-way, while
-    reading ones (:func:`read_only`) begin deferred and take none."""
+    reading ones (:func:`read_only`) begin deferred and take none. On PostgreSQL (psycopg) a
+    new connection gives up after :data:`CONNECT_TIMEOUT_SECONDS`, and a pooled one is pinged
+    before use, so a restarted server costs one failed call, not a stale connection."""
     if not url.startswith("sqlite"):
+        parsed = make_url(url)
+        if (parsed.get_driver_name() in ("psycopg", "psycopg2")
+                and "connect_timeout" not in parsed.query):
+            options.setdefault("connect_args", {}).setdefault(
+                "connect_timeout", CONNECT_TIMEOUT_SECONDS)
         return create_engine(url, pool_pre_ping=True, **options)
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
@@ -119,8 +164,8 @@ def schema_problem(engine: Engine) -> str | None:
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        return f"metadata database unavailable: {exc.orig}"
+    except (OperationalError, InterfaceError) as exc:
+        return f"metadata database unavailable: {_reason(exc)}"
     if current != head:
         return (f"metadata database {engine.url.render_as_string(hide_password=True)} is at "
                 f"revision {current or 'none'}, not {head}: run `skewless db upgrade`")

@@ -4,7 +4,8 @@ Its tables (on the metadata database's declarative base, ``skewless.db``) and th
 the CLI, the acceptance gate, the admin API and the predictor share. Stages are candidate →
 production → archived; the database itself refuses a second production version of a model
 name (a partial unique index), so two promotions that race cannot both win, whatever the code
-does.
+does. A database that cannot be reached (down, restarting, locked) is
+:class:`~skewless.db.DatabaseUnavailable` (503) from every query, never a driver error.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, session
 
 from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
 from skewless.contract import ModelContract
-from skewless.db import Base, make_engine, read_only, schema_problem, upgrade, utcnow
+from skewless.db import (
+    Base,
+    make_engine,
+    reachable,
+    read_only,
+    schema_problem,
+    upgrade,
+    utcnow,
+)
 from skewless.errors import InvalidInput
 from skewless.settings import Settings
 
@@ -241,13 +250,13 @@ class Registry:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction that writes (on SQLite it holds the write lock from its start)."""
-        with self.sessions() as session, session.begin():
+        with reachable(), self.sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A transaction that only reads (on SQLite it takes no write lock)."""
-        with self.read_sessions() as session, session.begin():
+        with reachable(), self.read_sessions() as session, session.begin():
             yield session
 
     # Reads -------------------------------------------------------------------------------
@@ -334,7 +343,9 @@ class Registry:
         """Make ``version`` production and archive the one it replaces, in one transaction.
 
         ``expected_production`` is the production version the decision was based on (the
-        gate compared against it); if production changed meanwhile, nothing is changed.
+        gate compared against it); if production changed meanwhile, nothing is changed. A
+        forced promotion's audit event is written in the same transaction: it exists exactly
+        when the promotion does.
         """
         try:
             with self.session() as session:
@@ -350,6 +361,9 @@ class Registry:
                         f"production of {name} changed to {current_version or 'none'} while "
                         f"the promotion of {version} was decided against "
                         f"{expected_production or 'none'}; nothing changed, try again")
+                if forced:
+                    session.add(self._event(actor, "promote", f"{name}/{version}", "forced",
+                                            {"reason": reason}))
                 if current is not None:
                     self._move(session, current, Stage.ARCHIVED, actor,
                                f"replaced by {version}: {reason}", {"replaced_by": version},
@@ -365,7 +379,6 @@ class Registry:
     def force_promote(self, name: str, version: str, actor: str, reason: str,
                       evidence: dict[str, Any]) -> ModelVersion:
         """Promote without the gate; audited as forced."""
-        self.audit(actor, "promote", f"{name}/{version}", "forced", {"reason": reason})
         return self.promote(name, version, actor, reason, evidence, forced=True,
                             expected_production=self.production_version(name))
 
@@ -412,13 +425,18 @@ class Registry:
         """Record an event; what a caller chose (a path, a name, a reason) is clipped to its
         column, so no call can store more than a few kilobytes or fail on a long value."""
         with self.session() as session:
-            session.add(AuditEvent(
-                actor=clip(actor, 200), action=clip(action, 200),
-                target=clip(target, AUDIT_TARGET_CHARS), outcome=clip(outcome, 200),
-                detail={k: clip(v, AUDIT_TEXT_CHARS) if isinstance(v, str) else v
-                        for k, v in (detail or {}).items()}))
+            session.add(self._event(actor, action, target, outcome, detail))
 
     # Helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(actor: str, action: str, target: str, outcome: str,
+               detail: dict[str, Any] | None) -> AuditEvent:
+        return AuditEvent(
+            actor=clip(actor, 200), action=clip(action, 200),
+            target=clip(target, AUDIT_TARGET_CHARS), outcome=clip(outcome, 200),
+            detail={k: clip(v, AUDIT_TEXT_CHARS) if isinstance(v, str) else v
+                    for k, v in (detail or {}).items()})
 
     @staticmethod
     def _locked(session: Session, name: str, version: str) -> ModelVersion:

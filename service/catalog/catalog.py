@@ -36,6 +36,7 @@ from service.catalog.schemas import (
     ViewDetail,
     ViewInfo,
 )
+from skewless.db import DatabaseUnavailable
 from skewless.errors import SkewlessError
 from skewless.files import JsonFiles
 from skewless.registry import ModelVersion, NotFound, Registry, Stage, load_registered
@@ -118,8 +119,9 @@ class Catalog:
             return None
         try:
             return fn(self.registry)
-        except SQLAlchemyError as exc:
-            notes[section] = f"metadata database unavailable: {type(exc).__name__}"
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:  # a page, not a failure
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            notes[section] = f"metadata database unavailable: {type(cause or exc).__name__}"
             return None
 
     # The index ---------------------------------------------------------------------------

@@ -107,7 +107,7 @@ class ModelVersion(Base):
     artifact_uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     feature_service: Mapped[str] = mapped_column(String(200))
-    fingerprint: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(100))  # "sha256:" and 64 hex digits
     contract: Mapped[ModelContract] = mapped_column(ContractJSON)
     parameters: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]

@@ -26,6 +26,7 @@ class Outcome:
     status: int | None  # HTTP status, None for a transport error (refused, reset, timeout)
     detail: str | None  # JSON "detail" of a non-2xx answer, or the transport error's text
     model_version: str | None  # of a 200
+    request_id: str | None = None  # of a 200 to /predict: the id its logged row carries
 
     @property
     def ok(self) -> bool:
@@ -128,7 +129,7 @@ class Load:
         elapsed = time.monotonic() - started
         if not 200 <= response.status_code < 300:
             return Outcome(started, elapsed, response.status_code, _detail(response), None)
-        version = None
+        version = request_id = None
         if response.status_code == 200:
             try:
                 answer = response.json()
@@ -136,4 +137,6 @@ class Load:
                 answer = None
             if isinstance(answer, dict) and isinstance(answer.get("model_version"), str):
                 version = answer["model_version"]
-        return Outcome(started, elapsed, response.status_code, None, version)
+            if isinstance(answer, dict) and isinstance(answer.get("request_id"), str):
+                request_id = answer["request_id"]
+        return Outcome(started, elapsed, response.status_code, None, version, request_id)

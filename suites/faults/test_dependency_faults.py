@@ -267,29 +267,6 @@ def metric(text: str, name: str) -> float:
     return float(found[1])
 
 
-def make_room_for_fingerprints(url: str, model_dir) -> None:
-    """Work around a schema bug until its migration lands.
-
-    Migration 0001 declares ``model_versions.fingerprint`` VARCHAR(64), but a fingerprint is
-    ``sha256:`` and 64 hex digits (71 characters): PostgreSQL refuses to register any real
-    model (SQLite does not enforce the length). This widens the column when it is too short
-    for the model's fingerprint, and does nothing once a migration has widened it.
-    """
-    fingerprint = json.loads((model_dir / "contract.json").read_text())["fingerprint"]
-    engine = make_engine(url)
-    try:
-        with engine.begin() as db:
-            length = db.execute(sa.text(
-                "SELECT character_maximum_length FROM information_schema.columns "
-                "WHERE table_name = 'model_versions' AND column_name = 'fingerprint'"),
-            ).scalar_one()
-            if length is not None and length < len(fingerprint):
-                db.execute(sa.text(
-                    "ALTER TABLE model_versions ALTER COLUMN fingerprint TYPE varchar(200)"))
-    finally:
-        engine.dispose()
-
-
 def register_copy(registry: Registry, source, target, version: str) -> str:
     """The same model registered again under another version name (a valid artefact)."""
     shutil.copytree(source, target)
@@ -309,7 +286,6 @@ def test_registry_postgres_restarted_under_admin_traffic(demo, tmp_path):
             "var_dir": tmp_path / "var", "database_url": url, "admin_token": SecretStr(TOKEN),
             "feature_log_dir": tmp_path / "log"})
         upgrade(url)
-        make_room_for_fingerprints(url, demo.model.directory)
         original = bootstrap_production(settings, demo.model.directory).version
         with Registry.from_settings(settings) as registry:
             candidate = register_copy(registry, demo.model.directory,

@@ -35,13 +35,13 @@ def small_filesystem(path: Path, size: str) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Fill the filesystem of ``directory`` to the last byte; the filler's path."""
     filler = directory / "filler"
-    with filler.open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-        except OSError:
-            pass
+    with filler.open("wb", buffering=0) as fh:
+        for size in (1 << 16, 1 << 12, 1):  # large writes, then smaller, to the last byte
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError:
+                pass
     return filler
 
 

@@ -32,6 +32,21 @@ def test_settings_read_prefixed_environment_and_dotenv(monkeypatch, tmp_path):
         Settings()
 
 
+@pytest.mark.parametrize("example", sorted((PROJECT_ROOT / "config").glob("*.env.example")),
+                         ids=lambda p: p.name)
+def test_every_example_env_file_names_real_settings_with_valid_values(example, monkeypatch):
+    from dotenv import dotenv_values
+
+    values = dotenv_values(example)
+    unknown = [k for k in values
+               if k.removeprefix("SKEWLESS_").lower() not in Settings.model_fields]
+    assert unknown == []
+    for key in list(values):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings(_env_file=example)  # type: ignore[call-arg]  # valid, or it raises
+    assert settings.model_fields_set >= {k.removeprefix("SKEWLESS_").lower() for k in values}
+
+
 def test_only_the_settings_module_reads_the_environment():
     pattern = re.compile(r"os\.environ|os\.getenv|getenv\(")
     offenders = [

@@ -45,7 +45,7 @@ def database(request, tmp_path) -> str:
     return request.getfixturevalue("postgres").create_database(f"t{uuid.uuid4().hex[:12]}")
 
 
-def fake_artifact(root: Path, version: str, fingerprint: str = "sha256:f1") -> Path:
+def fake_artifact(root: Path, version: str, fingerprint: str = "sha256:" + "f" * 64) -> Path:
     """A model directory as far as the registry reads it (its contract.json)."""
     directory = root / version
     directory.mkdir(parents=True)

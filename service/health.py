@@ -40,6 +40,8 @@ async def read_readiness(request: Request) -> JSONResponse:
                              "last_error": book.last_error}
     if book.depth >= book.capacity:
         problems.append(f"feature log buffer full ({book.depth} rows not yet written)")
+    if book.spool is not None and book.spool.last_error:
+        problems.append(f"feature log spool unavailable: {book.spool.last_error}")
     waited = book.stalled()
     if waited is not None:
         problems.append(

@@ -108,6 +108,7 @@ class Spool:
     on_sync: Callable[[int, float], None] = lambda rows, seconds: None
     next_seq: int = 0
     in_flight: int = 0  # rows handed to write() and not yet durable or refused
+    last_error: str | None = None  # of the last group that could not be synced, until one is
     _closed: list[_Segment] = field(default_factory=list)
     _current: _Segment | None = None
     _fd: int | None = None
@@ -165,6 +166,7 @@ class Spool:
                 except Exception as exc:
                     error = SpoolUnavailable(f"feature log spool unavailable: "
                                              f"{type(exc).__name__}: {exc}")
+                    self.last_error = f"{type(exc).__name__}: {exc}"
                     logger.error("spooling %d served rows in %s failed: %s", rows,
                                  self.directory, exc)
                     for group in groups:
@@ -173,6 +175,7 @@ class Spool:
                         if not group.waiter.done():
                             group.waiter.set_exception(error)
                     continue
+                self.last_error = None
                 self.on_sync(rows, loop.time() - started)
                 for group in groups:
                     self._unconfirmed.popleft()

@@ -141,7 +141,10 @@ def test_a_group_that_cannot_be_synced_is_refused_and_never_replayed(tmp_path, m
         await logbook.append([row("ok-1", now, 1.0, None)])  # type: ignore[misc]
         with pytest.raises(SpoolUnavailable, match="feature log spool unavailable"):
             await logbook.append([row("refused", now, 1.0, None)])  # type: ignore[misc]
+        assert logbook.spool is not None and "Input/output error" in (logbook.spool.last_error
+                                                                      or "")  # /readyz: 503
         await logbook.append([row("ok-2", now, 1.0, None)])  # type: ignore[misc]
+        assert logbook.spool.last_error is None
         assert logbook.depth == 2  # the refused row is not in the buffer either
         return logbook
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from skewless.documents import JsonDocument
 
@@ -221,6 +221,18 @@ class ModelInfo(_Document):
     format: str = "lightgbm-text"
     file: str = "model.txt"
     sha256: str
+
+    @field_validator("file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        """A file name in the artefact's own directory, so a contract cannot point the loader
+        anywhere else."""
+        # No separator of either kind means no absolute path either; a drive ("C:x") neither.
+        if (not value or value in (".", "..") or any(c in value for c in "/\\\0")
+                or PureWindowsPath(value).drive):
+            raise ValueError(f"must be a plain file name in the artefact's directory (no path, "
+                             f"no '/', '\\' or '..'), not {value[:200]!r}")
+        return value
 
 
 class ModelContract(FeatureContract):

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None, description="model artefact directory to serve (default: the latest trained)"
     )
+    # Model artefacts: what a model file may cost to read and to check before it is parsed.
+    model_max_bytes: int = Field(
+        512 * 2**20, gt=0, description="a model file larger than this is refused unread")
+    model_check_timeout_seconds: float = Field(
+        120.0, gt=0, description="time the check process (a new artefact read, hashed, parsed "
+        "by LightGBM and scored once, in a child process) may take; longer is refused")
+    model_check_memory_bytes: int = Field(
+        4 * 2**30, gt=0, description="data memory the check process may allocate beyond its "
+        "imports (RLIMIT_DATA); more is refused")
     redis_timeout_seconds: float = Field(
         0.5, gt=0, description="socket timeout of online reads; an outage answers 503 by then"
     )

@@ -119,7 +119,8 @@ def score_events(
         raise ScoreError(f"{input_path} is not a readable parquet file: {exc}") from exc
 
     artifact: ModelArtifact = load_artifact(
-        model_dir or latest_artifact_dir(settings.model_dir, settings.feature_service)
+        model_dir or latest_artifact_dir(settings.model_dir, settings.feature_service),
+        settings.model_max_bytes,
     )
     contract = artifact.contract
     store = open_store(settings)

@@ -3,13 +3,15 @@
 A slot loads a model — pinned to a directory, or the version the registry holds in one stage
 (production today) — verifies it (sha256 as registered, LightGBM text that parses, a contract
 matching the current Feast definitions, a smoke prediction) and hands the request path a
-scorer. When the stage's version changes (noticed by polling, or told by an admin call) the
-new version is loaded and verified in a thread beside the serving one and swapped in with one
-assignment; the old scorer is freed after a grace period. A version that fails verification
-is refused (log line and metric) and the old one keeps serving. So does a registry that
-cannot be reached: each failed poll is counted, the outage and the recovery are logged once
-each, and the follower polls on. Each request takes a slot's scorer once, so it is scored by
-one version throughout.
+scorer. It parses only what a check process parsed first: a registry version with a recorded
+artefact check (``skewless.artifact_check``), or a pinned directory it checks so at start-up;
+and only bytes with the checked sha256. When the stage's version changes (noticed by polling,
+or told by an admin call) the new version is loaded and verified in a thread beside the
+serving one and swapped in with one assignment; the old scorer is freed after a grace
+period. A version that fails verification is refused (log line and metric) and the old one
+keeps serving. So does a registry that cannot be reached: each failed poll is counted, the
+outage and the recovery are logged once each, and the follower polls on. Each request takes a
+slot's scorer once, so it is scored by one version throughout.
 
 The request path (``service/predictor.py``) never loads anything: a second model (a shadow or
 a canary) is a second slot following another stage.
@@ -26,9 +28,16 @@ from pathlib import Path
 
 from service.metrics import Metrics
 from service.scoring import Scorer
-from skewless.artifact import ArtifactError, ModelArtifact, load_artifact
+from skewless.artifact import (
+    ArtifactError,
+    ArtifactLimits,
+    ModelArtifact,
+    check_artifact,
+    load_artifact,
+    load_contract,
+)
 from skewless.contract import ServiceSpec, contract_differences
-from skewless.registry import Registry, Stage, load_registered
+from skewless.registry import Registry, Stage, load_registered, not_checked
 
 logger = logging.getLogger(__name__)
 RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
@@ -48,7 +57,10 @@ class ModelSlot:
     stage: Stage = Stage.PRODUCTION
     scorer: Scorer | None = None
     problem: str | None = None
+    limits: ArtifactLimits = field(default_factory=ArtifactLimits)
     _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
+    # Versions refused for want of an artefact check: retried once the registry records one.
+    _unchecked: set[str] = field(default_factory=set, repr=False)
     _unreachable_since: float | None = field(default=None, repr=False)  # registry outage
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -66,20 +78,32 @@ class ModelSlot:
             if self.registry is None:
                 if self.pinned is None:
                     raise ArtifactError("no model registry and no SKEWLESS_MODEL_PATH")
-                scorer = self.verified_scorer(load_artifact(self.pinned))
+                scorer = self.verified_scorer(self.checked_pinned(self.pinned))
             else:
                 row = self.registry.in_stage(self.model_name, self.stage)
                 if row is None:
                     raise ArtifactError(
                         f"no {self.stage} version of {self.model_name} in the registry "
                         f"(skewless models promote {self.model_name} VERSION)")
-                scorer = self.verified_scorer(load_registered(row))
+                if not_checked(row):
+                    self._unchecked.add(row.version)
+                scorer = self.verified_scorer(load_registered(row, self.limits))
         except ArtifactError as exc:
             self.scorer, self.problem = None, str(exc)
             self.metrics.model_loads.labels("refused").inc()
             logger.error("refusing to serve: %s", exc)
             return
         self._install(scorer)
+
+    def checked_pinned(self, directory: Path) -> ModelArtifact:
+        """A pinned artefact, parsed by a check process first, then here from bytes with the
+        sha256 that process checked (whatever the directory holds by then)."""
+        contract = load_contract(directory, self.limits.max_bytes)
+        assert contract.model is not None
+        outcome = check_artifact(directory, contract.model.sha256, self.limits)
+        logger.info("artefact %s checked in a separate process in %.2f s", directory,
+                    outcome["seconds"])
+        return load_artifact(directory, self.limits.max_bytes, sha256=contract.model.sha256)
 
     def verified_scorer(self, artifact: ModelArtifact) -> Scorer:
         """A scorer for ``artifact`` if its contract matches and a smoke prediction works."""
@@ -112,6 +136,8 @@ class ModelSlot:
                 row = None
                 if version is not None and version != current and version not in self._refused:
                     row = await asyncio.to_thread(registry.get, self.model_name, version)
+                    if version in self._unchecked and not_checked(row):
+                        row = None  # still no artefact check recorded: nothing new to try
             except Exception as exc:  # the database is down: keep serving what we have
                 self._registry_failed(exc, current)
                 return current
@@ -121,9 +147,9 @@ class ModelSlot:
             started = time.perf_counter()
             try:
                 scorer = await asyncio.to_thread(
-                    lambda: self.verified_scorer(load_registered(row)))
+                    lambda: self.verified_scorer(load_registered(row, self.limits)))
             except ArtifactError as exc:
-                self._refused.add(row.version)
+                (self._unchecked if not_checked(row) else self._refused).add(row.version)
                 self.metrics.model_loads.labels("refused").inc()
                 logger.error("refusing %s version %s of %s; still serving %s: %s",
                              self.stage, row.version, self.model_name, current, exc)

@@ -32,6 +32,7 @@ from service.model_slot import ModelSlot
 from service.online import NULL_VALUE, PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
 from service.spool import Spool, SpoolUnavailable
+from skewless.artifact import ArtifactLimits
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
@@ -173,7 +174,8 @@ class Predictor:
         metrics.track_depth(lambda: logbook.depth)
         metrics.log_capacity.set(settings.feature_log_capacity)
         production = ModelSlot(spec, metrics, None if settings.model_path else registry,
-                               pinned=settings.model_path)
+                               pinned=settings.model_path,
+                               limits=ArtifactLimits.from_settings(settings))
         production.load()
         pool = ModelPool(settings.model_workers, settings.model_queue)
         metrics.track_pool(lambda: pool.in_flight)

@@ -4,7 +4,11 @@ Its tables (on the metadata database's declarative base, ``skewless.db``) and th
 the CLI, the acceptance gate, the admin API and the predictor share. Stages are candidate →
 production → archived; the database itself refuses a second production version of a model
 name (a partial unique index), so two promotions that race cannot both win, whatever the code
-does. A database that cannot be reached (down, restarting, locked) is
+does. A version is registered only after a child process has read, hashed, parsed and scored
+its artefact (``skewless.artifact_check``); the row records when (``artifact_checked_at``),
+and nothing in a serving process parses a version without that record: the record holds for
+the bytes of the registered sha256, and those are the only bytes a load will parse. A
+database that cannot be reached (down, restarting, locked) is
 :class:`~skewless.db.DatabaseUnavailable` (503) from every query, never a driver error.
 """
 
@@ -36,7 +40,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
-from skewless.artifact import ArtifactError, ModelArtifact, load_artifact, read_contract
+from skewless.artifact import (
+    ArtifactError,
+    ArtifactLimits,
+    ModelArtifact,
+    check_artifact,
+    load_artifact,
+    read_contract,
+)
 from skewless.contract import ModelContract
 from skewless.db import (
     Base,
@@ -69,6 +80,12 @@ class NotFound(RegistryError):
 
 class Conflict(RegistryError):
     """The registry changed under the operation (another promotion won); retry."""
+
+    status_code = 409
+
+
+class ArtifactRefused(RegistryError):
+    """The artefact check refused a version's artefact (the message says why)."""
 
     status_code = 409
 
@@ -115,6 +132,9 @@ class ModelVersion(Base):
     baseline: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200))
+    # When a check process last read, hashed (as ``sha256``), parsed and scored the artefact;
+    # None: never (registered before checks existed), so no serving process may parse it.
+    artifact_checked_at: Mapped[datetime | None]
 
     transitions: Mapped[list[StageTransition]] = relationship(
         back_populates="model_version", order_by="StageTransition.id")
@@ -131,7 +151,9 @@ class ModelVersion(Base):
     def details(self) -> dict[str, Any]:
         """What `models show` shows: everything, with the stage history."""
         return {
-            **self.summary(), "sha256": self.sha256, "parameters": self.parameters,
+            **self.summary(), "sha256": self.sha256,
+            "artifact_checked_at": self.artifact_checked_at.isoformat()
+            if self.artifact_checked_at else None, "parameters": self.parameters,
             "training_window": self.training_window, "baseline": self.baseline,
             "features": self.contract.to_json()["features"],
             "transitions": [t.to_json() for t in self.transitions],
@@ -207,30 +229,44 @@ def read_contract_file(directory: Path) -> ModelContract:
     return contract
 
 
-def load_registered(row: ModelVersion) -> ModelArtifact:
-    """A version's artefact, checked: its files (sha256, LightGBM text) and that it is the
-    version and sha256 the registry recorded."""
-    artifact = load_artifact(Path(row.artifact_uri))
-    sha256 = artifact.contract.model.sha256 if artifact.contract.model else None
-    if sha256 != row.sha256 or artifact.version != row.version:
+def not_checked(row: ModelVersion) -> str | None:
+    """Why ``row``'s artefact may not be parsed in this process, or None when it may."""
+    if row.artifact_checked_at is not None:
+        return None
+    return (f"model {row.name} version {row.version} has no recorded artefact check (registered "
+            f"before artefacts were checked), so it is not parsed here; `skewless models check "
+            f"{row.name} {row.version}` checks it in a separate process")
+
+
+def load_registered(row: ModelVersion, limits: ArtifactLimits | None = None) -> ModelArtifact:
+    """A version's artefact, checked: a check process parsed it first, and the bytes parsed
+    here are the registered sha256's, of the version the registry recorded."""
+    refusal = not_checked(row)
+    if refusal:
+        raise ArtifactError(refusal)
+    artifact = load_artifact(Path(row.artifact_uri), (limits or ArtifactLimits()).max_bytes,
+                             sha256=row.sha256)
+    if artifact.version != row.version:
         raise ArtifactError(
-            f"{row.artifact_uri} holds {artifact.version} with sha256 {sha256}, registered as "
-            f"{row.version} with sha256 {row.sha256}")
+            f"{row.artifact_uri} holds {artifact.version}, registered as {row.version}")
     return artifact
 
 
 class Registry:
     """Queries and stage changes of the model registry."""
 
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, engine: Engine | None = None,
+                 limits: ArtifactLimits | None = None) -> None:
         self.url = url
+        self.limits = limits or ArtifactLimits()  # what checking an artefact may cost
         self.engine = engine or make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = sessionmaker(read_only(self.engine), expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, check: bool = True) -> Registry:
-        registry = cls(settings.resolved_database_url)
+        registry = cls(settings.resolved_database_url,
+                       limits=ArtifactLimits.from_settings(settings))
         if check:
             problem = schema_problem(registry.engine)
             if problem:
@@ -308,9 +344,21 @@ class Registry:
 
     def register(self, directory: Path, actor: str | None = None,
                  reason: str = "trained") -> ModelVersion:
-        """Record a trained artefact as a candidate (its contract.json says what it is)."""
+        """Record a trained artefact as a candidate (its contract.json says what it is), once
+        a check process has read, hashed, parsed and scored it; refused otherwise."""
         contract = read_contract_file(directory)
         assert contract.model is not None
+        name, version = contract.feature_service, contract.model.version
+        with self.reading() as session:  # before the check: it costs a process
+            if session.scalar(select(ModelVersion.id).where(
+                    ModelVersion.name == name, ModelVersion.version == version)) is not None:
+                raise RegistryError(f"model {name} version {version} is already registered")
+        try:
+            check = check_artifact(directory.resolve(), contract.model.sha256, self.limits,
+                                   version=version)
+        except ArtifactError as exc:
+            raise ArtifactRefused(f"model {name} version {version} not registered: {exc}"
+                                  ) from exc
         training = contract.training
         row = ModelVersion(
             name=contract.feature_service, version=contract.model.version,
@@ -323,7 +371,7 @@ class Registry:
                              "rows": training.rows, "dataset": training.dataset}
             if training else {"cutoff": None, "rows": {}, "dataset": None},
             baseline=contract.baseline.to_json() if contract.baseline else {},
-            created_by=actor or current_user(),
+            created_by=actor or current_user(), artifact_checked_at=utcnow(),
         )
         try:
             with self.session() as session:
@@ -331,11 +379,33 @@ class Registry:
                 session.flush()
                 session.add(StageTransition(
                     model_version_id=row.id, from_stage=None, to_stage=Stage.CANDIDATE.value,
-                    actor=row.created_by, reason=reason, evidence={}))
+                    actor=row.created_by, reason=reason, evidence={"artifact_check": check}))
         except IntegrityError as exc:
             raise RegistryError(
                 f"model {row.name} version {row.version} is already registered") from exc
         return row
+
+    def check(self, name: str, version: str, actor: str | None = None) -> ModelVersion:
+        """Check a registered version's artefact in a check process and record that it passed
+        (audited either way); :class:`ArtifactRefused` with the reason when it did not."""
+        row = self.get(name, version)
+        target, who = f"{name}/{version}", actor or current_user()
+        try:
+            outcome = check_artifact(Path(row.artifact_uri), row.sha256, self.limits,
+                                     version=row.version)
+        except ArtifactError as exc:
+            self.audit(who, "check artefact", target, "refused", {"error": str(exc)})
+            raise ArtifactRefused(f"model {name} version {version}: {exc}") from exc
+        with self.session() as session:
+            self._locked(session, name, version).artifact_checked_at = utcnow()
+            session.add(self._event(who, "check artefact", target, "passed",
+                                    {"artifact_check": outcome}))
+        return self.get(name, version)
+
+    def ensure_checked(self, name: str, version: str, actor: str | None = None) -> ModelVersion:
+        """The version, its artefact checked (now, if it never was)."""
+        row = self.get(name, version)
+        return row if row.artifact_checked_at is not None else self.check(name, version, actor)
 
     def promote(self, name: str, version: str, actor: str, reason: str,
                 evidence: dict[str, Any], forced: bool = False,
@@ -345,8 +415,9 @@ class Registry:
         ``expected_production`` is the production version the decision was based on (the
         gate compared against it); if production changed meanwhile, nothing is changed. A
         forced promotion's audit event is written in the same transaction: it exists exactly
-        when the promotion does.
+        when the promotion does. A version whose artefact was never checked is checked first.
         """
+        self.ensure_checked(name, version, actor)
         try:
             with self.session() as session:
                 target = self._locked(session, name, version)
@@ -383,25 +454,17 @@ class Registry:
                             expected_production=self.production_version(name))
 
     def rollback(self, name: str, actor: str, reason: str) -> ModelVersion:
-        """Return production to the version that was production before the current one."""
+        """Return production to the version that was production before the current one (its
+        artefact checked first if it never was)."""
+        with self.reading() as session:
+            _, previous_version = self._rollback_target(session, name, lock=False)
+        self.ensure_checked(name, previous_version, actor)
         with self.session() as session:
-            current = session.scalar(select(ModelVersion).where(
-                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value,
-            ).with_for_update())
-            if current is None:
-                raise RegistryError(f"model {name} has no production version to roll back")
-            promoted = session.scalar(
-                select(StageTransition).where(
-                    StageTransition.model_version_id == current.id,
-                    StageTransition.to_stage == Stage.PRODUCTION.value,
-                ).order_by(StageTransition.id.desc()).limit(1))
-            previous_version = (promoted.evidence or {}).get("previous_production") \
-                if promoted else None
-            if previous_version is None:
-                raise RegistryError(
-                    f"model {name} version {current.version} replaced no earlier production "
-                    "version: nothing to roll back to")
+            current, previous_version = self._rollback_target(session, name, lock=True)
             previous = self._locked(session, name, previous_version)
+            refusal = not_checked(previous)
+            if refusal:  # production moved meanwhile, to a version that was never checked
+                raise ArtifactRefused(refusal)
             self._move(session, current, Stage.ARCHIVED, actor, f"rolled back: {reason}",
                        {"rolled_back_to": previous.version}, False)
             session.flush()
@@ -428,6 +491,27 @@ class Registry:
             session.add(self._event(actor, action, target, outcome, detail))
 
     # Helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _rollback_target(session: Session, name: str, lock: bool) -> tuple[ModelVersion, str]:
+        """The production version of ``name`` and the version it replaced."""
+        query = select(ModelVersion).where(ModelVersion.name == name,
+                                           ModelVersion.stage == Stage.PRODUCTION.value)
+        current = session.scalar(query.with_for_update() if lock else query)
+        if current is None:
+            raise RegistryError(f"model {name} has no production version to roll back")
+        promoted = session.scalar(
+            select(StageTransition).where(
+                StageTransition.model_version_id == current.id,
+                StageTransition.to_stage == Stage.PRODUCTION.value,
+            ).order_by(StageTransition.id.desc()).limit(1))
+        previous_version = (promoted.evidence or {}).get("previous_production") \
+            if promoted else None
+        if previous_version is None:
+            raise RegistryError(
+                f"model {name} version {current.version} replaced no earlier production "
+                "version: nothing to roll back to")
+        return current, previous_version
 
     @staticmethod
     def _event(actor: str, action: str, target: str, outcome: str,
@@ -457,15 +541,16 @@ class Registry:
 
 def bootstrap_production(settings: Settings, directory: Path,
                          reason: str = "first production version") -> ModelVersion:
-    """Migrate the database, register ``directory`` if it is not yet, and make it production
-    without the gate (recorded as forced): a first install, a fixture, a benchmark."""
+    """Migrate the database, register ``directory`` if it is not yet (its artefact checked),
+    and make it production without the gate (recorded as forced): a first install, a
+    fixture, a benchmark."""
     upgrade(settings.resolved_database_url)
     registry = Registry.from_settings(settings)
     try:
         contract = read_contract_file(directory)
         name, version = contract.feature_service, contract.version
         try:
-            row = registry.get(name, version)
+            row = registry.ensure_checked(name, version)
         except NotFound:
             row = registry.register(directory)
         if row.stage != Stage.PRODUCTION.value:

@@ -20,7 +20,14 @@ import numpy as np
 from skewless.artifact import ArtifactError, ModelArtifact
 from skewless.contract import contract_differences, resolve_service
 from skewless.gate import GateDecision, PromotionRefused
-from skewless.registry import ModelVersion, Registry, RegistryError, Stage, load_registered
+from skewless.registry import (
+    ArtifactRefused,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    Stage,
+    load_registered,
+)
 from skewless.settings import Settings
 from training.dataset import (
     LabelSource,
@@ -46,9 +53,10 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
     if candidate.stage == Stage.PRODUCTION.value:
         raise RegistryError(f"model {name} version {version} is already production")
     metric, margin = settings.gate_metric, settings.gate_margin
-    try:
-        candidate_artifact = load_registered(candidate)
-    except ArtifactError as exc:
+    try:  # parsed here (maybe in the service) only after a check process parsed it
+        candidate = registry.ensure_checked(name, version)
+        candidate_artifact = load_registered(candidate, registry.limits)
+    except (ArtifactError, ArtifactRefused) as exc:
         raise PromotionRefused(f"candidate {version} refused: {exc}") from exc
     service_settings = settings.model_copy(update={"feature_service": candidate.feature_service})
     store = open_store(service_settings)
@@ -67,9 +75,10 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
         decision.note = f"no production version of {name}: the first one is accepted"
         return decision
     try:
-        production_artifact = load_registered(current)
+        current = registry.ensure_checked(name, current.version)
+        production_artifact = load_registered(current, registry.limits)
         stale = contract_differences(production_artifact.contract, spec)
-    except ArtifactError as exc:
+    except (ArtifactError, ArtifactRefused) as exc:
         stale = [str(exc)]
     if stale:
         decision.note = (f"production {current.version} cannot serve the current definitions "

@@ -68,6 +68,42 @@ def models_register(directory: Annotated[Path, typer.Argument(
     console.print(f"registered {row.name} {row.version} as a candidate")
 
 
+@app.command("check")
+def models_check(
+    name: str,
+    version: Annotated[str | None, typer.Argument(
+        help="One version (default: every version of NAME with no recorded check).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Check artefacts in a separate process (read, sha256, parse, one prediction) and record
+    it, so the predictor may load them; exit 1 when one is refused."""
+    import json
+
+    from skewless.registry import ArtifactRefused, current_user
+
+    outcomes: dict[str, dict[str, object]] = {}
+    with open_registry() as registry:
+        versions = [version] if version else [
+            r.version for r in registry.versions(name) if r.artifact_checked_at is None]
+        for v in versions:
+            try:
+                row = registry.check(name, v, current_user())
+                outcomes[v] = {"checked": True, "at": str(row.artifact_checked_at)}
+            except ArtifactRefused as exc:
+                outcomes[v] = {"checked": False, "error": str(exc)}
+    if as_json:
+        typer.echo(json.dumps(outcomes, indent=2))
+    elif not outcomes:
+        console.print(f"every version of {name} has a recorded artefact check")
+    else:
+        for v, outcome in outcomes.items():
+            console.print(f"[green]{name} {v}: checked[/]" if outcome["checked"]
+                          else f"[red]{name} {v}: refused:[/] {outcome['error']}",
+                          soft_wrap=True)
+    if not all(o["checked"] for o in outcomes.values()):
+        raise typer.Exit(1)
+
+
 @app.command("promote")
 def models_promote(
     name: str, version: str,

@@ -22,6 +22,7 @@ from skewless.cli import app as cli
 from skewless.db import Base, downgrade, make_engine, schema_problem, upgrade
 from skewless.gate import PromotionRefused
 from skewless.registry import Conflict, Registry, RegistryError
+from tests.support.artifacts import write_artifact
 from tests.support.postgres import PostgresCluster
 from training.dataset import TrainingSet
 from training.gate import promote
@@ -46,15 +47,8 @@ def database(request, tmp_path) -> str:
 
 
 def fake_artifact(root: Path, version: str, fingerprint: str = "sha256:" + "f" * 64) -> Path:
-    """A model directory as far as the registry reads it (its contract.json)."""
-    directory = root / version
-    directory.mkdir(parents=True)
-    (directory / "contract.json").write_text(json.dumps({
-        "feature_service": "fraud", "fingerprint": fingerprint, "features": [],
-        "model": {"version": version, "sha256": "0" * 64},
-        "metrics": {"holdout": {"roc_auc": 0.9}}, "training": {"windows": {}},
-    }))
-    return directory
+    """A small real model directory (registering it runs the artefact check)."""
+    return write_artifact(root / version, version, fingerprint=fingerprint)
 
 
 def tables(url: str) -> set[str]:

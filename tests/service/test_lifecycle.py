@@ -1,12 +1,16 @@
 """The served model follows the registry: admin API, hot swap and rollback under load.
 
 One `skewless serve` process for the module, with its own metadata database: production
-starts as the demo model; a second model (another seed) and a corrupt copy are candidates.
+starts as the demo model; a second model (another seed) and a copy whose model file was
+changed after its registration are candidates. In-process, a model slot refuses what a check
+process did not parse first, and a pinned directory rewritten after its check.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
 import threading
 import time
@@ -14,9 +18,15 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
 
+from service import model_slot
 from service.app import create_app
+from service.metrics import Metrics
+from service.model_slot import ModelSlot
+from skewless.artifact import sha256_file
+from skewless.contract import resolve_service
 from skewless.errors import SkewlessError
 from skewless.registry import Registry, bootstrap_production
 from skewless.settings import Settings
@@ -35,6 +45,7 @@ class Lifecycle:
     v1: str
     v2: str
     corrupt: str
+    corrupt_sha256: tuple[str, str]  # registered, then on disk
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, timeout=60,
@@ -52,19 +63,20 @@ def lifecycle(demo, tmp_path_factory):
     second = train_model(demo.training_set, settings.model_dir, settings.holdout_days,
                          settings.validation_days, seed=11)
     v2 = registry.register(second.directory).version
-    # A copy whose model file no longer matches its registered sha256.
+    # A copy registered intact (checked), whose model file is changed afterwards.
     corrupt_dir = settings.model_dir / NAME / "corrupt"
     shutil.copytree(demo.model.directory, corrupt_dir)
     contract = json.loads((corrupt_dir / "contract.json").read_text())
     contract["model"]["version"] = "corrupt"
     (corrupt_dir / "contract.json").write_text(json.dumps(contract))
+    registered = registry.register(corrupt_dir).sha256
     (corrupt_dir / "model.txt").write_text("tree\nnot a model\n")
-    registry.register(corrupt_dir)
     registry.close()
     env = serve_env(settings, feature_log_dir=root / "log", admin_token=TOKEN,
                     registry_poll_seconds=0.3, feature_log_flush_seconds=0.2)
     server = ServeProcess(env, root / "serve.log").start()
-    yield Lifecycle(settings, server, v1, v2, "corrupt")
+    yield Lifecycle(settings, server, v1, v2, "corrupt",
+                    (registered, sha256_file(corrupt_dir / "model.txt")))
     server.stop()
 
 
@@ -206,7 +218,8 @@ def test_a_corrupt_artefact_is_refused_and_the_old_model_keeps_serving(lifecycle
         assert rolled.json() == {"production": before, "serving": before}
     log = lifecycle.server.log_path.read_text()
     assert f"refusing production version corrupt of {NAME}; still serving {before}" in log
-    assert "does not match the contract's" in log
+    registered, on_disk = lifecycle.corrupt_sha256
+    assert f"sha256 {on_disk} does not match the checked and registered {registered}" in log
 
 
 def test_outside_development_a_default_admin_token_refuses_to_start(demo):
@@ -222,3 +235,74 @@ def test_outside_development_a_default_admin_token_refuses_to_start(demo):
     assert create_app(strong).state.settings.environment == "production"
     with pytest.raises(SkewlessError, match="must be one of"):
         create_app(demo.settings.model_copy(update={"environment": "prod"}))
+
+
+def slot_for(demo, **kwargs) -> ModelSlot:
+    return ModelSlot(resolve_service(demo.store(), NAME), Metrics(), **kwargs)
+
+
+def pinned_copy(demo, target, text: str | None = None):
+    """The demo model copied to ``target``, its model text replaced by ``text`` (the
+    contract naming the new text's sha256)."""
+    shutil.copytree(demo.model.directory, target)
+    if text is not None:
+        (target / "model.txt").write_text(text)
+        contract = json.loads((target / "contract.json").read_text())
+        contract["model"]["sha256"] = sha256_file(target / "model.txt")
+        (target / "contract.json").write_text(json.dumps(contract))
+    return target
+
+
+def test_a_pinned_model_is_checked_in_a_child_before_it_is_parsed_here(demo, tmp_path):
+    text = (demo.model.directory / "model.txt").read_text()
+    crashing = pinned_copy(demo, tmp_path / "crash", re.sub(r"num_cat=\d+\n", "", text, count=1))
+    slot = slot_for(demo, pinned=crashing)
+    slot.load()  # parsed in this process, the test process would abort here
+    assert slot.scorer is None
+    assert "LightGBM crashed on the model in" in slot.problem
+    assert "killed by SIGABRT" in slot.problem
+    good = slot_for(demo, pinned=pinned_copy(demo, tmp_path / "good"))
+    good.load()
+    assert good.scorer is not None and good.version == demo.model.contract.version
+    good.close()
+
+
+def test_a_pinned_directory_rewritten_after_its_check_is_not_parsed(demo, tmp_path,
+                                                                    monkeypatch):
+    pinned = pinned_copy(demo, tmp_path / "pinned")
+    checked = sha256_file(pinned / "model.txt")
+    real_check = model_slot.check_artifact
+
+    def check_then_rewrite(directory, sha256, limits, **kwargs):
+        outcome = real_check(directory, sha256, limits, **kwargs)
+        # Model and contract rewritten together, consistent with each other.
+        (pinned / "model.txt").write_text((pinned / "model.txt").read_text() + "\n")
+        contract = json.loads((pinned / "contract.json").read_text())
+        contract["model"]["sha256"] = sha256_file(pinned / "model.txt")
+        (pinned / "contract.json").write_text(json.dumps(contract))
+        return outcome
+
+    monkeypatch.setattr(model_slot, "check_artifact", check_then_rewrite)
+    slot = slot_for(demo, pinned=pinned)
+    slot.load()
+    assert slot.scorer is None
+    assert f"not the {checked} it was checked and registered with" in slot.problem
+
+
+def test_a_registry_version_without_a_check_is_not_parsed_until_checked(demo, tmp_path):
+    settings = demo.settings.model_copy(update={"var_dir": tmp_path / "var"})
+    version = bootstrap_production(settings, demo.model.directory).version
+    registry = Registry.from_settings(settings)
+    with registry.engine.begin() as connection:  # as if registered before checks existed
+        connection.execute(sa.text("UPDATE model_versions SET artifact_checked_at = NULL"))
+    slot = slot_for(demo, registry=registry)
+    try:
+        slot.load()
+        assert slot.scorer is None
+        assert f"version {version} has no recorded artefact check" in slot.problem
+        assert asyncio.run(slot.refresh()) is None  # polled again: still nothing to parse
+        registry.check(NAME, version, "operator")
+        assert asyncio.run(slot.refresh()) == version  # served once checked
+    finally:
+        slot.close()
+        registry.close()

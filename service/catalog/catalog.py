@@ -4,10 +4,16 @@ Sources, each read cheaply per request and each optional ("not yet computed" whe
 the statistics document of `skewless catalog refresh`, the last skew report of each feature
 service, and the metadata database's model versions (lineage). Nothing is computed from
 feature data here: a page costs dictionary lookups, a stat or two and one small query.
+
+A model version's page shows its importances from the artefact itself, so the artefact is
+parsed in this (serving) process: only when a check process parsed it first (the registry
+records it), and once per version and sha256, the outcome remembered, a failure too. Anyone
+may GET a page; no GET starts a process or re-reads a file that already failed.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,10 +42,18 @@ from service.catalog.schemas import (
     ViewDetail,
     ViewInfo,
 )
+from skewless.artifact import ArtifactError
 from skewless.db import DatabaseUnavailable
 from skewless.errors import SkewlessError
 from skewless.files import JsonFiles
-from skewless.registry import ModelVersion, NotFound, Registry, Stage, load_registered
+from skewless.registry import (
+    ModelVersion,
+    NotFound,
+    Registry,
+    Stage,
+    load_registered,
+    not_checked,
+)
 from skewless.reports.skew import SkewReport
 from skewless.settings import Settings
 
@@ -96,7 +110,9 @@ class Catalog:
         self.watcher = RegistryWatcher(store)
         self.registry = registry
         self.files = JsonFiles()
-        self._importance: dict[str, list[tuple[str, float]]] = {}
+        # (name, version, sha256) → gains, or why the artefact could not be read
+        self._verified: dict[tuple[str, str, str], list[tuple[str, float]] | str] = {}
+        self._verifying = threading.Lock()  # one parse per artefact, whoever asks meanwhile
 
     @classmethod
     def open(cls, settings: Settings, registry: Registry | None = None) -> Catalog:
@@ -295,15 +311,28 @@ class Catalog:
     # Model versions ----------------------------------------------------------------------
 
     def importance(self, row: ModelVersion) -> list[tuple[str, float]]:
-        """Gain importance per input, from the verified artefact (cached by its sha256)."""
-        cached = self._importance.get(row.sha256)
-        if cached is None:
-            booster = load_registered(row).booster
-            cached = list(zip(booster.feature_name(),
-                              (float(g) for g in booster.feature_importance("gain")),
-                              strict=True))
-            self._importance[row.sha256] = cached
-        return cached
+        """Gain importance per input, from the artefact: verified and read once per version
+        and sha256 (a failure remembered too), and never unless a check process parsed it
+        first. ArtifactError says why there is none."""
+        refusal = not_checked(row)
+        if refusal:
+            raise ArtifactError(f"not verified: {refusal}")
+        key = (row.name, row.version, row.sha256)
+        with self._verifying:
+            found = self._verified.get(key)
+            if found is None:
+                try:
+                    booster = load_registered(
+                        row, self.registry.limits if self.registry else None).booster
+                    found = list(zip(booster.feature_name(),
+                                     (float(g) for g in booster.feature_importance("gain")),
+                                     strict=True))
+                except ArtifactError as exc:
+                    found = f"artefact unreadable: {exc}"
+                self._verified[key] = found
+        if isinstance(found, str):
+            raise ArtifactError(found)
+        return found
 
     def model(self, name: str, version: str) -> ModelDetail:
         notes: dict[str, str] = {}
@@ -324,7 +353,7 @@ class Catalog:
                             gain=g, share=g / total) for n, g in gains),
                 key=lambda i: -i.gain)
         except SkewlessError as exc:
-            notes["importance"] = f"artefact unreadable: {exc}"
+            notes["importance"] = notes["artifact"] = str(exc)
         return ModelDetail(
             model=_model_ref(row), fingerprint=row.fingerprint, sha256=row.sha256,
             artifact_uri=row.artifact_uri, created_by=row.created_by, metrics=row.metrics,

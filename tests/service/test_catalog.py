@@ -7,7 +7,9 @@ then compared with one computed here independently from the same files.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from datetime import UTC, datetime
 
@@ -16,6 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from skewless.feast_cli import run_feast
 from skewless.registry import Registry
@@ -390,3 +393,50 @@ def test_a_person_finds_a_feature_and_trusts_it_in_a_real_browser(catalog, demo,
         wait.until(lambda b: b.execute_script(
             "return arguments[0].complete && arguments[0].naturalWidth", chart))
         assert browser.find_element(By.ID, "stage").text == "production"
+
+
+def test_a_model_page_verifies_an_artefact_once_and_never_parses_an_unchecked_one(
+        demo, tmp_path, monkeypatch):
+    from service.app import create_catalog_app, serve_in_thread
+    from service.catalog import catalog as catalog_module
+    from skewless.db import upgrade
+
+    settings = demo.settings.model_copy(update={"var_dir": tmp_path / "var"})
+    upgrade(settings.resolved_database_url)
+    registry = Registry.from_settings(settings)
+    for version in ("intact", "tampered", "unchecked"):
+        target = tmp_path / version
+        shutil.copytree(demo.model.directory, target)
+        contract = json.loads((target / "contract.json").read_text())
+        contract["model"]["version"] = version
+        (target / "contract.json").write_text(json.dumps(contract))
+        registry.register(target)
+    with (tmp_path / "tampered" / "model.txt").open("a") as fh:
+        fh.write("\n")  # changed after its registration
+    with registry.engine.begin() as connection:  # as if registered before checks existed
+        connection.execute(sa.text("UPDATE model_versions SET artifact_checked_at = NULL "
+                                   "WHERE version = 'unchecked'"))
+    registry.close()
+    loads: list[str] = []
+    real_load = catalog_module.load_registered
+
+    def counted(row, limits=None):
+        loads.append(row.version)
+        return real_load(row, limits)
+
+    monkeypatch.setattr(catalog_module, "load_registered", counted)
+    with serve_in_thread(create_catalog_app(settings)) as url, \
+            httpx.Client(base_url=url, timeout=30) as http:
+        pages = {v: [http.get(f"/api/catalog/models/fraud_model_v1/versions/{v}").json()
+                     for _ in range(2)] for v in ("intact", "tampered", "unchecked")}
+        html = http.get("/catalog/models/fraud_model_v1/versions/unchecked").text
+    assert sorted(loads) == ["intact", "tampered"]  # once each; the unchecked one never
+    intact, tampered, unchecked = (pages[v][1] for v in ("intact", "tampered", "unchecked"))
+    assert len(intact["importance"]) == 22 and pages["intact"][0] == intact
+    assert tampered["importance"] is None and pages["tampered"][0] == tampered
+    assert tampered["not_computed"]["importance"].startswith("artefact unreadable: ")
+    assert "does not match the checked and registered" in tampered["not_computed"]["importance"]
+    assert unchecked["importance"] is None
+    assert unchecked["not_computed"]["artifact"].startswith(
+        "not verified: model fraud_model_v1 version unchecked has no recorded artefact check")
+    assert 'id="artifact-check"' in html and "not verified" in html

@@ -37,9 +37,17 @@ from skewless.artifact import (
     load_contract,
 )
 from skewless.contract import ServiceSpec, contract_differences
-from skewless.registry import Registry, Stage, load_registered, not_checked
+from skewless.registry import (
+    ModelVersion,
+    Registry,
+    RegistryError,
+    Stage,
+    load_registered,
+    not_checked,
+)
 
 logger = logging.getLogger(__name__)
+CHECK_ACTOR = "skewless serve"  # who the audit names for a check the predictor ran itself
 RETIRE_AFTER_SECONDS = 30.0  # a replaced model is freed once no request can still hold it
 
 
@@ -59,8 +67,6 @@ class ModelSlot:
     problem: str | None = None
     limits: ArtifactLimits = field(default_factory=ArtifactLimits)
     _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
-    # Versions refused for want of an artefact check: retried once the registry records one.
-    _unchecked: set[str] = field(default_factory=set, repr=False)
     _unreachable_since: float | None = field(default=None, repr=False)  # registry outage
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -85,15 +91,26 @@ class ModelSlot:
                     raise ArtifactError(
                         f"no {self.stage} version of {self.model_name} in the registry "
                         f"(skewless models promote {self.model_name} VERSION)")
-                if not_checked(row):
-                    self._unchecked.add(row.version)
-                scorer = self.verified_scorer(load_registered(row, self.limits))
+                scorer = self.verified_scorer(load_registered(self.checked(row), self.limits))
         except ArtifactError as exc:
             self.scorer, self.problem = None, str(exc)
             self.metrics.model_loads.labels("refused").inc()
             logger.error("refusing to serve: %s", exc)
             return
         self._install(scorer)
+
+    def checked(self, row: ModelVersion) -> ModelVersion:
+        """``row`` with its artefact check recorded: a version registered before artefacts were
+        checked is checked now, in a separate process, and the outcome recorded and audited
+        (so an upgrade does not take the production model away)."""
+        if not not_checked(row) or self.registry is None:
+            return row
+        logger.warning("model %s version %s has no recorded artefact check: checking it now",
+                       row.name, row.version)
+        try:
+            return self.registry.ensure_checked(row.name, row.version, CHECK_ACTOR)
+        except RegistryError as exc:  # refused by the check (ArtifactRefused) or gone
+            raise ArtifactError(str(exc)) from exc
 
     def checked_pinned(self, directory: Path) -> ModelArtifact:
         """A pinned artefact, parsed by a check process first, then here from bytes with the
@@ -136,8 +153,6 @@ class ModelSlot:
                 row = None
                 if version is not None and version != current and version not in self._refused:
                     row = await asyncio.to_thread(registry.get, self.model_name, version)
-                    if version in self._unchecked and not_checked(row):
-                        row = None  # still no artefact check recorded: nothing new to try
             except Exception as exc:  # the database is down: keep serving what we have
                 self._registry_failed(exc, current)
                 return current
@@ -147,9 +162,9 @@ class ModelSlot:
             started = time.perf_counter()
             try:
                 scorer = await asyncio.to_thread(
-                    lambda: self.verified_scorer(load_registered(row, self.limits)))
+                    lambda: self.verified_scorer(load_registered(self.checked(row), self.limits)))
             except ArtifactError as exc:
-                (self._unchecked if not_checked(row) else self._refused).add(row.version)
+                self._refused.add(row.version)
                 self.metrics.model_loads.labels("refused").inc()
                 logger.error("refusing %s version %s of %s; still serving %s: %s",
                              self.stage, row.version, self.model_name, current, exc)

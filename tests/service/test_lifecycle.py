@@ -289,20 +289,33 @@ def test_a_pinned_directory_rewritten_after_its_check_is_not_parsed(demo, tmp_pa
     assert f"not the {checked} it was checked and registered with" in slot.problem
 
 
-def test_a_registry_version_without_a_check_is_not_parsed_until_checked(demo, tmp_path):
+def test_a_registry_version_without_a_check_is_checked_in_a_child_before_it_is_served(
+        demo, tmp_path):
+    """An upgrade from before artefact checks: production has no recorded check. The
+    predictor checks it in a separate process, records and audits that, then serves it."""
     settings = demo.settings.model_copy(update={"var_dir": tmp_path / "var"})
     version = bootstrap_production(settings, demo.model.directory).version
     registry = Registry.from_settings(settings)
     with registry.engine.begin() as connection:  # as if registered before checks existed
         connection.execute(sa.text("UPDATE model_versions SET artifact_checked_at = NULL"))
+    checks = []
     slot = slot_for(demo, registry=registry)
+    real = model_slot.ModelSlot.checked
+
+    def counted(self, row):
+        checks.append(row.version)
+        return real(self, row)
+
     try:
+        model_slot.ModelSlot.checked = counted  # type: ignore[method-assign]
         slot.load()
-        assert slot.scorer is None
-        assert f"version {version} has no recorded artefact check" in slot.problem
-        assert asyncio.run(slot.refresh()) is None  # polled again: still nothing to parse
-        registry.check(NAME, version, "operator")
-        assert asyncio.run(slot.refresh()) == version  # served once checked
+        assert slot.version == version, slot.problem
+        assert registry.get(NAME, version).artifact_checked_at is not None
+        events = [(e.actor, e.action, e.outcome) for e in registry.audit_events()]
+        assert ("skewless serve", "check artefact", "passed") in events
+        assert asyncio.run(slot.refresh()) == version  # polled again: nothing checked again
     finally:
+        model_slot.ModelSlot.checked = real  # type: ignore[method-assign]
         slot.close()
         registry.close()
+    assert checks == [version]

@@ -10,18 +10,40 @@ export FEAST_USAGE := False
 SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean $(SUITES)
+.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean $(SUITES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# The exact versions, with their hashes, resolved from pyproject.toml's ranges for Python 3.11
+# on x86_64 Linux by `make lock`: requirements.lock (with the dev extra) is what `make install`
+# and CI install, requirements-runtime.lock (no extra, the same versions) what the image does.
+# A heavy engine (Spark, MLflow) is an extra of its own, in neither lock; README.md
+# ("Dependencies") shows how a team that needs one locks it and installs that lock (LOCK=…).
+LOCK      ?= requirements.lock
+LOCK_ARGS ?=
+LOCK_FOR  := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
+UV        := $(BIN)/uv
+
+# uv comes from the lock too: bootstrapped with the venv's pip, its wheel checked against the
+# lock's hashes; it then makes the venv exactly the lock (removing what the lock does not
+# hold) and adds Skewless itself, editable, built with the locked setuptools.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	awk '/^uv==/ { keep = 1; print; next } keep && /^ +--hash=/ { print; next } { keep = 0 }' \
+	  $(LOCK) > $(VENV)/uv-requirement.txt
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(VENV)/uv-requirement.txt
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 
-install: $(BIN)/.installed ## Create the venv and install Skewless with its dependencies
+install: $(BIN)/.installed ## Create the venv and install the locked dependencies, then Skewless
+
+lock: install ## Regenerate the locks from pyproject.toml (LOCK_ARGS=--upgrade: newest allowed)
+	$(UV) pip compile --quiet pyproject.toml --extra dev $(LOCK_FOR) $(LOCK_ARGS) \
+	  --custom-compile-command "make lock" --output-file requirements.lock
+	$(UV) pip compile --quiet pyproject.toml $(LOCK_FOR) -c requirements.lock \
+	  --custom-compile-command "make lock" --output-file requirements-runtime.lock
 
 demo: install ## Run the offline loop end to end (embedded Redis unless SKEWLESS_REDIS is set)
 	$(BIN)/skewless demo

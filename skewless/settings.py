@@ -20,6 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The admin token a development checkout works with; any other environment refuses it.
 DEVELOPMENT_ADMIN_TOKEN = "dev-admin-token"
+# How the example env files and docs mark a secret still to be filled in (any case); outside
+# development such a token is refused, however long it is.
+PLACEHOLDER_PREFIX = "CHANGE_ME"
+ADMIN_TOKEN_MIN_LENGTH = 16
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -126,7 +130,8 @@ class Settings(BaseSettings):
         "var/skewless.db); PostgreSQL: postgresql+psycopg://user:pass@host/db")
     admin_token: SecretStr = Field(
         SecretStr(DEVELOPMENT_ADMIN_TOKEN), description="bearer token of /admin; outside "
-        "development the service refuses to start with the default one")
+        "development the service refuses to start with the default one, one shorter than 16 "
+        "characters or a CHANGE_ME placeholder")
     registry_poll_seconds: float = Field(
         2.0, gt=0, description="how often the predictor checks the registry's production "
         "version (an admin call is noticed at once)")
@@ -196,9 +201,14 @@ class Settings(BaseSettings):
                             f"not {self.environment!r}")
         elif self.environment != "development":
             token = self.admin_token.get_secret_value()
-            if token == DEVELOPMENT_ADMIN_TOKEN or len(token) < 16:
-                problems.append(f"SKEWLESS_ADMIN_TOKEN must be set to a secret of at least 16 "
-                                f"characters in {self.environment} (not the default)")
+            if token.strip().upper().startswith(PLACEHOLDER_PREFIX):
+                problems.append(f"SKEWLESS_ADMIN_TOKEN must be set to a secret in "
+                                f"{self.environment}, not a placeholder starting with "
+                                f"{PLACEHOLDER_PREFIX} (as in config/*.env.example)")
+            elif token == DEVELOPMENT_ADMIN_TOKEN or len(token) < ADMIN_TOKEN_MIN_LENGTH:
+                problems.append(f"SKEWLESS_ADMIN_TOKEN must be set to a secret of at least "
+                                f"{ADMIN_TOKEN_MIN_LENGTH} characters in {self.environment} "
+                                f"(not the development default {DEVELOPMENT_ADMIN_TOKEN})")
         return problems
 
     @property

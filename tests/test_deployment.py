@@ -1,0 +1,159 @@
+"""The image and docker-compose.yml, read as files (no Docker engine here): what they deploy.
+
+The image runs as an unprivileged user in production, installs the locked versions and owns
+only what it writes; compose publishes neither Redis nor PostgreSQL, keeps Prometheus on the
+loopback interface, takes the admin token from a required variable and gives the api the Feast
+registry read-only.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+import yaml
+
+from skewless.settings import PROJECT_ROOT
+
+ROOT_USERS = {"root", "0"}
+REGISTRY = "/app/feature_repo/data"  # where the image's Feast repo keeps registry.db
+OUR_IMAGE = "."  # the build context of the services built from the Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    instructions = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def image_environment() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(rest))
+    return env
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each volume, short or long syntax."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            found.append((source, target, "ro" in (mode[0].split(",") if mode else [])))
+        else:
+            found.append((volume["source"], volume["target"], bool(volume.get("read_only"))))
+    return found
+
+
+def published(service: dict) -> list[tuple[str, str]]:
+    """(host address, host port) of each published port; "" is every interface."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.append((port.get("host_ip", ""), str(port.get("published", ""))))
+        else:
+            parts = str(port).split(":")
+            found.append((parts[0] if len(parts) == 3 else "", parts[-2] if len(parts) > 1 else ""))
+    return found
+
+
+def test_the_image_runs_as_an_unprivileged_user():
+    instructions = dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    assert keywords.count("CMD") == 1 and "ENTRYPOINT" not in keywords
+    users = [rest for keyword, rest in instructions[:keywords.index("CMD")] if keyword == "USER"]
+    assert users, "no USER before CMD: the image would run as root"
+    user, _, group = users[-1].partition(":")
+    assert user not in ROOT_USERS and group not in ROOT_USERS
+
+
+def test_the_image_is_production_and_owns_only_what_it_writes():
+    assert image_environment().get("SKEWLESS_ENVIRONMENT") == "production"
+    runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
+    user = [rest for keyword, rest in dockerfile_instructions() if keyword == "USER"][-1]
+    owned = [run for run in runs if f"chown -R {user}" in run]
+    assert owned and all(path in owned[0] for path in ("var", "feature_repo/data"))
+    assert not any(re.search(r"chown\b.*\s(\.|/app)(\s|$)", run) for run in runs)
+
+
+def test_the_image_installs_the_locked_runtime_versions():
+    runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
+    assert any("--require-hashes -r requirements-runtime.lock" in run for run in runs)
+    editable = [run for run in runs if "-e ." in run]
+    assert editable and "--no-deps" in editable[0]  # nothing unlocked on top
+    copied = [rest for keyword, rest in dockerfile_instructions() if keyword == "COPY"]
+    assert "requirements-runtime.lock ./" in copied
+
+
+def test_redis_and_postgres_are_not_published(compose):
+    services = compose["services"]
+    assert "ports" not in services["redis"] and "ports" not in services["postgres"]
+    assert {name for name, service in services.items() if service.get("ports")} \
+        <= {"api", "prometheus"}
+
+
+def test_prometheus_is_published_on_the_loopback_interface_only(compose):
+    assert published(compose["services"]["prometheus"]) == [("127.0.0.1", "9090")]
+
+
+def test_our_services_take_the_admin_token_from_a_required_variable(compose):
+    """The api, and the demo, which serves a few requests in production too."""
+    ours = {name: service for name, service in compose["services"].items()
+            if service.get("build") == OUR_IMAGE}
+    assert {"api", "demo", "migrate"} <= set(ours)
+    for name, service in ours.items():
+        token = environment(service).get("SKEWLESS_ADMIN_TOKEN", "")
+        # `${VAR:?message}`: compose refuses to run while it is unset; there is no default.
+        assert re.fullmatch(r"\$\{SKEWLESS_ADMIN_TOKEN:\?[^}]*\}", token), (name, token)
+        assert environment(service).get("SKEWLESS_ENVIRONMENT", "production") == "production"
+
+
+def test_the_api_is_production(compose):
+    api = environment(compose["services"]["api"])
+    assert api.get("SKEWLESS_ENVIRONMENT", image_environment().get("SKEWLESS_ENVIRONMENT")) \
+        == "production"
+
+
+def test_the_api_sees_the_feast_registry_read_only_and_logs_where_it_may_write(compose):
+    services = compose["services"]
+    api = mounts(services["api"])
+    registry = [(source, ro) for source, target, ro in api
+                if target in (REGISTRY, f"{REGISTRY}/registry.db")]
+    assert registry and all(ro for _, ro in registry), api
+    # … the registry the demo wrote, in the same place.
+    written = {source for source, target, ro in mounts(services["demo"])
+               if target == REGISTRY and not ro}
+    assert {source for source, _ in registry} <= written
+    log_dir = environment(services["api"])["SKEWLESS_FEATURE_LOG_DIR"]
+    writable = [target for _, target, ro in api if not ro]
+    assert any(log_dir.startswith(target + "/") for target in writable)
+    assert not log_dir.startswith(REGISTRY)
+
+
+def test_named_volumes_hold_the_state_the_image_user_owns(compose):
+    """Bind mounts would keep the host's ownership; named volumes start with the image's."""
+    for name in ("demo", "api"):
+        for source, target, _ in mounts(compose["services"][name]):
+            if target.startswith("/app/"):
+                assert source in compose["volumes"], (name, source)

@@ -8,6 +8,9 @@ per entity group, all in one pipeline, reads a whole feature vector in one round
 
 Everything derived from the registry (hash field names, key layout, TTLs, value decoders)
 is resolved once in :meth:`OnlinePlan.from_store`; a read only builds keys and decodes.
+On-demand views come from the service spec's registry snapshot, never from a second read of
+the registry, and run the function compiled, once, from the source text the fingerprint
+covers (``skewless.transformations``); nothing here looks at the registry again.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class EntityGroup:
 
 @dataclass(frozen=True)
 class OnDemandStep:
-    view: OnDemandFeatureView
+    view: OnDemandFeatureView  # running the function compiled from its source text
     name: str
     inputs: tuple[tuple[str, str, int], ...]  # (feature, <view>__<feature>, vector position)
     request_fields: tuple[str, ...]
@@ -127,7 +130,9 @@ class OnlinePlan:
                     (view_name, names)
                 )
                 continue
-            odfv = store.get_on_demand_feature_view(view_name)
+            # From the spec's registry read, its text checked by resolve_service: compiled
+            # here, once, never re-read.
+            odfv = spec.on_demand[view_name].runnable()
             if odfv.mode != "python":
                 raise ValueError(
                     f"on-demand view {view_name} has mode={odfv.mode!r}; the predictor runs "

@@ -151,9 +151,15 @@ class Predictor:
 
         if not settings.redis:
             raise SkewlessError("no online store configured: set SKEWLESS_REDIS (host:port)")
-        service = store.get_feature_service(settings.feature_service)
+        # Feast's logging schema from the registry read the spec came from (a second read
+        # could see another registry, and Feast's own lookups would load its code).
+        definitions = spec.registry
+        if definitions is None:
+            raise SkewlessError("the service spec carries no registry snapshot: resolve it "
+                                "with skewless.contract.resolve_service")
+        service = definitions.feature_service(settings.feature_service)
         feast_schema = FeatureServiceLoggingSource(service, store.project).get_schema(
-            store.registry)
+            definitions)  # type: ignore[arg-type]  # answers the lookups get_schema makes
         layout = LogLayout.from_feast(
             feast_schema, [k.name for k in spec.entity_keys],
             [r.name for r in spec.request_fields], spec.feature_names,

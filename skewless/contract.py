@@ -5,6 +5,11 @@ Feast types, the entity keys and request fields a caller must supply, and a fing
 the definitions the values come from (views, sources, TTLs and transformation code). Two
 parties agree on features exactly when their fingerprints and feature lists agree.
 
+The definitions are read from one snapshot of Feast's registry (``skewless.definitions``),
+without running any stored code: an on-demand view's transformation is fingerprinted by its
+source text, which is the code that runs (``skewless.transformations``), and resolving a
+service refuses a view whose pickled body is not that text compiled.
+
 Two types hold it: :class:`FeatureContract` (the feature part, carried by a training set)
 and :class:`ModelContract` (a trained model's ``contract.json``: the feature part plus the
 encoding, training window, parameters, metrics, baseline and the artefact's checksum). Each
@@ -25,6 +30,8 @@ from skewless.documents import JsonDocument
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+    from skewless.definitions import OnDemandDefinition, RegistrySnapshot
 
 NUMERIC_TYPES = {"Int32", "Int64", "Float32", "Float64", "Bool"}
 MONOTONE = {"increasing": 1, "decreasing": -1}
@@ -62,6 +69,12 @@ class ServiceSpec:
     entity_keys: list[FieldSpec]
     request_fields: list[FieldSpec]
     definitions: dict[str, Any] = field(repr=False)
+    # The registry read these came from, and the service's on-demand views in it (their
+    # transformations checked, not loaded): whoever runs a view builds it from here, so the
+    # code that runs is the text the fingerprint covers.
+    registry: RegistrySnapshot | None = field(default=None, repr=False, compare=False)
+    on_demand: dict[str, OnDemandDefinition] = field(default_factory=dict, repr=False,
+                                                     compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -95,17 +108,33 @@ def _source_definition(source: Any) -> dict[str, Any]:
 
 
 def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
-    """Resolve a feature service into its ordered features, inputs and definitions."""
-    service = store.get_feature_service(name)
+    """Resolve a feature service into its ordered features, inputs and definitions.
+
+    Reads the registry once and runs none of its code; raises
+    :class:`~skewless.transformations.TransformationError` for an on-demand view whose code
+    cannot be trusted to be its source text.
+    """
+    from skewless.definitions import RegistrySnapshot
+
+    return resolve_definitions(RegistrySnapshot.read(store), name)
+
+
+def resolve_definitions(registry: RegistrySnapshot, name: str) -> ServiceSpec:
+    """:func:`resolve_service` over a registry already read."""
+    service = registry.feature_service(name)
     features: list[FeatureSpec] = []
     keys: dict[str, str] = {}
     requests: dict[str, str] = {}
     definitions: dict[str, Any] = {"feature_service": name, "views": {}}
-    odfv_names = {v.name for v in store.list_on_demand_feature_views()}
+    on_demand: dict[str, OnDemandDefinition] = {}
+    odfv_names = registry.on_demand_names
     for projection in service.feature_view_projections:
         view_name = projection.name_to_use()
         if projection.name in odfv_names:
-            odfv = store.get_on_demand_feature_view(projection.name)
+            found = registry.on_demand(projection.name)
+            found.source.check()
+            on_demand[view_name] = found
+            odfv = found.view
             view_tags = odfv.tags
             for source in odfv.source_request_sources.values():
                 for f in source.schema:
@@ -119,10 +148,11 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
                     + [f"request:{r}" for r in odfv.source_request_sources]
                 ),
                 "features": [[f.name, _dtype(f)] for f in projection.features],
-                "transformation": getattr(odfv.feature_transformation, "udf_string", None),
+                # The source text: the code that runs (not the pickle Feast also stores).
+                "transformation": found.source.text or None,
             }
         else:
-            fv = store.get_feature_view(projection.name)
+            fv = registry.feature_view(projection.name)
             view_tags = fv.tags
             join_keys = [
                 projection.join_key_map.get(c.name, c.name) if projection.join_key_map else c.name
@@ -152,6 +182,8 @@ def resolve_service(store: FeatureStore, name: str) -> ServiceSpec:
         entity_keys=[FieldSpec(k, t) for k, t in keys.items()],
         request_fields=[FieldSpec(k, t) for k, t in requests.items()],
         definitions=definitions,
+        registry=registry,
+        on_demand=on_demand,
     )
 
 

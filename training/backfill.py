@@ -140,7 +140,7 @@ def score_events(
     read = ([id_column] if has_id else []) + [*inputs, ts_column]
 
     features, categories = contract.features, contract.categories
-    plan = plan_retrieval(store, spec.feature_service)
+    plan = plan_retrieval(spec)
     schema = pa.schema(
         ([source.schema_arrow.field(id_column)] if has_id else [])
         + [pa.field(k, arrow_type(inputs[k])) for k in keys]

@@ -239,22 +239,27 @@ class RetrievalPlan:
     to Python objects (``to_pydict``). The plan asks the offline store for the batch
     features (and the on-demand inputs), then hands each on-demand view only its own
     inputs through Feast's ``transform_arrow``: the same definitions and code, without
-    materialising every other column as Python objects.
+    materialising every other column as Python objects. The views come from the spec's
+    registry snapshot and run the function compiled from their source text, exactly as the
+    predictor runs them.
     """
 
     refs: list[str]
     on_demand: list[tuple[Any, list[str]]]  # (OnDemandFeatureView, requested features)
 
 
-def plan_retrieval(store, feature_service: str) -> RetrievalPlan:
-    service = store.get_feature_service(feature_service)
-    odfv_names = {v.name for v in store.list_on_demand_feature_views()}
+def plan_retrieval(spec: ServiceSpec) -> RetrievalPlan:
+    if spec.registry is None:
+        raise DatasetError("the service spec carries no registry snapshot: resolve it with "
+                           "skewless.contract.resolve_service")
+    service = spec.registry.feature_service(spec.feature_service)
     refs: list[str] = []
     on_demand: list[tuple[Any, list[str]]] = []
     for projection in service.feature_view_projections:
         names = [f.name for f in projection.features]
-        if projection.name in odfv_names:
-            on_demand.append((store.get_on_demand_feature_view(projection.name), names))
+        definition = spec.on_demand.get(projection.name_to_use())
+        if definition is not None:
+            on_demand.append((definition.runnable(), names))
         else:
             refs += [f"{projection.name_to_use()}:{n}" for n in names]
     for odfv, _ in on_demand:
@@ -334,7 +339,7 @@ def iter_training_chunks(
     store = store or open_store(settings)
     source = source or LabelSource.from_settings(settings)
     spec = resolve_service(store, settings.feature_service)
-    plan = plan_retrieval(store, settings.feature_service)
+    plan = plan_retrieval(spec)
     events = load_label_events(source, spec, cutoff, since)
     if events.num_rows == 0:
         raise DatasetError(f"no label events known at {cutoff.isoformat()}"

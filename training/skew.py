@@ -196,7 +196,7 @@ def check_served(settings: Settings, since: datetime | None = None,
     )
     if served.num_rows == 0:
         return report
-    plan = plan_retrieval(store, spec.feature_service)
+    plan = plan_retrieval(spec)
     inputs = [f.name for f in (*spec.entity_keys, *spec.request_fields)]
     step = settings.dataset_chunk_rows
     for start in range(0, served.num_rows, step):

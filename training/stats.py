@@ -211,7 +211,7 @@ def _log_dir(settings: Settings, store: Any, feature_service: str) -> Path | Non
 
 
 def _profile_served(con: Any, settings: Settings, store: Any, service: Any,
-                    since: datetime, bins: int) -> dict[str, Any] | None:
+                    on_demand: set[str], since: datetime, bins: int) -> dict[str, Any] | None:
     """Missing rates of every logged feature, and statistics of the logged on-demand ones."""
     directory = _log_dir(settings, store, service.name)
     if directory is None or not any(directory.rglob("*.parquet")):
@@ -222,7 +222,6 @@ def _profile_served(con: Any, settings: Settings, store: Any, service: Any,
     params = [glob, since]
     names = set(con.sql("SELECT * FROM read_parquet(?, union_by_name = true, "
                         "hive_partitioning = false) LIMIT 0", params=[glob]).columns)
-    on_demand = {v.name for v in store.list_on_demand_feature_views()}
     logged: list[tuple[str, str]] = []  # (catalog key, logged column)
     profiled: list[Column] = []
     for projection in service.feature_view_projections:
@@ -287,8 +286,13 @@ def _online_ages(settings: Settings, store: Any, view: Any, sampled_at: datetime
 
 
 def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[str, Any]:
-    """The catalog's statistics document for everything ``store``'s registry holds."""
+    """The catalog's statistics document for everything ``store``'s registry holds.
+
+    The registry is read as data (no on-demand view's code is loaded to list it).
+    """
     import duckdb
+
+    from skewless.definitions import RegistrySnapshot
 
     now = datetime.now(UTC)
     doc: dict[str, Any] = {
@@ -297,10 +301,12 @@ def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[s
         "serving": {}, "online": {},
     }
     started = time.perf_counter()
+    registry = RegistrySnapshot.read(store)
+    views = sorted(registry.feature_views(), key=lambda v: v.name)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        for view in views:
             try:
                 result = _profile_batch_view(con, view, settings.catalog_histogram_bins)
             except (StatsError, duckdb.Error) as exc:
@@ -311,9 +317,10 @@ def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[s
             for key, stats in features.items():
                 doc["features"][key] = {**stats, "from": "offline source"}
         since = now - timedelta(days=settings.catalog_serving_days)
-        for service in sorted(store.list_feature_services(), key=lambda s: s.name):
+        for service in sorted(registry.feature_services(), key=lambda s: s.name):
             try:
-                served = _profile_served(con, settings, store, service, since,
+                served = _profile_served(con, settings, store, service,
+                                         registry.on_demand_names, since,
                                          settings.catalog_histogram_bins)
             except duckdb.Error as exc:
                 doc["serving"][service.name] = {"error": str(exc).splitlines()[0]}
@@ -326,7 +333,7 @@ def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[s
     finally:
         con.close()
     if online and settings.catalog_online_sample:
-        for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        for view in views:
             if not view.online:
                 continue
             sampled_at = datetime.now(UTC)

@@ -1,7 +1,10 @@
 """A snapshot of what the Feast registry holds, indexed for the catalog's pages and search.
 
-Built from Feast's SDK (``list_entities``, ``list_feature_views``, ...) once per registry
-change, never per request; it knows no demo names, so it shows whatever a repo defines.
+Built from one read of the registry's proto (``skewless.definitions.RegistrySnapshot``) once
+per registry change, never per request; it knows no demo names, so it shows whatever a repo
+defines. It runs none of the registry's code: an on-demand view's transformation is shown as
+the source text the registry stores, never compiled or unpickled, so an anonymous page view
+of a changed registry cannot execute what someone wrote into it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from service.catalog.schemas import (
     Transformation,
     ViewInfo,
 )
+from skewless.definitions import RegistrySnapshot
 
 # Fields of python-mode on-demand views cannot carry descriptions (Feast compares declared
 # and inferred fields including them), so a view tag "feature:<name>" may describe one.
@@ -80,9 +84,9 @@ class Snapshot:
     sources: dict[str, Any] = field(repr=False)  # view → Feast view object
 
     @classmethod
-    def build(cls, store: Any) -> Snapshot:
+    def build(cls, registry: RegistrySnapshot) -> Snapshot:
         entities: dict[str, EntityInfo] = {}
-        for e in sorted(store.list_entities(), key=lambda e: e.name):
+        for e in sorted(registry.entities(), key=lambda e: e.name):
             if e.name == "__dummy":
                 continue
             entities[e.name] = EntityInfo(
@@ -93,7 +97,7 @@ class Snapshot:
 
         views: dict[str, ViewInfo] = {}
         objects: dict[str, Any] = {}
-        for fv in sorted(store.list_feature_views(), key=lambda v: v.name):
+        for fv in sorted(registry.feature_views(), key=lambda v: v.name):
             names = [e for e in fv.entities if e in entities]
             views[fv.name] = ViewInfo(
                 name=fv.name, kind="batch", description=fv.description or "",
@@ -106,7 +110,8 @@ class Snapshot:
                                    if fv.materialization_intervals else None),
                 url=view_url(fv.name))
             objects[fv.name] = fv
-        for odfv in sorted(store.list_on_demand_feature_views(), key=lambda v: v.name):
+        for definition in sorted(registry.on_demand_views(), key=lambda d: d.name):
+            odfv = definition.view  # its transformation is not loaded: only its text is shown
             inputs = [f"{p.name}:{f.name}" for p in odfv.source_feature_view_projections.values()
                       for f in p.features]
             request = [RequestField(source=rs.name, name=f.name, dtype=str(f.dtype),
@@ -114,7 +119,6 @@ class Snapshot:
                        for rs in odfv.source_request_sources.values() for f in rs.schema]
             upstream = [views[p] for p in odfv.source_feature_view_projections if p in views]
             names = list(dict.fromkeys(e for v in upstream for e in v.entities))
-            transformation = getattr(odfv, "feature_transformation", None)
             views[odfv.name] = ViewInfo(
                 name=odfv.name, kind="on_demand", description=odfv.description or "",
                 owner=odfv.owner or "", tags=dict(odfv.tags), entities=names,
@@ -123,13 +127,13 @@ class Snapshot:
                 source=None, last_materialized=None, url=view_url(odfv.name),
                 transformation=Transformation(
                     mode=str(getattr(odfv, "mode", "") or ""),
-                    code=getattr(transformation, "udf_string", "") or "", inputs=inputs,
+                    code=definition.source.text, inputs=inputs,
                     request_fields=request))
             objects[odfv.name] = odfv
 
         services: dict[str, ServiceInfo] = {}
         in_services: dict[str, list[str]] = {}
-        for fs in sorted(store.list_feature_services(), key=lambda s: s.name):
+        for fs in sorted(registry.feature_services(), key=lambda s: s.name):
             refs = [f"{p.name}:{f.name}" for p in fs.feature_view_projections for f in p.features]
             for ref in refs:
                 in_services.setdefault(ref, []).append(fs.name)
@@ -160,7 +164,7 @@ class Snapshot:
                     *(f"{k} {v} {k}={v}" for k, v in {**view.tags, **info.tags}.items()),
                     *view.entities, *info.feature_services,
                 ]).lower()
-        return cls(project=store.project, built_at=datetime.now(UTC), entities=entities,
+        return cls(project=registry.project, built_at=datetime.now(UTC), entities=entities,
                    views=views, services=services, features=features, haystacks=haystacks,
                    sources=objects)
 
@@ -213,7 +217,7 @@ class RegistryWatcher:
         self._checked = 0.0
         self._built = time.monotonic()
         self._stamp = self._file_stamp()
-        self._snapshot = Snapshot.build(store)
+        self._snapshot = Snapshot.build(RegistrySnapshot.read(store))
 
     def _registry_file(self) -> Path | None:
         config = self.store.config.registry
@@ -244,8 +248,7 @@ class RegistryWatcher:
             changed = (stamp != self._stamp if stamp is not None
                        else now - self._built > self.refresh_seconds)
             if changed:
-                self.store.refresh_registry()
-                self._snapshot = Snapshot.build(self.store)
+                self._snapshot = Snapshot.build(RegistrySnapshot.read(self.store))
                 self._stamp, self._built = stamp, now
                 # Long-lived until the next change: keep full collections from rescanning it.
                 gc.freeze()

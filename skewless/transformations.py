@@ -405,9 +405,12 @@ class TransformationSource:
         namespace = _exec_namespace()
         foreign = sorted(k for k, v in globals_.items() if k not in ("__name__", "__builtins__")
                          and _global_difference(str(k), v, namespace))
-        if foreign:
-            return (f"it uses {', '.join(map(str, foreign))} from its module, which the source "
-                    "text does not define; import or define them inside the function")
+        if foreign:  # feast apply wrote it, but the text alone is not the whole function
+            raise TransformationError(
+                f"on-demand view {self.view}: {self.function} uses "
+                f"{', '.join(map(str, foreign))} from its module, which its source text does "
+                "not define (the text is what runs, in training and serving); import or define "
+                "them inside the function and re-run `feast apply`")
         return None
 
     def load(self) -> Transformation:

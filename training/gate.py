@@ -29,6 +29,7 @@ from skewless.registry import (
     load_registered,
 )
 from skewless.settings import Settings
+from skewless.transformations import TransformationError
 from training.dataset import (
     LabelSource,
     TrainingSet,
@@ -60,7 +61,11 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
         raise PromotionRefused(f"candidate {version} refused: {exc}") from exc
     service_settings = settings.model_copy(update={"feature_service": candidate.feature_service})
     store = open_store(service_settings)
-    spec = resolve_service(store, candidate.feature_service)
+    try:
+        spec = resolve_service(store, candidate.feature_service)
+    except TransformationError as exc:
+        raise PromotionRefused(f"candidate {version} refused: the current definitions cannot "
+                               f"be loaded: {exc}") from exc
     problems = contract_differences(candidate_artifact.contract, spec)
     if problems:
         raise PromotionRefused(f"candidate {version} does not match the current definitions of "

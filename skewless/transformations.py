@@ -219,6 +219,13 @@ _LOCATION_FIELDS = {"lnotab", "filename", "firstlineno", "linetable"}
 
 
 def _same_constant(pickled: Any, const: Any) -> bool:
+    try:
+        return _equal_constant(pickled, const)
+    except (TypeError, ValueError):  # a pickled value no constant could be
+        return False
+
+
+def _equal_constant(pickled: Any, const: Any) -> bool:
     if isinstance(const, CodeType):
         return _code_difference(pickled, const) is None
     if isinstance(const, tuple):
@@ -400,15 +407,15 @@ class TransformationSource:
                   and isinstance(s[1], dict)]
         if (next((s.get("__kwdefaults__") for s in states), None) or {}) != kwdefaults:
             return "its keyword defaults differ"
-        if not isinstance(globals_, dict):
-            return "its globals are not a dictionary"
+        if not isinstance(globals_, dict) or not all(isinstance(k, str) for k in globals_):
+            return "its globals are not a dictionary of names"
         namespace = _exec_namespace()
         foreign = sorted(k for k, v in globals_.items() if k not in ("__name__", "__builtins__")
-                         and _global_difference(str(k), v, namespace))
+                         and _global_difference(k, v, namespace))
         if foreign:  # feast apply wrote it, but the text alone is not the whole function
             raise TransformationError(
                 f"on-demand view {self.view}: {self.function} uses "
-                f"{', '.join(map(str, foreign))} from its module, which its source text does "
+                f"{', '.join(foreign)} from its module, which its source text does "
                 "not define (the text is what runs, in training and serving); import or define "
                 "them inside the function and re-run `feast apply`")
         return None

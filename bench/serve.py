@@ -387,6 +387,7 @@ class Fixture:
     batch_refs: list[str]
     transactions: Any
     model_version: str
+    model_dir: Path
     facts: dict[str, Any]
 
 
@@ -453,7 +454,7 @@ def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
     facts.update(transactions=int(data.meta["transactions"]), cards=int(data.meta["cards"]),
                  merchants=int(data.meta["merchants"]))
     return Fixture(tmp, repo, var, redis, end, spec, batch_refs, data.transactions,
-                   model.contract.version, facts)
+                   model.contract.version, model.directory, facts)
 
 
 @dataclass
@@ -551,7 +552,13 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
             env.update(SKEWLESS_FEATURE_LOG_DURABILITY="spool",
                        SKEWLESS_FEATURE_LOG_SPOOL_DIR=str(run_dir / "spool"))
         if variant.checkout is not None:  # its packages shadow the installed ones
-            env["PYTHONPATH"] = str(variant.checkout)
+            # An earlier commit may know fewer migrations: it gets a database of its own,
+            # migrated by its own code, and serves the fixture's model pinned.
+            env.update(PYTHONPATH=str(variant.checkout),
+                       SKEWLESS_DATABASE_URL=f"sqlite:///{run_dir / 'baseline.db'}",
+                       SKEWLESS_MODEL_PATH=str(fx.model_dir))
+            subprocess.run([str(BIN / "skewless"), "db", "upgrade"], env=env, check=True,
+                           capture_output=True)
         cmd = [str(BIN / "skewless"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         ready = "/readyz"
     else:

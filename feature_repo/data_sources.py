@@ -1,8 +1,9 @@
 """Parquet sources written by `skewless features`, and the request-time fields.
 
 Paths are absolute, derived from this file's location: Feast's duckdb offline store
-resolves a relative FileSource path against the working directory rather than the repo,
-so a relative path would break (or read another file) when run from elsewhere.
+resolves a relative FileSource path against the working directory rather than the repo.
+Skewless resolves relative paths against the repo wherever it runs, but Feast's own CLI run
+from elsewhere (`feast -c feature_repo ui`, below in the README) would read another file.
 """
 
 from pathlib import Path

@@ -331,8 +331,10 @@ def contract_differences(contract: FeatureContract, spec: ServiceSpec) -> list[s
 
 def logging_destination(store: FeatureStore, feature_service: str,
                         override: Path | None = None) -> Path:
-    """Where the feature service's served features are logged (its FileLoggingDestination)."""
+    """Where the feature service's served features are logged (its FileLoggingDestination);
+    a relative destination is in the repo."""
     from skewless.errors import SkewlessError
+    from skewless.feast_cli import in_repo
 
     if override is not None:
         return override
@@ -344,4 +346,4 @@ def logging_destination(store: FeatureStore, feature_service: str,
             "LoggingConfig(destination=FileLoggingDestination(path=...)) or set "
             "SKEWLESS_FEATURE_LOG_DIR"
         )
-    return Path(path)
+    return Path(in_repo(store.repo_path, path))

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from skewless.artifact import read_contract
 from skewless.contract import ServiceSpec, logging_destination, resolve_service
 from skewless.errors import SkewlessError
+from skewless.feast_cli import in_repo
 from skewless.files import write_json_atomic
 from skewless.reports.skew import FeatureResult, SkewReport
 from skewless.settings import Settings
@@ -82,7 +83,7 @@ def _offline_event_times(store: Any, view: str, keys: list[str], rows: pa.Table)
     import duckdb
 
     source = store.get_feature_view(view).batch_source
-    path = getattr(source, "path", None)
+    path = in_repo(store.repo_path, source.path) if getattr(source, "path", None) else None
     if not path:
         return {}
     ts = source.timestamp_field
@@ -218,7 +219,7 @@ def latest_offline(store: Any, view: str, keys: list[str], until: datetime, samp
     import duckdb
 
     source = store.get_feature_view(view).batch_source
-    path = getattr(source, "path", None)
+    path = in_repo(store.repo_path, source.path) if getattr(source, "path", None) else None
     if not path:
         raise SkewCheckError(f"{view}'s source is not a file; the online check reads files")
     ts, created = source.timestamp_field, source.created_timestamp_column

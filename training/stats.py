@@ -30,6 +30,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
 from skewless.contract import logging_destination
 from skewless.errors import SkewlessError
+from skewless.feast_cli import in_repo
 from skewless.files import write_json_atomic
 from skewless.settings import Settings
 from training.served import LOG_TIMESTAMP
@@ -188,9 +189,9 @@ def _view_columns(view: Any) -> list[Column]:
     return [Column(f"{view.name}:{f.name}", f.name, str(f.dtype)) for f in view.features]
 
 
-def _profile_batch_view(con: Any, view: Any, bins: int) -> dict[str, Any]:
+def _profile_batch_view(con: Any, view: Any, bins: int, repo_path: Path) -> dict[str, Any]:
     source = view.batch_source
-    path = getattr(source, "path", None)
+    path = in_repo(repo_path, source.path) if getattr(source, "path", None) else None
     if not path:
         raise StatsError(f"{view.name}'s source {source.name} is a "
                          f"{type(source).__name__}; statistics read parquet files")
@@ -308,7 +309,8 @@ def compute_stats(settings: Settings, store: Any, online: bool = True) -> dict[s
         con.execute("SET TimeZone = 'UTC'")
         for view in views:
             try:
-                result = _profile_batch_view(con, view, settings.catalog_histogram_bins)
+                result = _profile_batch_view(con, view, settings.catalog_histogram_bins,
+                                             store.repo_path)
             except (StatsError, duckdb.Error) as exc:
                 doc["views"][view.name] = {"error": str(exc).splitlines()[0]}
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import subprocess
 import sys
 import warnings
@@ -12,6 +13,8 @@ from typing import Any
 
 from skewless.errors import SkewlessError
 from skewless.settings import Settings, export_for_feast, feast_process_env
+
+logger = logging.getLogger(__name__)
 
 
 def quiet_library_warnings() -> None:
@@ -67,6 +70,9 @@ def _read_relative_paths_in_repo(store: Any) -> None:
     provider = store._get_provider()
     offline = getattr(provider, "offline_store", None)
     if offline is None or not hasattr(provider, "_offline_store"):
+        logger.warning("Feast's provider %s does not expose its offline store: relative file "
+                       "sources are read against the working directory",
+                       type(provider).__name__)
         return
     repo = Path(store.repo_path).absolute()
     base = type(offline)

@@ -312,10 +312,16 @@ def _function_node(text: str, name: str, view: str) -> ast.FunctionDef:
     return node
 
 
-def _compile_function(node: ast.FunctionDef, flags: int) -> tuple[CodeType, CodeType]:
-    """The module code defining the function alone, and the function's own code object."""
-    module = compile(ast.Module(body=[node], type_ignores=[]), REGISTRY_FILENAME, "exec",
-                     flags=flags, dont_inherit=True)
+def _compile_function(node: ast.FunctionDef, flags: int,
+                      imported: tuple[str, ...] = ()) -> tuple[CodeType, CodeType]:
+    """The module code defining the function alone, and the function's own code object.
+
+    ``imported``: names the function's module imports at its top level (compiled, never
+    run, only to give the function the bytecode it gets in such a module).
+    """
+    imports: list[ast.stmt] = [ast.Import(names=[ast.alias(name=n)]) for n in imported]
+    tree = ast.fix_missing_locations(ast.Module(body=[*imports, node], type_ignores=[]))
+    module = compile(tree, REGISTRY_FILENAME, "exec", flags=flags, dont_inherit=True)
     code = next(c for c in module.co_consts
                 if isinstance(c, CodeType) and c.co_name == node.name)
     return module, code
@@ -326,6 +332,29 @@ def _exec_namespace() -> dict[str, Any]:
     from feast.transformation.udf_rehydrate import _exec_namespace
 
     return _exec_namespace()
+
+
+_MAX_METHOD_BASES = 6
+
+
+def _module_imports(node: ast.FunctionDef) -> list[tuple[str, ...]]:
+    """Which of the names the function calls methods on its module may import at the top.
+
+    CPython 3.11 compiles ``name.method(...)`` differently when the module imports ``name``
+    at its top level (even when the function imports it again inside, as a pandas-mode view
+    does with ``pd``), and the registry's text no longer shows the module's imports: each
+    combination is a form the pickled body may rightly have.
+    """
+    bases = sorted({call.func.value.id for call in ast.walk(node)
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and isinstance(call.func.value, ast.Name)}
+                   - {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                      and isinstance(n.ctx, ast.Store)}
+                   - {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)})
+    if len(bases) > _MAX_METHOD_BASES:
+        return [(), tuple(bases)]
+    return [tuple(b for i, b in enumerate(bases) if mask >> i & 1)
+            for mask in range(1 << len(bases))]
 
 
 @dataclass(frozen=True)
@@ -372,7 +401,8 @@ class TransformationSource:
         node = _function_node(self.text, self.function, self.view)
         if not self.body:
             return  # no pickle: the text is the only code there is
-        references = [_compile_function(node, flags)[1] for flags in (0, ANNOTATIONS)]
+        references = [_compile_function(node, flags, imported)[1]
+                      for flags in (0, ANNOTATIONS) for imported in _module_imports(node)]
         problem = self._body_difference(node, references)
         if problem:
             raise TransformationError(

@@ -88,10 +88,7 @@ class OnDemandStep:
     # A pandas-mode view's input columns, as training's table holds them:
     # (<view>__<feature> or request field, vector position or -1 for a request field, type).
     table_inputs: tuple[tuple[str, int, pa.DataType], ...] = ()
-
-    @property
-    def pandas(self) -> bool:
-        return self.view.mode == "pandas"
+    pandas: bool = False  # fixed when the plan is built, not read per request
 
     def run_table(self, values: list[list[Any]],
                   requests: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -184,6 +181,7 @@ class OnlinePlan:
                 outputs=tuple((n, position[f"{view_name}__{n}"], PYTHON_TYPES[dtypes[n]])
                               for n in names),
                 table_inputs=tuple(table_inputs) if odfv.mode == "pandas" else (),
+                pandas=odfv.mode == "pandas",
             ))
         groups = []
         ttl = {v: d.get("ttl_seconds", 0) for v, d in spec.definitions["views"].items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import timeit
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from skewless.contract import resolve_service
 from skewless.feast_cli import open_store, run_feast
 from skewless.settings import Settings
 from tests.support.demo import REPO_FILES
+from tests.support.pandas_mode import with_pandas_twin
 from training.dataset import plan_retrieval, retrieve_in_order
 
 pytestmark = pytest.mark.redis
@@ -31,38 +31,6 @@ pytestmark = pytest.mark.redis
 SERVICE = "fraud_model_pandas"
 PYTHON_VIEW, PANDAS_VIEW = "transaction_features", "transaction_features_pandas"
 OUTPUTS = ("log_amount", "amount_to_mean_28d", "amount_to_max_28d", "is_online", "is_night")
-
-PANDAS_TWIN = '''
-
-@on_demand_feature_view(
-    sources=[
-        card_activity_fv[["amount_mean_28d", "amount_max_28d"]],
-        transaction_request,
-    ],
-    schema=[
-        Field(name="log_amount", dtype=Float64),
-        Field(name="amount_to_mean_28d", dtype=Float64),
-        Field(name="amount_to_max_28d", dtype=Float64),
-        Field(name="is_online", dtype=Int64),
-        Field(name="is_night", dtype=Int64),
-    ],
-)
-def transaction_features_pandas(inputs: pd.DataFrame) -> pd.DataFrame:
-    import numpy as np
-    import pandas as pd
-
-    amount = inputs["amount"].astype("float64")
-    out = pd.DataFrame(index=inputs.index)
-    out["log_amount"] = np.log1p(amount.clip(lower=0.0))
-    for name, column in (("amount_to_mean_28d", "amount_mean_28d"),
-                         ("amount_to_max_28d", "amount_max_28d")):
-        denominator = inputs[column].astype("float64")
-        out[name] = (amount / denominator).where(denominator > 0)
-    channel, hour = inputs["channel"], inputs["local_hour"]
-    out["is_online"] = (channel == "online").astype("Int64").where(channel.notna())
-    out["is_night"] = (hour < 6).astype("Int64").where(hour.notna())
-    return out
-'''
 
 SERVICE_DEFINITION = f'''
 from on_demand import transaction_features_pandas
@@ -83,7 +51,7 @@ def repo_with_pandas_twin(demo, root: Path) -> Settings:
     for table in demo.settings.data_dir.glob("*.parquet"):  # the sources, read where they are
         (repo / "data" / table.name).symlink_to(table)
     on_demand = repo / "on_demand.py"
-    on_demand.write_text("import pandas as pd\n" + on_demand.read_text() + PANDAS_TWIN)
+    on_demand.write_text(with_pandas_twin(on_demand.read_text()))
     services = repo / "feature_services.py"
     services.write_text(services.read_text() + SERVICE_DEFINITION)
     settings = demo.settings.model_copy(update={"repo_path": repo, "var_dir": root / "var"})
@@ -173,22 +141,3 @@ def test_a_pandas_mode_view_serves_what_its_python_twin_and_training_give(demo, 
     assert served.statuses[0][names.index(f"{PANDAS_VIEW}__log_amount")] == PRESENT
     assert type(served.values[0][names.index(f"{PANDAS_VIEW}__is_online")]) is int
 
-
-def test_transform_cost_by_mode(demo, redis_server, twin, capsys):
-    """Not a gate: the per-request transform cost of each mode, printed for the record."""
-    _, _, _, plan = twin
-    base = requests_for(demo)
-    now = demo.cutoff.timestamp() + 60
-    for n in (1, 100):
-        rows = (base * (n // len(base) + 1))[:n]
-        features = serve(plan, redis_server, rows, now)
-        for mode in ("python", "pandas"):
-            steps = tuple(s for s in plan.on_demand if s.view.mode == mode)
-            only = OnlinePlan(project=plan.project, key_version=plan.key_version,
-                              groups=plan.groups, on_demand=steps, width=plan.width,
-                              views=plan.views)
-            number = 200
-            seconds = min(timeit.repeat(lambda only=only, rows=rows, features=features: only.transform(
-                features, rows, now), number=number, repeat=5)) / number
-            with capsys.disabled():
-                print(f"\n{mode} transform, rows={n}: {seconds * 1e6:.0f} us")  # noqa: T201

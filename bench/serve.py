@@ -13,10 +13,14 @@ Servers, each started for one run and stopped after it, so only one is ever busy
                    its row to be synced to the spool
   feast            `feast serve -w 1 --max-requests 0 --no-access-log`, feature service
                    fraud_model_v1 (17 batch features + 5 on-demand), returns the features
+  feast (pandas)   the same on the pandas-mode copy of the repo
   ours (log off)   `skewless serve` with SKEWLESS_FEATURE_LOG_ENABLED=false
+  ours (pandas)    `skewless serve` (log on) on a copy of the repo whose on-demand view is
+                   written in pandas mode (Feast's default; the same logic over DataFrames),
+                   with its own model trained on it: the cost of pandas mode per request
   feast batch      the same `feast serve`, only the 17 batch feature refs (no on-demand view)
 
-They run in that order, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
+They run in the order of ``--variants``, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
 script that rotates through pre-generated request bodies (real cards, merchants, amounts,
 channels and hours from the generated transactions; the same rows for every server) and
 prints its summary as JSON from ``done()``. Each run starts with a warm-up that is not counted.
@@ -389,6 +393,8 @@ class Fixture:
     model_version: str
     model_dir: Path
     facts: dict[str, Any]
+    pandas_repo: Path | None = None  # the repo with the on-demand view in pandas mode
+    pandas_var: Path | None = None
 
 
 def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
@@ -447,6 +453,9 @@ def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
         settings, "materialize", start.strftime("%Y-%m-%dT%H:%M:%S"),
         end.strftime("%Y-%m-%dT%H:%M:%S")))
 
+    pandas_repo, pandas_var = step("pandas-mode repo, training set, model",
+                                   lambda: pandas_mode_world(tmp, settings, end))
+
     store = FeatureStore(repo_path=str(repo))
     spec = resolve_service(store, FEATURE_SERVICE)
     views = spec.definitions["views"]
@@ -454,7 +463,35 @@ def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
     facts.update(transactions=int(data.meta["transactions"]), cards=int(data.meta["cards"]),
                  merchants=int(data.meta["merchants"]))
     return Fixture(tmp, repo, var, redis, end, spec, batch_refs, data.transactions,
-                   model.contract.version, model.directory, facts)
+                   model.contract.version, model.directory, facts, pandas_repo, pandas_var)
+
+
+def pandas_mode_world(tmp: Path, settings: Any, end: datetime) -> tuple[Path, Path]:
+    """A copy of the repo whose on-demand view is in pandas mode, applied (its own registry,
+    the same project, so it reads the Redis keys already materialized), with a model trained
+    on it through the same point-in-time path and registered as production in its own var."""
+    from skewless.feast_cli import run_feast
+    from skewless.registry import bootstrap_production
+    from tests.support.pandas_mode import in_pandas_mode
+    from training.dataset import build_training_set
+    from training.train import train_model
+
+    repo = tmp / "feature_repo_pandas"
+    (repo / "data").mkdir(parents=True)
+    for name in REPO_FILES:
+        shutil.copy(settings.repo_path / name, repo / name)
+    on_demand = repo / "on_demand.py"
+    on_demand.write_text(in_pandas_mode(on_demand.read_text()))
+    for item in settings.data_dir.iterdir():  # the feature tables and raw data, shared
+        if item.name != "registry.db":
+            (repo / "data" / item.name).symlink_to(item)
+    pandas = settings.model_copy(update={"repo_path": repo, "var_dir": tmp / "var_pandas"})
+    run_feast(pandas, "apply")
+    ts = build_training_set(pandas, cutoff=end)
+    model = train_model(ts, pandas.model_dir, pandas.holdout_days, pandas.validation_days,
+                        seed=pandas.seed, truth_path=pandas.resolved_truth_path)
+    bootstrap_production(pandas, model.directory)
+    return repo, pandas.var_dir
 
 
 @dataclass
@@ -520,12 +557,16 @@ class Variant:
     batch_only: bool = False
     checkout: Path | None = None  # run `skewless serve` from this checkout of another commit
     spool: bool = False  # SKEWLESS_FEATURE_LOG_DURABILITY=spool
+    pandas: bool = False  # the repo whose on-demand view is in pandas mode
 
 
 VARIANTS = (
     Variant("ours_log_on", "skewless /predict (log on)", "ours", logging=True),
+    Variant("ours_pandas", "skewless /predict (pandas-mode)", "ours", logging=True,
+            pandas=True),
     Variant("ours_spool", "skewless /predict (spool)", "ours", logging=True, spool=True),
     Variant("feast", "feast serve (service)", "feast"),
+    Variant("feast_pandas", "feast serve (pandas-mode)", "feast", pandas=True),
     Variant("ours_log_off", "skewless /predict (log off)", "ours", logging=False),
     Variant("feast_batch", "feast serve (17 batch refs)", "feast", batch_only=True),
 )
@@ -545,7 +586,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
     port = free_port()
     env = base_env(fx)
     if variant.kind == "ours":
-        env.update(SKEWLESS_REPO_PATH=str(fx.repo), SKEWLESS_VAR_DIR=str(fx.var),
+        repo, var = ((fx.pandas_repo, fx.pandas_var) if variant.pandas else (fx.repo, fx.var))
+        env.update(SKEWLESS_REPO_PATH=str(repo), SKEWLESS_VAR_DIR=str(var),
                    SKEWLESS_FEATURE_LOG_DIR=str(run_dir / "feature_log"),
                    SKEWLESS_FEATURE_LOG_ENABLED="true" if variant.logging else "false")
         if variant.spool:
@@ -564,7 +606,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
     else:
         # Tuned: one worker that is never recycled (the default recycles it every ~1,000
         # requests), no access log.
-        cmd = [str(BIN / "feast"), "-c", str(fx.repo), "serve", "--host", "127.0.0.1",
+        repo = fx.pandas_repo if variant.pandas else fx.repo
+        cmd = [str(BIN / "feast"), "-c", str(repo), "serve", "--host", "127.0.0.1",
                "-p", str(port), "--no-access-log", "-w", "1", "--max-requests", "0"]
         ready = "/health"
     return Server(variant.label, cmd, env, run_dir, run_dir / "server.log", port, ready)
@@ -895,7 +938,8 @@ def parse_args() -> argparse.Namespace:
                         help="seconds of the Server-Timing run (0: skip it)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
     parser.add_argument("--variants",
-                        default="ours_log_on,ours_spool,feast,ours_log_off,feast_batch",
+                        default="ours_log_on,ours_pandas,ours_spool,feast,feast_pandas,"
+                                "ours_log_off,feast_batch",
                         help="which servers to run, comma-separated, in this order")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run `skewless serve` as of git REF (log on), right after "
@@ -999,7 +1043,8 @@ def main() -> int:
                     print(f"  ! {problem}")
         agreement = {
             key: compare_vectors(reference["ours_log_on"], reference[key])
-            for key in ("feast", "feast_batch") if key in reference and "ours_log_on" in reference
+            for key in ("ours_pandas", "feast", "feast_pandas", "feast_batch")
+            if key in reference and "ours_log_on" in reference
         }
         timing_run = None
         if args.timing_duration > 0:
@@ -1022,6 +1067,15 @@ def main() -> int:
                   f"(p50 {off['p50_ms']:.2f} → {on['p50_ms']:.2f} ms, "
                   f"p99 {off['p99_ms']:.2f} → {on['p99_ms']:.2f} ms)"
                   + ("; the rounds' req/s ranges overlap: within run-to-run noise" if overlap else ""))
+        pandas = table.get("ours_pandas")
+        if on and pandas:
+            print(f"pandas-mode view: {on['rps_median']:,.0f} → {pandas['rps_median']:,.0f} req/s "
+                  f"({100 * (pandas['rps_median'] / on['rps_median'] - 1):+.1f}%), p50 "
+                  f"{on['p50_ms']:.2f} → {pandas['p50_ms']:.2f} ms, p99 {on['p99_ms']:.2f} → "
+                  f"{pandas['p99_ms']:.2f} ms, the same view written over DataFrames"
+                  + (f"; feast serve on that repo: {table['feast_pandas']['rps_median']:,.0f} "
+                     f"req/s ({pandas['rps_median'] / table['feast_pandas']['rps_median']:.1f}× "
+                     "in our favour)" if "feast_pandas" in table else ""))
         spool = table.get("ours_spool")
         if on and spool:
             print(f"spool durability: {on['rps_median']:,.0f} → {spool['rps_median']:,.0f} req/s "

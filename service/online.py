@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
@@ -28,6 +29,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from skewless.contract import ServiceSpec
+from skewless.transformations import arrow_type, transform_table
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -83,6 +85,22 @@ class OnDemandStep:
     inputs: tuple[tuple[str, str, int], ...]  # (feature, <view>__<feature>, vector position)
     request_fields: tuple[str, ...]
     outputs: tuple[tuple[str, int, Callable[[Any], Any]], ...]  # (name, position, coerce)
+    # A pandas-mode view's input columns, as training's table holds them:
+    # (<view>__<feature> or request field, vector position or -1 for a request field, type).
+    table_inputs: tuple[tuple[str, int, pa.DataType], ...] = ()
+    pandas: bool = False  # fixed when the plan is built, not read per request
+
+    def run_table(self, values: list[list[Any]],
+                  requests: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+        """A pandas-mode view over the batch, as training runs it: one Arrow table of its
+        inputs, typed as training types them, through :func:`transform_table`."""
+        columns = {
+            name: pa.array([row[pos] for row in values] if pos >= 0
+                           else [r[name] for r in requests], type=dtype)
+            for name, pos, dtype in self.table_inputs
+        }
+        outputs = transform_table(self.view, pa.table(columns), [n for n, _, _ in self.outputs])
+        return {name: column.to_pylist() for name, column in outputs.items()}
 
     def run(self, inputs: dict[str, list[Any]]) -> dict[str, Any]:
         transformation: Any = self.view.feature_transformation
@@ -133,12 +151,13 @@ class OnlinePlan:
             # From the spec's registry read, its text checked by resolve_service: compiled
             # here, once, never re-read.
             odfv = spec.on_demand[view_name].runnable()
-            if odfv.mode != "python":
+            if odfv.mode not in ("python", "pandas"):
                 raise ValueError(
                     f"on-demand view {view_name} has mode={odfv.mode!r}; the predictor runs "
-                    "python-mode views (column-wise lists in and out, no pandas per request)"
+                    "python-mode and pandas-mode views"
                 )
             inputs = []
+            table_inputs: list[tuple[str, int, pa.DataType]] = []
             for projection in odfv.source_feature_view_projections.values():
                 for feat in projection.features:
                     full = f"{projection.name_to_use()}__{feat.name}"
@@ -148,6 +167,9 @@ class OnlinePlan:
                             f"{spec.feature_service} does not serve"
                         )
                     inputs.append((feat.name, f"{projection.name}__{feat.name}", position[full]))
+                    table_inputs.append((full, position[full], arrow_type(str(feat.dtype))))
+            table_inputs += [(f.name, -1, arrow_type(str(f.dtype)))
+                             for src in odfv.source_request_sources.values() for f in src.schema]
             dtypes = {f.name: str(f.dtype) for f in odfv.features}
             on_demand.append(OnDemandStep(
                 view=odfv,
@@ -158,6 +180,8 @@ class OnlinePlan:
                 ),
                 outputs=tuple((n, position[f"{view_name}__{n}"], PYTHON_TYPES[dtypes[n]])
                               for n in names),
+                table_inputs=tuple(table_inputs) if odfv.mode == "pandas" else (),
+                pandas=odfv.mode == "pandas",
             ))
         groups = []
         ttl = {v: d.get("ttl_seconds", 0) for v, d in spec.definitions["views"].items()}
@@ -256,9 +280,16 @@ class OnlinePlan:
 
     def transform(self, features: FeatureRows, requests: Sequence[dict[str, Any]],
                   now: float) -> None:
-        """Run each on-demand view through Feast's own transformation, column-wise."""
-        values, statuses, stamps = features.values, features.statuses, features.timestamps
+        """Run each on-demand view through Feast's own transformation, column-wise.
+
+        A python-mode view gets lists (the fast path); a pandas-mode view gets the batch as
+        one table, run and cast exactly as training runs it.
+        """
+        values = features.values
         for step in self.on_demand:
+            if step.pandas:
+                self._fill(step, step.run_table(values, requests), features, now)
+                continue
             inputs: dict[str, list[Any]] = {}
             for name, full_name, pos in step.inputs:
                 # Both spellings, as OnDemandFeatureView.transform_dict prepares them.
@@ -268,14 +299,19 @@ class OnlinePlan:
             # Feast's own transformation object, called below transform_dict: that method
             # only adds the spellings above, and its run-time type checks cost more than
             # the transformation.
-            output = step.run(inputs)
-            for name, pos, coerce in step.outputs:
-                column = output[name]
-                for i, value in enumerate(column):
-                    if value is None or (isinstance(value, float) and math.isnan(value)):
-                        statuses[i][pos] = NULL_VALUE
-                        values[i][pos] = None
-                    else:
-                        values[i][pos] = coerce(value)
-                        statuses[i][pos] = PRESENT
-                    stamps[i][pos] = now
+            self._fill(step, step.run(inputs), features, now)
+
+    @staticmethod
+    def _fill(step: OnDemandStep, output: dict[str, Any], features: FeatureRows,
+              now: float) -> None:
+        values, statuses, stamps = features.values, features.statuses, features.timestamps
+        for name, pos, coerce in step.outputs:
+            column = output[name]
+            for i, value in enumerate(column):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    statuses[i][pos] = NULL_VALUE
+                    values[i][pos] = None
+                else:
+                    values[i][pos] = coerce(value)
+                    statuses[i][pos] = PRESENT
+                stamps[i][pos] = now

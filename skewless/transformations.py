@@ -26,9 +26,12 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from skewless.errors import SkewlessError
 
 if TYPE_CHECKING:
+    from feast.on_demand_feature_view import OnDemandFeatureView
     from feast.protos.feast.core.OnDemandFeatureView_pb2 import (
         OnDemandFeatureView as OnDemandFeatureViewProto,
     )
@@ -42,6 +45,30 @@ REGISTRY_FILENAME = "<feast registry>"
 
 class TransformationError(SkewlessError):
     """An on-demand view's code in the registry cannot be trusted or run; nothing loads it."""
+
+
+_ARROW_TYPES = {"Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
+                "Float64": pa.float64(), "Bool": pa.bool_(), "String": pa.string()}
+
+
+def arrow_type(dtype: str) -> pa.DataType:
+    """The Arrow type a Feast scalar type is stored as in training sets."""
+    return _ARROW_TYPES[dtype]
+
+
+def transform_table(odfv: OnDemandFeatureView, table: pa.Table,
+                    names: list[str]) -> dict[str, pa.ChunkedArray]:
+    """Run an on-demand view over a table of its inputs (``<view>__<feature>`` columns and
+    request fields), each output in ``names`` cast to its declared type.
+
+    The one way an on-demand view runs column-wise over a table: training runs every view
+    this way, the predictor its pandas-mode views, so both see the same values, cast alike.
+    """
+    outputs = odfv.transform_arrow(table, full_feature_names=True)
+    declared = {f.name: str(f.dtype) for f in odfv.features}
+    prefix = odfv.projection.name_to_use()
+    return {name: outputs.column(f"{prefix}__{name}").cast(arrow_type(declared[name]))
+            for name in names}
 
 
 # Reading a pickle as data --------------------------------------------------------------------

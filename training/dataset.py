@@ -35,6 +35,7 @@ from skewless.contract import (
 from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
 from skewless.settings import Settings
+from skewless.transformations import arrow_type, transform_table
 from training.served import LOG_TIMESTAMP, REQUEST_ID, ServedLogError, load_served
 
 POINT_IN_TIME = "point-in-time"
@@ -269,11 +270,6 @@ def plan_retrieval(spec: ServiceSpec) -> RetrievalPlan:
     return RetrievalPlan(refs=refs, on_demand=on_demand)
 
 
-def arrow_type(dtype: str) -> pa.DataType:
-    return {"Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
-            "Float64": pa.float64(), "Bool": pa.bool_(), "String": pa.string()}[dtype]
-
-
 def retrieve_chunk(store, plan: RetrievalPlan, entity_df: pd.DataFrame) -> pa.Table:
     """Point-in-time features for one slice of label events, on-demand views included."""
     table = store.get_historical_features(
@@ -283,13 +279,9 @@ def retrieve_chunk(store, plan: RetrievalPlan, entity_df: pd.DataFrame) -> pa.Ta
         inputs = [f"{p.name_to_use()}__{f.name}"
                   for p in odfv.source_feature_view_projections.values() for f in p.features]
         inputs += [f.name for r in odfv.source_request_sources.values() for f in r.schema]
-        outputs = odfv.transform_arrow(table.select(inputs), full_feature_names=True)
-        declared = {f.name: str(f.dtype) for f in odfv.features}
-        for name in names:
-            column = f"{odfv.projection.name_to_use()}__{name}"
-            table = table.append_column(
-                column, outputs.column(column).cast(arrow_type(declared[name]))
-            )
+        outputs = transform_table(odfv, table.select(inputs), names)
+        for name, column in outputs.items():
+            table = table.append_column(f"{odfv.projection.name_to_use()}__{name}", column)
     return table
 
 

@@ -25,18 +25,6 @@ class SettingsBeforeRepoFiles(Settings):
 
 
 @pytest.fixture
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No SKEWLESS_* variable set, and an empty working directory (no .env)."""
-    for key in list(os.environ):
-        if key.startswith("SKEWLESS_"):
-            monkeypatch.delenv(key)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
-@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     repo = tmp_path / "team_repo"
     repo.mkdir()

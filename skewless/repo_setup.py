@@ -161,7 +161,8 @@ def _plan_feature_store(text: str, path: Path, force: bool,
                                 ("offline_store", offline, OFFLINE_COMMENT)):
         if block is not None:
             wanted[key] = block
-            new_text = replace_top_level_block(new_text, key, block, comment)
+            new_text = replace_top_level_block(new_text, key, block, comment,
+                                               after="online_store")
     if not _reads_as(new_text, wanted):
         # A layout the line-wise edit does not follow (anchors, quoted keys): write the
         # mapping plainly; the comments survive in the saved original.
@@ -238,11 +239,13 @@ def _plan_offline_store(block: Any, report: InitReport) -> dict[str, Any] | None
     return {"type": "duckdb"}
 
 
-def replace_top_level_block(text: str, key: str, block: dict[str, Any], comment: str) -> str:
-    """``text`` with its top-level ``key:`` entry replaced by ``block`` (appended if absent).
+def replace_top_level_block(text: str, key: str, block: dict[str, Any], comment: str,
+                            after: str | None = None) -> str:
+    """``text`` with its top-level ``key:`` entry replaced by ``block``.
 
-    The entry runs from its ``key:`` line to its last indented line; comments and blank lines
-    after it stay with what follows. The file's own indentation is reused.
+    An absent entry is added after the ``after`` entry (else at the end). An entry runs from
+    its ``key:`` line to its last indented line; comments and blank lines after it stay with
+    what follows. The file's own indentation is reused.
     """
     lines = text.splitlines(keepends=True)
     indent = next((m.group(0) for line in lines if (m := re.match(r"[ \t]+(?=[^\s#])", line))),
@@ -250,17 +253,28 @@ def replace_top_level_block(text: str, key: str, block: dict[str, Any], comment:
     entry = (f"{key}:\n" + textwrap.indent(comment, indent)
              + textwrap.indent(yaml.safe_dump(block, sort_keys=False, default_flow_style=False),
                                indent))
+    span = _entry_span(lines, key)
+    if span is None:
+        previous = _entry_span(lines, after) if after else None
+        if previous is None:
+            return text + ("\n" if text and not text.endswith("\n") else "") + entry
+        span = (previous[1], previous[1])
+    return "".join(lines[:span[0]]) + entry + "".join(lines[span[1]:])
+
+
+def _entry_span(lines: list[str], key: str) -> tuple[int, int] | None:
+    """The lines ``[start, end)`` of the top-level ``key:`` entry, or None."""
     start = next((i for i, line in enumerate(lines) if re.match(rf"{key}\s*:", line)), None)
     if start is None:
-        return text + ("\n" if text and not text.endswith("\n") else "") + entry
-    end = start
+        return None
+    end = start + 1
     for i in range(start + 1, len(lines)):
         line = lines[i]
         if line.strip() and not line[0].isspace() and not line.startswith("#"):
             break  # the next top-level key
         if line.strip() and line[0].isspace():
-            end = i
-    return "".join(lines[:start]) + entry + "".join(lines[end + 1:])
+            end = i + 1
+    return start, end
 
 
 def _plan_settings_file(path: Path, text: str, source: LabelSource, force: bool,

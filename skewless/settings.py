@@ -9,7 +9,8 @@ has it:
 4. ``skewless.env`` inside the Feast repo (written by ``skewless init``), so that a repo
    carries its own label source, feature service and run-time directory, and every command
    finds them wherever it runs: the repo is the one ``SKEWLESS_REPO_PATH`` names in 1-3
-   (else the bundled demo repo). Relative paths in that file are paths in the repo; relative
+   (else the bundled demo repo). Relative paths in that file are paths in the repo (the
+   settings typed as paths; a ``SKEWLESS_DATABASE_URL`` is a URL, taken as written); relative
    paths from 1-3 keep meaning paths from the working directory. The file cannot name the
    repo itself (``SKEWLESS_REPO_PATH`` there is refused: it would be read from the repo it
    chooses);

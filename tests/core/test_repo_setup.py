@@ -69,6 +69,8 @@ def test_init_gives_the_template_redis_and_duckdb_and_keeps_everything_else(
 
     config = yaml.safe_load((repo / "feature_store.yaml").read_text())
     assert config["online_store"] == REDIS and config["offline_store"] == DUCKDB
+    keys = list(config)
+    assert keys.index("offline_store") == keys.index("online_store") + 1  # added beside it
     others = {k: v for k, v in original.items() if k != "online_store"}
     assert {k: config[k] for k in others} == others  # project, registry, provider, auth, ...
     text = (repo / "feature_store.yaml").read_text()

@@ -1,9 +1,24 @@
 """The one place that reads the environment.
 
-Every setting has the prefix ``SKEWLESS_`` and may also come from a ``.env`` file in the
-working directory. No other module reads ``os.environ``; the few places that must hand a
-value to Feast (which expands ``${SKEWLESS_REDIS}`` in feature_store.yaml itself) call
-:func:`export_for_feast` instead.
+Every setting has the prefix ``SKEWLESS_``. A value is taken from the first of these that
+has it:
+
+1. explicit values passed to :class:`Settings` / :func:`get_settings` (tests, benches);
+2. the process environment;
+3. a ``.env`` file in the working directory;
+4. ``skewless.env`` inside the Feast repo (written by ``skewless init``), so that a repo
+   carries its own label source, feature service and run-time directory, and every command
+   finds them wherever it runs: the repo is the one ``SKEWLESS_REPO_PATH`` names in 1-3
+   (else the bundled demo repo). Relative paths in that file are paths in the repo (the
+   settings typed as paths; a ``SKEWLESS_DATABASE_URL`` is a URL, taken as written); relative
+   paths from 1-3 keep meaning paths from the working directory. The file cannot name the
+   repo itself (``SKEWLESS_REPO_PATH`` there is refused: it would be read from the repo it
+   chooses);
+5. the defaults below (the demo repo ``feature_repo/`` and ``var/`` of this checkout).
+
+No other module reads ``os.environ``; the few places that must hand a value to Feast (which
+expands ``${SKEWLESS_REDIS}`` in feature_store.yaml itself) call :func:`export_for_feast`
+instead.
 """
 
 from __future__ import annotations
@@ -12,10 +27,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from skewless.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The admin token a development checkout works with; any other environment refuses it.
@@ -25,6 +48,51 @@ DEVELOPMENT_ADMIN_TOKEN = "dev-admin-token"
 PLACEHOLDER_PREFIX = "CHANGE_ME"
 ADMIN_TOKEN_MIN_LENGTH = 16
 ENVIRONMENTS = ("development", "test", "production")
+# The settings file a Feast repo carries (dotenv, the same SKEWLESS_* keys).
+REPO_SETTINGS_FILE = "skewless.env"
+
+
+class RepoSettingsSource(PydanticBaseSettingsSource):
+    """``<repo>/skewless.env``, for the repo the higher-priority sources chose.
+
+    It runs after them (see :meth:`Settings.settings_customise_sources`), so
+    ``current_state`` already holds any ``repo_path`` they set; the file itself is read by
+    pydantic-settings' own dotenv source, with the class's prefix and parsing.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], default_repo: Path) -> None:
+        super().__init__(settings_cls)
+        self.default_repo = default_repo
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: the whole file is read at once by :meth:`__call__`."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        repo = Path(self.current_state.get("repo_path") or self.default_repo)
+        path = repo / REPO_SETTINGS_FILE
+        if not path.is_file():
+            return {}
+        values: dict[str, Any] = DotEnvSettingsSource(self.settings_cls, env_file=path)()
+        if "repo_path" in values:
+            raise InvalidInput(
+                f"{path} sets SKEWLESS_REPO_PATH: a repo's settings file cannot choose the "
+                f"repo it is read from; remove that line (point commands at the repo with "
+                f"`export SKEWLESS_REPO_PATH={repo}` or in the working directory's .env)")
+        base, paths = repo.resolve(), _path_fields(self.settings_cls)
+        for name, value in values.items():
+            if value and name in paths and not Path(value).is_absolute():
+                values[name] = base / value  # the file travels with the repo
+        return values
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(default_repo={self.default_repo!r})"
+
+
+def _path_fields(settings_cls: type[BaseSettings]) -> set[str]:
+    """The settings that hold a filesystem path (``Path`` or ``Path | None``)."""
+    return {name for name, field in settings_cls.model_fields.items()
+            if field.annotation is Path or Path in get_args(field.annotation)}
 
 
 class Settings(BaseSettings):
@@ -43,8 +111,10 @@ class Settings(BaseSettings):
     redis_server_bin: Path | None = Field(
         None, description="redis-server binary for the embedded server (default: auto)"
     )
-    repo_path: Path = Field(PROJECT_ROOT / "feature_repo", description="the Feast repo")
-    var_dir: Path = Field(PROJECT_ROOT / "var", description="run-time state (redis data, models)")
+    repo_path: Path = Field(PROJECT_ROOT / "feature_repo", description="the Feast repo; its "
+                            "skewless.env, if any, is read too (not from the repo file itself)")
+    var_dir: Path = Field(PROJECT_ROOT / "var", description="run-time state (redis data, models, "
+                          "the SQLite database); `skewless init` sets REPO/.skewless")
     feature_service: str = Field("fraud_model_v1", description="the model's feature service")
 
     # The label source: events (with entity keys and request fields) and their labels,
@@ -188,6 +258,25 @@ class Settings(BaseSettings):
         "point-in-time", pattern="^(point-in-time|served-logs)$",
         description="a retraining's training set: Feast point-in-time retrieval, or the "
         "served-feature logs joined with their labels")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources, then the repo's ``skewless.env`` just above the defaults."""
+        default_repo = settings_cls.model_fields["repo_path"].default
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                RepoSettingsSource(settings_cls, default_repo))
+
+    @property
+    def repo_settings_path(self) -> Path:
+        """The repo's settings file (read when it exists; written by `skewless init`)."""
+        return self.repo_path / REPO_SETTINGS_FILE
 
     @property
     def resolved_database_url(self) -> str:

@@ -46,14 +46,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from skewless.served_log import LOG_DATE, LOG_TIMESTAMP, REQUEST_ID
+
 if TYPE_CHECKING:
     from service.spool import Spool
 
 logger = logging.getLogger(__name__)
 
-LOG_TIMESTAMP = "__log_timestamp"
-LOG_DATE = "__log_date"
-REQUEST_ID = "__request_id"
 EXTRA_FIELDS = [pa.field("model_version", pa.string()), pa.field("score", pa.float64())]
 CONVERT_SECONDS = 0.1
 _MICROS = pa.timestamp("us", tz="UTC")

@@ -11,8 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from skewless.errors import SkewlessError
+from skewless.served_log import LOG_TIMESTAMP, REQUEST_ID, log_files
 
-REQUEST_ID, LOG_TIMESTAMP = "__request_id", "__log_timestamp"
+__all__ = ["LOG_TIMESTAMP", "REQUEST_ID", "ServedLogError", "load_served"]
+
 _MICROS_UTC = pa.timestamp("us", tz="UTC")
 
 
@@ -28,7 +30,7 @@ def load_served(log_dir: Path, since: datetime | None = None, until: datetime | 
 
     The served-at time (``__log_timestamp``) comes back as microseconds, UTC.
     """
-    files = sorted(p for p in log_dir.rglob("*.parquet") if not p.name.startswith("."))
+    files = log_files(log_dir)
     if not files:
         raise ServedLogError(f"no served-feature logs under {log_dir}")
     dataset = pads.dataset([str(f) for f in files], format="parquet")

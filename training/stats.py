@@ -32,6 +32,7 @@ from skewless.contract import logging_destination
 from skewless.errors import SkewlessError
 from skewless.feast_cli import in_repo
 from skewless.files import write_json_atomic
+from skewless.served_log import LOG_FILES, log_files
 from skewless.settings import Settings
 from training.served import LOG_TIMESTAMP
 
@@ -215,9 +216,9 @@ def _profile_served(con: Any, settings: Settings, store: Any, service: Any,
                     on_demand: set[str], since: datetime, bins: int) -> dict[str, Any] | None:
     """Missing rates of every logged feature, and statistics of the logged on-demand ones."""
     directory = _log_dir(settings, store, service.name)
-    if directory is None or not any(directory.rglob("*.parquet")):
+    if directory is None or not log_files(directory):
         return None
-    glob = str(directory / "**" / "*.parquet")
+    glob = str(directory / LOG_FILES)
     relation = (f"(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false)"
                 f" WHERE {_q(LOG_TIMESTAMP)} >= ?)")
     params = [glob, since]

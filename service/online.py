@@ -26,6 +26,7 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from skewless.contract import ServiceSpec
@@ -55,6 +56,42 @@ PYTHON_TYPES: dict[str, type] = {
 
 
 KEY_CACHE_SIZE = 200_000
+# ValueProto kinds that hold a message (Map, Struct, lists): a model never takes one, but an
+# on-demand view may read one; decoded as Feast's SDK decodes it.
+_MESSAGE_KINDS = frozenset(
+    f.name for f in ValueProto.DESCRIPTOR.fields if f.message_type is not None)
+
+
+def _input_type(dtype: str) -> pa.DataType | None:
+    """The Arrow type of an on-demand input: a scalar's as training types it, else inferred
+    from the values (Map, Json, Struct, lists: the view gets them as Feast's SDK gives them)."""
+    try:
+        return arrow_type(dtype)
+    except KeyError:
+        return None
+
+
+def _unserved_inputs(spec: ServiceSpec, served: dict[str, int]) -> dict[str, tuple[str, str]]:
+    """On-demand inputs the service does not serve: ``<view>__<feature>`` → (view, feature)."""
+    unserved: dict[str, tuple[str, str]] = {}
+    for view_name, definition in spec.definitions["views"].items():
+        if definition["kind"] != "on_demand":
+            continue
+        for projection in spec.on_demand[view_name].view.source_feature_view_projections.values():
+            for feat in projection.features:
+                full = f"{projection.name_to_use()}__{feat.name}"
+                if full not in served:
+                    unserved.setdefault(full, (projection.name_to_use(), feat.name))
+    return unserved
+
+
+def _view_keys(spec: ServiceSpec, view_name: str) -> tuple[list[str], int, dict[str, str]]:
+    """A batch view's join keys, TTL (seconds) and key types, from the spec's registry read."""
+    assert spec.registry is not None
+    view = spec.registry.feature_view(view_name)
+    keys = {c.name: str(c.dtype) for c in view.entity_columns}
+    ttl = int(view.ttl.total_seconds()) if view.ttl else 0
+    return list(keys), ttl, keys
 
 
 @dataclass(frozen=True)
@@ -86,8 +123,9 @@ class OnDemandStep:
     request_fields: tuple[str, ...]
     outputs: tuple[tuple[str, int, Callable[[Any], Any]], ...]  # (name, position, coerce)
     # A pandas-mode view's input columns, as training's table holds them:
-    # (<view>__<feature> or request field, vector position or -1 for a request field, type).
-    table_inputs: tuple[tuple[str, int, pa.DataType], ...] = ()
+    # (<view>__<feature> or request field, vector position or -1 for a request field, type;
+    # None for a type the model cannot take, a Map, Json or Struct the view may read).
+    table_inputs: tuple[tuple[str, int, pa.DataType | None], ...] = ()
     pandas: bool = False  # fixed when the plan is built, not read per request
 
     def run_table(self, values: list[list[Any]],
@@ -114,7 +152,11 @@ class OnDemandStep:
 
 @dataclass
 class FeatureRows:
-    """Feature vectors for a batch of requests, column-aligned with the service's features."""
+    """Feature vectors for a batch of requests, column-aligned with the service's features.
+
+    Between :meth:`OnlinePlan.decode` and the end of :meth:`OnlinePlan.transform`, rows also
+    hold the on-demand views' inputs the service does not serve, after its features.
+    """
 
     values: list[list[Any]]
     statuses: list[list[int]]
@@ -131,6 +173,10 @@ class OnlinePlan:
     on_demand: tuple[OnDemandStep, ...]
     width: int
     views: tuple[str, ...]  # the view of each feature position
+    # Inputs of on-demand views that the service does not serve (Feast's template: a view
+    # over a whole feature view, served beside one of its features): read with the vector,
+    # at positions after it, and dropped once the views have run.
+    unserved: int = 0
     # Serialized Redis keys of recently seen entities (bounded; cleared when full).
     _key_cache: dict[tuple[str, ...], dict[tuple[Any, ...], bytes]] = field(
         default_factory=dict, repr=False, compare=False)
@@ -138,15 +184,18 @@ class OnlinePlan:
     @classmethod
     def from_store(cls, store: FeatureStore, spec: ServiceSpec) -> OnlinePlan:
         position = {f.name: i for i, f in enumerate(spec.features)}
-        by_keys: dict[tuple[str, ...], list[tuple[Any, list[str]]]] = {}
+        views = spec.definitions["views"]
+        # Batch views to read: served features first, then unserved on-demand inputs.
+        reads: dict[str, list[str]] = {
+            v: [f for f, _ in d["features"]] for v, d in views.items() if d["kind"] == "batch"}
+        unserved = _unserved_inputs(spec, position)
+        for full, (view_name, feature) in unserved.items():
+            position[full] = len(position)
+            reads.setdefault(view_name, []).append(feature)
         on_demand: list[OnDemandStep] = []
-        key_types = {k.name: k.dtype for k in spec.entity_keys}
-        for view_name, definition in spec.definitions["views"].items():
+        for view_name, definition in views.items():
             names = [f for f, _ in definition["features"]]
             if definition["kind"] == "batch":
-                by_keys.setdefault(tuple(sorted(definition["entities"])), []).append(
-                    (view_name, names)
-                )
                 continue
             # From the spec's registry read, its text checked by resolve_service: compiled
             # here, once, never re-read.
@@ -161,14 +210,9 @@ class OnlinePlan:
             for projection in odfv.source_feature_view_projections.values():
                 for feat in projection.features:
                     full = f"{projection.name_to_use()}__{feat.name}"
-                    if full not in position:
-                        raise ValueError(
-                            f"on-demand view {view_name} reads {full}, which feature service "
-                            f"{spec.feature_service} does not serve"
-                        )
                     inputs.append((feat.name, f"{projection.name}__{feat.name}", position[full]))
-                    table_inputs.append((full, position[full], arrow_type(str(feat.dtype))))
-            table_inputs += [(f.name, -1, arrow_type(str(f.dtype)))
+                    table_inputs.append((full, position[full], _input_type(str(feat.dtype))))
+            table_inputs += [(f.name, -1, _input_type(str(f.dtype)))
                              for src in odfv.source_request_sources.values() for f in src.schema]
             dtypes = {f.name: str(f.dtype) for f in odfv.features}
             on_demand.append(OnDemandStep(
@@ -183,13 +227,28 @@ class OnlinePlan:
                 table_inputs=tuple(table_inputs) if odfv.mode == "pandas" else (),
                 pandas=odfv.mode == "pandas",
             ))
+        by_keys: dict[tuple[str, ...], list[tuple[str, list[str]]]] = {}
+        ttl: dict[str, int] = {}
+        key_types = {k.name: k.dtype for k in spec.entity_keys}
+        for view_name, names in reads.items():
+            if view_name in views:
+                entities, ttl[view_name] = views[view_name]["entities"], views[view_name].get(
+                    "ttl_seconds", 0)
+            else:  # a view only on-demand views read: from the spec's registry read
+                entities, ttl[view_name], types = _view_keys(spec, view_name)
+                missing = sorted(set(types) - set(key_types))
+                if missing:
+                    raise ValueError(
+                        f"on-demand inputs from {view_name} need the entity key(s) "
+                        f"{', '.join(missing)}, which feature service {spec.feature_service} "
+                        "does not take: serve one of that view's features too")
+            by_keys.setdefault(tuple(sorted(entities)), []).append((view_name, names))
         groups = []
-        ttl = {v: d.get("ttl_seconds", 0) for v, d in spec.definitions["views"].items()}
-        for join_keys, views in by_keys.items():
+        for join_keys, group_views in by_keys.items():
             fields: list[bytes] = []
-            reads = []
-            for view_name, names in views:
-                reads.append(ViewRead(
+            view_reads = []
+            for view_name, names in group_views:
+                view_reads.append(ViewRead(
                     name=view_name, features=tuple(names), ttl_seconds=int(ttl[view_name]),
                     first=len(fields),
                     output=tuple(position[f"{view_name}__{n}"] for n in names),
@@ -199,13 +258,13 @@ class OnlinePlan:
             groups.append(EntityGroup(
                 join_keys=join_keys,
                 value_fields=tuple(_VALUE_FIELD[key_types[k]] for k in join_keys),
-                fields=tuple(fields), views=tuple(reads),
+                fields=tuple(fields), views=tuple(view_reads),
             ))
         return cls(
             project=store.config.project,
             key_version=store.config.entity_key_serialization_version,
             groups=tuple(groups), on_demand=tuple(on_demand), width=len(spec.features),
-            views=tuple(f.view for f in spec.features),
+            views=tuple(f.view for f in spec.features), unserved=len(unserved),
         )
 
     def redis_key(self, group: EntityGroup, row: dict[str, Any]) -> bytes:
@@ -238,7 +297,7 @@ class OnlinePlan:
         A value whose event time is older than its view's TTL is OUTSIDE_MAX_AGE and served
         as missing (None), whatever the online store still holds.
         """
-        width = self.width
+        width = self.width + self.unserved
         values: list[list[Any]] = []
         statuses: list[list[int]] = []
         stamps: list[list[float | None]] = []
@@ -271,6 +330,8 @@ class OnlinePlan:
                         kind = proto.WhichOneof("val")
                         if kind is None or kind == "null_val":
                             row_s[pos] = NULL_VALUE
+                        elif kind in _MESSAGE_KINDS:  # only an unserved on-demand input
+                            row_v[pos] = feast_value_type_to_python_type(proto)
                         else:
                             row_v[pos] = getattr(proto, kind)
             values.append(row_v)
@@ -300,6 +361,11 @@ class OnlinePlan:
             # only adds the spellings above, and its run-time type checks cost more than
             # the transformation.
             self._fill(step, step.run(inputs), features, now)
+        if self.unserved:
+            width = self.width
+            for rows in (features.values, features.statuses, features.timestamps):
+                for row in rows:
+                    del row[width:]
 
     @staticmethod
     def _fill(step: OnDemandStep, output: dict[str, Any], features: FeatureRows,

@@ -166,3 +166,11 @@ def test_heavy_engines_stay_out_of_the_default_installs(lock):
     assert [name for name in HEAVY if name in lock.pins] == []
     assert [str(r) for r in lock.requirements()
             if r.extras & {"spark", "mlflow", "ray"} or canonicalize_name(r.name) in HEAVY] == []
+
+
+def test_optional_clients_stay_out_of_the_runtime_install():
+    """MLflow's client is the `mlflow` extra: the dev lock carries it for its test, the image
+    (requirements-runtime.lock) does not."""
+    runtime = read_lock(PROJECT_ROOT / "requirements-runtime.lock")
+    assert "mlflow-skinny" in read_lock(PROJECT_ROOT / "requirements.lock")
+    assert [name for name in ("mlflow-skinny", "databricks-sdk") if name in runtime] == []

@@ -232,10 +232,17 @@ class TrainingInfo(_Document):
     """What the model was trained on: the data set, the label cut-off and the time split."""
 
     dataset: str | None = None
+    # The data set's identity, whatever its path: the file's sha256 and its row count.
+    dataset_sha256: str | None = None
+    dataset_rows: int | None = None
+    # The code that trained it: the checkout's commit (``-dirty`` with uncommitted changes).
+    git_commit: str | None = None
     cutoff: str | None = None
     windows: dict[str, str] = Field(default_factory=dict)
     rows: dict[str, int] = Field(default_factory=dict)
     positives: dict[str, int] = Field(default_factory=dict)
+    # The experiment run whose parameters it was trained with (id, experiment, number).
+    experiment_run: dict[str, int] | None = None
 
 
 class Baseline(_Document):

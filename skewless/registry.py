@@ -59,6 +59,7 @@ from skewless.db import (
     utcnow,
 )
 from skewless.errors import InvalidInput
+from skewless.experiments import ExperimentRun  # noqa: F401  # its table, for the foreign key
 from skewless.settings import Settings
 
 
@@ -135,6 +136,10 @@ class ModelVersion(Base):
     # When a check process last read, hashed (as ``sha256``), parsed and scored the artefact;
     # None: never (registered before checks existed), so no serving process may parse it.
     artifact_checked_at: Mapped[datetime | None]
+    # The experiment run (a search's trial) it was trained from, when it came from one.
+    experiment_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiment_runs.id", ondelete="SET NULL",
+                   name="fk_model_versions_experiment_run"))
 
     transitions: Mapped[list[StageTransition]] = relationship(
         back_populates="model_version", order_by="StageTransition.id")
@@ -146,6 +151,7 @@ class ModelVersion(Base):
             "feature_service": self.feature_service, "fingerprint": self.fingerprint,
             "metrics": self.metrics, "created_at": self.created_at.isoformat(),
             "created_by": self.created_by, "artifact_uri": self.artifact_uri,
+            "experiment_run": self.experiment_run_id,
         }
 
     def details(self) -> dict[str, Any]:
@@ -372,6 +378,8 @@ class Registry:
             if training else {"cutoff": None, "rows": {}, "dataset": None},
             baseline=contract.baseline.to_json() if contract.baseline else {},
             created_by=actor or current_user(), artifact_checked_at=utcnow(),
+            experiment_run_id=training.experiment_run.get("id")
+            if training and training.experiment_run else None,
         )
         try:
             with self.session() as session:

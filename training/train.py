@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
+import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata as importlib_metadata
@@ -12,6 +14,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from skewless.artifact import save_artifact
 from skewless.contract import (
@@ -23,6 +26,7 @@ from skewless.contract import (
     TrainingInfo,
 )
 from skewless.errors import InvalidInput
+from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
 from training.evaluate import baseline_sample, baseline_statistics, evaluate_scores
 
@@ -46,7 +50,7 @@ class TrainingError(InvalidInput):
 
 MAX_ROUNDS = 2000
 EARLY_STOPPING_ROUNDS = 50
-LIBRARIES = ("feast", "lightgbm", "pandas", "pyarrow", "duckdb", "numpy", "scikit-learn")
+LIBRARIES = ("feast", "lightgbm", "optuna", "pandas", "pyarrow", "duckdb", "numpy", "scikit-learn")
 
 
 @dataclass
@@ -106,7 +110,7 @@ def to_matrix(
     return pd.DataFrame(columns, index=df.index)
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -114,6 +118,73 @@ def _library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+def dataset_identity(path: Path) -> tuple[str, int]:
+    """A training set file's sha256 and row count: what names it whatever its path."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest(), pq.ParquetFile(path).metadata.num_rows
+
+
+def git_commit(directory: Path = PROJECT_ROOT) -> str | None:
+    """The commit of the checkout the code runs from, ``-dirty`` when it has uncommitted
+    changes to tracked files; None outside a git checkout (an installed package)."""
+    try:
+        head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(directory), "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    dirty = status.returncode == 0 and status.stdout.strip() != ""
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def model_parameters(features: list[FeatureSpec], seed: int,
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """LightGBM's parameters: the fixed ones, a search's choices over them, the seed and the
+    features' monotone constraints."""
+    params = {**PARAMS, **(overrides or {}), "seed": seed}
+    if any(f.monotone for f in features):
+        params["monotone_constraints"] = [f.monotone for f in features]
+        params["monotone_constraints_method"] = "advanced"
+    return params
+
+
+@dataclass(frozen=True)
+class Matrices:
+    """A split's train and validation windows as the model's input frames and labels."""
+
+    train: pd.DataFrame
+    train_label: np.ndarray
+    validation: pd.DataFrame
+    validation_label: np.ndarray
+
+    @classmethod
+    def of(cls, split: Split, features: list[FeatureSpec], categories: dict[str, list[str]],
+           label: str) -> Matrices:
+        return cls(to_matrix(split.train, features, categories), split.train[label].to_numpy(),
+                   to_matrix(split.validation, features, categories),
+                   split.validation[label].to_numpy())
+
+    def datasets(self) -> tuple[lgb.Dataset, lgb.Dataset]:
+        """New LightGBM train and validation sets (validation binned as train). New for
+        every training: LightGBM bins a set for the parameters of its first training."""
+        train_set = lgb.Dataset(self.train, label=self.train_label, free_raw_data=False)
+        valid_set = lgb.Dataset(self.validation, label=self.validation_label,
+                                reference=train_set)
+        return train_set, valid_set
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that have a value (a contract part keeps only the keys set)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass
@@ -137,24 +208,22 @@ def train_model(
     seed: int = 7,
     truth_path: Path | None = None,
     dataset_path: Path | None = None,
+    params: dict[str, Any] | None = None,
+    experiment_run: dict[str, int] | None = None,
 ) -> TrainResult:
-    """Fit, early-stop on validation, evaluate on the holdout, save model + contract."""
+    """Fit, early-stop on validation, evaluate on the holdout, save model + contract.
+
+    ``params`` overrides the fixed parameters (a search's best run's, named by
+    ``experiment_run``). The same training set, seed and parameters give the same model
+    text, byte for byte (LightGBM runs deterministic, its thread count fixed).
+    """
     features = ts.service.features
     split = time_split(ts, holdout_days, validation_days)
     categories = categories_of(split.train, features)
     label = ts.label_column
-    train_set = lgb.Dataset(
-        to_matrix(split.train, features, categories), label=split.train[label].to_numpy(),
-        free_raw_data=False,
-    )
-    valid_set = lgb.Dataset(
-        to_matrix(split.validation, features, categories),
-        label=split.validation[label].to_numpy(), reference=train_set,
-    )
-    params = {**PARAMS, "seed": seed}
-    if any(f.monotone for f in features):
-        params["monotone_constraints"] = [f.monotone for f in features]
-        params["monotone_constraints_method"] = "advanced"
+    train_set, valid_set = Matrices.of(split, features, categories, label).datasets()
+    params = model_parameters(features, seed, params)
+    identity = dataset_identity(dataset_path) if dataset_path else (None, None)
     booster = lgb.train(
         params, train_set, num_boost_round=MAX_ROUNDS, valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
@@ -187,6 +256,8 @@ def train_model(
                 "validation": int(split.validation[label].sum()),
                 "holdout": int(split.holdout[label].sum()),
             },
+            **_given(dataset_sha256=identity[0], dataset_rows=identity[1],
+                     git_commit=git_commit(), experiment_run=experiment_run),
         ),
         parameters={**params, "num_boost_round": MAX_ROUNDS,
                     "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
@@ -207,7 +278,7 @@ def train_model(
             zip(booster.feature_name(),
                 (float(v) for v in booster.feature_importance("gain")), strict=True)
         ),
-        libraries=_library_versions(),
+        libraries=library_versions(),
     )
     directory = save_artifact(booster, contract, model_dir)
     return TrainResult(directory=directory, contract=contract, booster=booster)

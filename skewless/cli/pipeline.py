@@ -162,6 +162,39 @@ def train(
 
 
 @app.command()
+def experiment(
+    dataset: Annotated[Path, typer.Option(help="A training set written by `skewless dataset`.")],
+    trials: Annotated[int, typer.Option(min=1, max=10_000, help="Trials of the search.")] = 30,
+    seed: Annotated[int | None, typer.Option(help="Sampler and LightGBM seed (default "
+                                                  "SKEWLESS_SEED).")] = None,
+    name: Annotated[str | None, typer.Option(help="The experiment's name.")] = None,
+) -> None:
+    """Search LightGBM's parameters (Optuna, seeded TPE, pruning) on the validation window;
+    record every trial; retrain the best and register it as a candidate naming its run."""
+    from training.experiment import run_experiment
+
+    settings = load_settings()
+    if not dataset.is_file():
+        raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
+
+    def progress(run: dict) -> None:
+        value = "-" if run["value"] is None else f"{run['value']:.4f}"
+        console.print(f"  trial {run['number']:>3} {run['state']:<8} {settings.gate_metric} "
+                      f"{value}  {run['metrics'].get('rounds', 0):>4} rounds  "
+                      f"{run['duration_seconds']:.1f} s", highlight=False)
+
+    result = run_experiment(settings, dataset, trials, seed=seed, name=name, on_run=progress)
+    found, best, m = result.experiment, result.best, result.model.holdout
+    console.print(
+        f"[green]experiment {found.id}[/] ({found.name}): {len(found.runs)} runs in "
+        f"{result.seconds:.0f} s, best run {best.id} (trial {best.number}) validation "
+        f"{found.metric} {best.value:.4f}; model {result.model.contract.feature_service} "
+        f"{found.model_version}: holdout ROC AUC {m.roc_auc:.4f}, registered as a candidate "
+        f"(compare: skewless runs show {best.id}; promote: skewless models promote "
+        f"{result.model.contract.feature_service} {found.model_version})", soft_wrap=True)
+
+
+@app.command()
 def score(
     input_path: Annotated[Path, typer.Option(
         "--input", help="Events (parquet): entity keys, request fields, event timestamp, "

@@ -32,11 +32,24 @@ def run_migrations_online() -> None:
     engine = make_engine(url, poolclass=NullPool)  # one connection, closed afterwards
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode copies a table and drops the original, which a table referencing
+                # it (stage_transitions → model_versions) would refuse: SQLite's own recipe
+                # for altering a table turns enforcement off around it (a no-op inside a
+                # transaction, hence before it) and checks every reference afterwards.
+                # On the driver's connection: through SQLAlchemy it would begin one first.
+                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA foreign_keys = OFF")
             # render_as_batch: SQLite alters tables by copying them.
             context.configure(connection=connection, target_metadata=target_metadata,
                               render_as_batch=True, compare_type=True)
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left broken references: {broken[:10]}")
     finally:
         engine.dispose()
 

@@ -28,7 +28,7 @@ from training.dataset import TrainingSet
 from training.gate import promote
 from training.train import train_model
 
-TABLES = {"model_versions", "stage_transitions", "audit_events"}
+TABLES = {"model_versions", "stage_transitions", "audit_events", "experiments", "experiment_runs"}
 
 
 @pytest.fixture(scope="module")

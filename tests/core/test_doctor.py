@@ -1,13 +1,14 @@
-"""What Skewless needs from a Feast repo, checked on Feast's own template at the commands that
-rely on it (training on a Map feature, serving from a store that is not Redis).
+"""`skewless doctor` on Feast's own template, and the same words at the commands that rely on
+each check (training on a Map feature, serving from a store that is not Redis).
 
 The template is what `feast init` writes (sqlite online store, the default `file` offline
 store, relative file sources, a view with Map, Json and Struct features, a pandas-mode
-on-demand view); the "prepared" one is the template after the changes Skewless needs.
+on-demand view); the "prepared" one is the template after the changes the doctor asks for.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,10 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from skewless.cli import app
+from skewless.embedded_redis import RedisServer
+from skewless.reports.doctor import DoctorReport, Finding
 from skewless.requirements import UnsupportedRepo
 from skewless.settings import Settings
 
+runner = CliRunner()
 FEAST = Path(sys.executable).with_name("feast")
 SERVICE_WITH_MAPS = "driver_activity_v2"  # conv_rate, …, driver_metadata (Map), … (Json, Struct)
 SCALAR_SERVICE = "driver_activity_v1"  # conv_rate and the on-demand view's two outputs
@@ -120,34 +126,129 @@ def configure(monkeypatch: pytest.MonkeyPatch, repo: Path, service: str,
     return Settings()
 
 
-def test_training_on_a_map_feature_fails_early_naming_view_feature_and_what_to_do(
-        prepared, tmp_path, monkeypatch):
-    from skewless.contract import resolve_service
-    from skewless.feast_cli import open_store
-    from skewless.requirements import feature_type_problem
+def run_doctor(*args: str) -> tuple[int, dict[str, Finding], dict]:
+    result = runner.invoke(app, ["doctor", "--json", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    document = json.loads(result.stdout)
+    findings = {f["item"]: Finding(**{k: f[k] for k in ("item", "status", "found", "change")})
+                for f in document["findings"]}
+    for f in document["findings"]:
+        assert f["message"] == findings[f["item"]].message
+    return result.exit_code, findings, document
+
+
+def blocking(findings: dict[str, Finding]) -> dict[str, str]:
+    return {item: f.message for item, f in findings.items() if f.status == "blocks"}
+
+
+def test_doctor_names_each_thing_to_change_in_the_unchanged_template(template, tmp_path,
+                                                                      monkeypatch):
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(template, repo)
+    labels = write_label_source(tmp_path / "labels", datetime.now(UTC))
+    configure(monkeypatch, repo, SERVICE_WITH_MAPS, labels, redis=None)
+
+    code, findings, document = run_doctor()
+
+    assert code == 1 and document["ok"] is False
+    blocks = blocking(findings)
+    assert set(blocks) == {"online store", "offline store", "feature types",
+                           "served-feature log"}, blocks
+    assert "'sqlite'" in blocks["online store"]
+    assert f"skewless init {repo}" in blocks["online store"]
+    assert "connection_string: ${SKEWLESS_REDIS}" in blocks["online store"]
+    assert "`file` (dask)" in blocks["offline store"]
+    assert "drops label events" in blocks["offline store"] and "duckdb" in blocks["offline store"]
+    for feature, kind in (("driver_metadata", "Map"), ("driver_config", "Json"),
+                          ("driver_profile", "Struct")):
+        assert f"driver_hourly_stats:{feature} ({kind}" in blocks["feature types"]
+    assert f"with scalar features only: {SCALAR_SERVICE}" in blocks["feature types"]
+    assert "on-demand view" in blocks["feature types"]  # what to do instead
+    assert "SKEWLESS_FEATURE_LOG_DIR" in blocks["served-feature log"]
+    # Before `feast apply`: the definitions read as `feast plan` reads them, nothing written.
+    assert findings["registry"].status == "warn" and "skewless apply" in findings["registry"].change
+    assert not (repo / "data" / "registry.db").exists()
+    assert not (repo / "data" / "online_store.db").exists()
+    # What works is said too: the pandas-mode view, the ttl, the relative source, the labels.
+    assert "mode pandas" in findings["on-demand view transformed_conv_rate"].found
+    assert findings["ttl of driver_hourly_stats"].status == "ok"
+    source = findings["source driver_hourly_stats_source"]
+    assert source.status == "ok" and source.found.startswith("data/driver_stats.parquet (relative")
+    kept = findings["label events kept"]
+    assert kept.status == "ok" and " of 120 events would be kept" in kept.found
+    assert findings["entity keys of driver_hourly_stats"].found.startswith("120 of 120 events")
+    assert "driver_quality_labels is not read" in findings["label source"].found
+
+    # The terminal view of the same report: one entry per item, the blocking ones named last.
+    from io import StringIO
+
+    from rich.console import Console
+
+    from skewless.reports.doctor import print_doctor
+
+    out = StringIO()
+    print_doctor(DoctorReport(repo=document["repo"], feature_service=SERVICE_WITH_MAPS,
+                              findings=list(findings.values())),
+                 Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "blocks online store: the online store is 'sqlite'" in text
+    assert text.strip().endswith("4 item(s) block: online store, offline store, feature types, "
+                                 "served-feature log")
+
+
+def test_doctor_passes_on_the_prepared_template(prepared, tmp_path, monkeypatch,
+                                                redis_server: RedisServer):
+    labels = write_label_source(tmp_path / "labels", datetime.now(UTC))
+    configure(monkeypatch, prepared, SCALAR_SERVICE, labels, redis_server.connection_string)
+
+    code, findings, document = run_doctor()
+
+    assert code == 0 and document["ok"] is True, blocking(findings)
+    assert findings["registry"].status == "ok"
+    assert findings["online store address"].status == "ok"
+    assert findings["offline store"].found.startswith("duckdb")
+    assert findings["feature types"].status == "ok"
+    # The template logs served features into data/, beside its feature table: said, not fatal.
+    warned = {item for item, f in findings.items() if f.status == "warn"}
+    assert warned == {"served-feature log"}
+    assert "driver_stats.parquet" in findings["served-feature log"].found
+
+
+def test_doctor_takes_the_repo_as_an_argument_and_names_a_missing_feature_service(
+        prepared, tmp_path, monkeypatch, redis_server: RedisServer):
+    labels = write_label_source(tmp_path / "labels", datetime.now(UTC))
+    configure(monkeypatch, tmp_path / "elsewhere", "fraud_model_v1", labels,
+              redis_server.connection_string)
+
+    code, findings, _ = run_doctor(str(prepared))
+
+    assert code == 1
+    service = findings["feature service"]
+    assert service.status == "blocks"
+    assert "fraud_model_v1 (SKEWLESS_FEATURE_SERVICE) is not defined" in service.found
+    assert f"with scalar features only: {SCALAR_SERVICE}" in service.change
+
+
+def test_training_on_a_map_feature_fails_early_with_the_doctors_words(prepared, tmp_path,
+                                                                      monkeypatch):
+    from skewless.doctor import diagnose
     from training.dataset import build_training_set
 
     labels = write_label_source(tmp_path / "labels", datetime.now(UTC))
     settings = configure(monkeypatch, prepared, SERVICE_WITH_MAPS, labels, "127.0.0.1:1")
-    words = feature_type_problem(resolve_service(open_store(settings), SERVICE_WITH_MAPS))
-    assert words is not None
-    for feature, kind in (("driver_metadata", "Map"), ("driver_config", "Json"),
-                          ("driver_profile", "Struct")):
-        assert f"driver_hourly_stats:{feature} ({kind}" in words.found
-    assert f"with scalar features only: {SCALAR_SERVICE}" in words.change
+    words = next(f for f in diagnose(settings).findings if f.item == "feature types")
+    assert words.status == "blocks"
 
     with pytest.raises(UnsupportedRepo) as refused:
         build_training_set(settings)
     assert str(refused.value) == (f"cannot build a training set for feature service "
-                                  f"{SERVICE_WITH_MAPS}: {words}")
+                                  f"{SERVICE_WITH_MAPS}: {words.message}")
 
 
-def test_serving_a_repo_whose_online_store_is_not_redis_is_refused_at_start(
+def test_serving_a_repo_whose_online_store_is_not_redis_fails_with_the_doctors_words(
         prepared, tmp_path, monkeypatch):
-    from feast.repo_config import load_repo_config
-
     from service.app import create_app
-    from skewless.requirements import online_store_problem
+    from skewless.doctor import diagnose
 
     repo = tmp_path / "feature_repo"
     shutil.copytree(prepared, repo)  # applied: only the online store changes
@@ -157,13 +258,13 @@ def test_serving_a_repo_whose_online_store_is_not_redis_is_refused_at_start(
         "  type: sqlite\n  path: data/online_store.db\n"))
     labels = write_label_source(tmp_path / "labels", datetime.now(UTC))
     settings = configure(monkeypatch, repo, SCALAR_SERVICE, labels, "127.0.0.1:1")
-    words = online_store_problem(load_repo_config(repo, yaml))
-    assert words is not None and "'sqlite'" in words.found
-    assert f"skewless init {repo}" in words.change
+    words = next(f for f in diagnose(settings).findings if f.item == "online store")
+    assert words.status == "blocks" and "'sqlite'" in words.found
 
     with pytest.raises(UnsupportedRepo) as refused:
         create_app(settings.model_copy(update={"var_dir": tmp_path / "var"}))
-    assert str(refused.value) == f"cannot serve feature service {SCALAR_SERVICE}: {words}"
+    assert str(refused.value) == (f"cannot serve feature service {SCALAR_SERVICE}: "
+                                  f"{words.message}")
 
 
 def test_redis_cluster_and_sentinel_are_named_as_what_the_predictor_cannot_read(tmp_path):
@@ -178,4 +279,36 @@ def test_redis_cluster_and_sentinel_are_named_as_what_the_predictor_cannot_read(
         problem = online_store_problem(load_repo_config(tmp_path, tmp_path / "feature_store.yaml"))
         assert problem is not None and words in problem.found
         assert "redis_type: redis" in problem.change
+
+
+def test_an_on_demand_view_reading_features_its_service_does_not_serve_is_refused(template,
+                                                                                tmp_path):
+    """The template's driver_activity_v1 serves conv_rate, but its on-demand view reads the
+    whole driver_hourly_stats view: the predictor could not compute it."""
+    from feast.repo_config import load_repo_config
+
+    from skewless.contract import resolve_definitions
+    from skewless.definitions import parse_repo_definitions
+    from skewless.doctor import service_findings
+    from skewless.requirements import require_servable
+    from skewless.settings import feast_process_env
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(template, repo)
+    (repo / "feature_store.yaml").write_text(PREPARED_YAML)
+    registry = parse_repo_definitions(repo, feast_process_env("127.0.0.1:1"))
+    settings = Settings(repo_path=repo, feature_service=SCALAR_SERVICE, redis="127.0.0.1:1")
+    _, findings = service_findings(settings, registry)
+    (words,) = [f for f in findings if f.status == "blocks"]
+    assert words.item == "on-demand view transformed_conv_rate inputs"
+    assert words.found.startswith("on-demand view transformed_conv_rate reads "
+                                  "driver_hourly_stats: acc_rate, avg_daily_trips, "
+                                  "driver_metadata, driver_config, driver_profile, which "
+                                  f"feature service {SCALAR_SERVICE} does not serve")
+    assert '`<driver_hourly_stats>[["conv_rate"]]`' in words.change
+
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    with pytest.raises(UnsupportedRepo) as refused:
+        require_servable(config, resolve_definitions(registry, SCALAR_SERVICE))
+    assert str(refused.value) == f"cannot serve feature service {SCALAR_SERVICE}: {words.message}"
 

@@ -102,8 +102,9 @@ def offline_store_problem(config: Any) -> Problem | None:
     """Offline stores known to lose or misplace label events in a point-in-time join."""
     kind = _store_type(config.offline_store)
     engine = _store_type(getattr(config, "batch_engine", None))
-    use_duckdb = (f"set `offline_store: {{type: duckdb}}` in {_repo_of(config) / 'feature_store.yaml'}"
-                  " (or run `skewless init`)")
+    repo = _repo_of(config)
+    use_duckdb = (f"set `offline_store: {{type: duckdb}}` in {repo / 'feature_store.yaml'} (or "
+                  f"run `skewless init {repo}`)")
     if kind in ("file", "dask"):
         return Problem(
             "the offline store is Feast's default `file` (dask) store: it silently drops label "

@@ -158,7 +158,9 @@ def test_doctor_names_each_thing_to_change_in_the_unchanged_template(template, t
     assert f"skewless init {repo}" in blocks["online store"]
     assert "connection_string: ${SKEWLESS_REDIS}" in blocks["online store"]
     assert "`file` (dask)" in blocks["offline store"]
-    assert "drops label events" in blocks["offline store"] and "duckdb" in blocks["offline store"]
+    assert "drops label events" in blocks["offline store"]
+    assert "`offline_store: {type: duckdb}`" in blocks["offline store"]
+    assert f"skewless init {repo}" in blocks["offline store"]
     for feature, kind in (("driver_metadata", "Map"), ("driver_config", "Json"),
                           ("driver_profile", "Struct")):
         assert f"driver_hourly_stats:{feature} ({kind}" in blocks["feature types"]

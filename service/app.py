@@ -31,6 +31,7 @@ from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
 from skewless.gate import Promoter
 from skewless.registry import Registry
+from skewless.requirements import require_servable
 from skewless.settings import Settings, export_for_feast
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     export_for_feast(settings.redis)
     store = open_store(settings)
     spec = resolve_service(store, settings.feature_service)
+    require_servable(store.config, spec)  # before anything is opened: the doctor's words
     metrics = Metrics(skew_report=settings.skew_report_path,
                       monitor_report=settings.monitor_report_path)
     # The registry's schema must be migrated already (`skewless db upgrade`): migrations are

@@ -36,6 +36,7 @@ from skewless.artifact import ArtifactLimits
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
+from skewless.requirements import require_servable
 from skewless.settings import Settings
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ class Predictor:
              metrics: Metrics, registry: Registry | None = None) -> Predictor:
         from feast.feature_logging import FeatureServiceLoggingSource
 
+        require_servable(store.config, spec)
         if not settings.redis:
             raise SkewlessError("no online store configured: set SKEWLESS_REDIS (host:port)")
         # Feast's logging schema from the registry read the spec came from (a second read

@@ -340,17 +340,14 @@ def logging_destination(store: FeatureStore, feature_service: str,
                         override: Path | None = None) -> Path:
     """Where the feature service's served features are logged (its FileLoggingDestination);
     a relative destination is in the repo."""
-    from skewless.errors import SkewlessError
     from skewless.feast_cli import in_repo
+    from skewless.requirements import UnsupportedRepo, logging_destination_problem
 
     if override is not None:
         return override
     config = store.get_feature_service(feature_service).logging_config
     path = getattr(getattr(config, "destination", None), "path", None)
     if not path:
-        raise SkewlessError(
-            f"feature service {feature_service} has no file logging destination; add "
-            "LoggingConfig(destination=FileLoggingDestination(path=...)) or set "
-            "SKEWLESS_FEATURE_LOG_DIR"
-        )
+        raise UnsupportedRepo(
+            f"cannot log served features: {logging_destination_problem(feature_service)}")
     return Path(in_repo(store.repo_path, path))

@@ -10,9 +10,14 @@ runs it, after checking it. Everything resolved from one snapshot comes from the
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skewless.errors import SkewlessError
 from skewless.transformations import TransformationSource
 
 if TYPE_CHECKING:
@@ -150,3 +155,73 @@ class RegistrySnapshot:
         from feast.errors import FeatureViewNotFoundException
 
         raise FeatureViewNotFoundException(name, project)
+
+
+# The repo's definitions before `feast apply` ---------------------------------------------------
+
+class DefinitionsError(SkewlessError):
+    """The repo's Python files could not be read as Feast definitions."""
+
+
+def parse_repo_definitions(repo_path: Path, env: dict[str, str],
+                           timeout: float = 600.0) -> RegistrySnapshot:
+    """The repo's definitions as `feast apply` would register them, without applying them.
+
+    Feast's own ``parse_repo`` imports the repo's Python files, as `feast plan` and `feast
+    apply` do, and Feast's inference completes them (entity columns, the features of whole
+    views). Both run in a child process, so the repo's code and its side effects stay there,
+    against a throwaway registry, so nothing is written in the repo.
+    """
+    from feast.repo_config import load_repo_config
+
+    repo = repo_path.absolute()
+    project = load_repo_config(repo, repo / "feature_store.yaml").project
+    with tempfile.TemporaryDirectory(prefix="skewless-definitions-") as tmp:
+        out = Path(tmp) / "registry.pb"
+        result = subprocess.run(
+            [sys.executable, "-c",
+             "from skewless.definitions import _parse_repo_child; _parse_repo_child()",
+             str(out), project],
+            cwd=repo, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
+            text=True, timeout=timeout)
+        if result.returncode != 0 or not out.is_file():
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            raise DefinitionsError(
+                f"the repo's definitions could not be read: {lines[-1] if lines else 'no output'}"
+                f" (exit {result.returncode}; `feast plan` in {repo} shows the whole error)")
+        return RegistrySnapshot.from_bytes(out.read_bytes(), project)
+
+
+def _parse_repo_child() -> None:  # pragma: no cover - runs in the child process
+    """In the repo's directory: parse it as `feast plan` does, write the registry proto."""
+    import os
+    import warnings
+
+    from feast import FeatureStore
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import parse_repo
+
+    warnings.simplefilter("ignore")
+    out, project = Path(sys.argv[1]), sys.argv[2]
+    repo = Path(os.getcwd())
+    sys.path.insert(0, str(repo))  # as Feast's CLI does, so the repo's modules import
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    # A local file registry of its own, whatever the repo's registry is (a file, SQL, remote).
+    config.registry_config = str(out.with_name("throwaway-registry.db"))
+    config._registry = None
+    store = FeatureStore(repo_path=str(repo), config=config)
+    contents = parse_repo(repo)
+    # The steps `feast plan` takes before it compares with the registry (Feast's own).
+    store._validate_all_feature_views(contents.feature_views, contents.on_demand_feature_views,
+                                      contents.stream_feature_views, contents.label_views)
+    store._make_inferences(contents.data_sources, contents.entities, contents.feature_views,
+                           contents.on_demand_feature_views, contents.stream_feature_views,
+                           contents.feature_services, contents.label_views)
+    proto = contents.to_registry_proto()
+    for objects in (proto.entities, proto.feature_views, proto.on_demand_feature_views,
+                    proto.feature_services, proto.stream_feature_views, proto.label_views):
+        for obj in objects:
+            obj.spec.project = project  # what `feast apply` records
+    for source in proto.data_sources:
+        source.project = project
+    out.write_bytes(proto.SerializeToString())

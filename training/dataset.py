@@ -34,6 +34,7 @@ from skewless.contract import (
 )
 from skewless.errors import SkewlessError
 from skewless.feast_cli import open_store
+from skewless.requirements import offline_store_problem, require_trainable
 from skewless.settings import Settings
 from skewless.transformations import arrow_type, transform_table
 from training.served import LOG_TIMESTAMP, REQUEST_ID, ServedLogError, load_served
@@ -302,9 +303,10 @@ def retrieve_in_order(
     result = retrieve_chunk(store, plan, entity_df)
     positions = pc.index_in(events.column(row_key), value_set=result.column(row_key))
     if result.num_rows != events.num_rows or positions.null_count:
+        cause = offline_store_problem(store.config)
         raise DatasetError(
             f"historical retrieval returned {result.num_rows} rows for {events.num_rows} "
-            f"events ({positions.null_count} events missing)"
+            f"events ({positions.null_count} events missing)" + (f": {cause}" if cause else "")
         )
     missing = [f.name for f in spec.features if f.name not in result.column_names]
     if missing:
@@ -331,6 +333,7 @@ def iter_training_chunks(
     store = store or open_store(settings)
     source = source or LabelSource.from_settings(settings)
     spec = resolve_service(store, settings.feature_service)
+    require_trainable(spec)
     plan = plan_retrieval(spec)
     events = load_label_events(source, spec, cutoff, since)
     if events.num_rows == 0:
@@ -470,6 +473,7 @@ def served_training_table(
 
     store = store or open_store(settings)
     spec = resolve_service(store, settings.feature_service)
+    require_trainable(spec)
     source = LabelSource.from_settings(settings)
     directory = log_dir or logging_destination(store, spec.feature_service,
                                                settings.feature_log_dir)

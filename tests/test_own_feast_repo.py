@@ -123,6 +123,15 @@ def test_the_whole_loop_on_feast_init_template_from_outside_the_repo(
     own, repo = template, template.repo
     definitions = {p.name: p.read_bytes() for p in repo.glob("*.py")}
 
+    # The doctor, on the template as Feast wrote it, names each thing to change.
+    unchanged = own.run("doctor", "--json", check=False)
+    assert unchanged.returncode == 1, unchanged.stdout
+    blocking = {f["item"]: f for f in json.loads(unchanged.stdout)["findings"]
+                if f["status"] == "blocks"}
+    assert "'sqlite'" in blocking["online store"]["found"]
+    assert "`file`" in blocking["offline store"]["found"]
+    assert f"skewless init {repo}" in blocking["offline store"]["change"]
+
     # Prepared by `skewless init` alone: stores switched, the label source in skewless.env.
     own.run("init", str(repo), "--feature-service", SERVICE,
             "--events", str(repo / "data" / EVENTS), "--labels", str(repo / "data" / LABELS),
@@ -133,6 +142,8 @@ def test_the_whole_loop_on_feast_init_template_from_outside_the_repo(
 
     own.run("db", "upgrade")
     own.run("apply")
+    prepared = own.run("doctor", "--json", check=False)
+    assert prepared.returncode == 0, prepared.stdout
     own.run("materialize")
     # A relative --output means the working directory's file, not the repo's.
     built = own.run("dataset", "--output", "training.parquet")

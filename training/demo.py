@@ -16,8 +16,11 @@ from skewless.settings import Settings
 
 
 def run_demo(
-    settings: Settings, console: Console, cards: int | None = None, days: int = 60
+    settings: Settings, console: Console, cards: int | None = None, days: int = 60,
+    trials: int = 5,
 ) -> dict[str, Any]:
+    """The loop end to end; then, with ``trials`` > 0, a small hyperparameter search whose
+    best run meets the fixed-parameter model at the acceptance gate."""
     from skewless.db import upgrade
     from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
@@ -91,6 +94,12 @@ def run_demo(
             facts["promotion"] = f"{exc}; production stays {registry.production_version(row.name)}"
         finally:
             registry.close()
+        if trials > 0:
+            from training.experiment import run_experiment
+
+            searched = step(f"experiment: {trials} trials (Optuna, validation window)",
+                            lambda: run_experiment(settings, dataset_path, trials))
+            facts["experiment"] = _promote_best(settings, searched)
 
     holdout = result.holdout
     facts.update(
@@ -111,8 +120,31 @@ def run_demo(
     table.add_row("holdout PR AUC / log loss", f"{holdout.pr_auc:.4f} / {holdout.log_loss:.4f}")
     table.add_row("model", f"{result.directory / 'model.txt'} (+ contract.json)")
     table.add_row("registry", facts["promotion"])
+    if "experiment" in facts:
+        table.add_row("experiment", facts["experiment"])
     table.add_row("feature repo", f"{settings.repo_path} (registry data/registry.db)")
     table.add_row("online store", facts["redis"])
     table.add_row("time", ", ".join(f"{d.split(' (')[0]} {s:.1f}s" for d, s in timings))
     console.print(table)
     return facts
+
+
+def _promote_best(settings: Settings, searched: Any) -> str:
+    """The search's best run through the acceptance gate, against the fixed-parameter model
+    now in production; what happened, in a line."""
+    from skewless.gate import PromotionRefused
+    from skewless.registry import Registry, current_user
+    from training.gate import promote
+
+    experiment, model = searched.experiment, searched.model
+    line = (f"{experiment.id}: {len(experiment.runs)} runs, best run {searched.best.id} "
+            f"(validation {experiment.metric} {searched.best.value:.4f}), holdout ROC AUC "
+            f"{model.holdout.roc_auc:.4f}; ")
+    with Registry.from_settings(settings) as registry:
+        try:
+            _, decision = promote(settings, registry, model.contract.feature_service,
+                                  experiment.model_version, current_user(), "demo experiment")
+            return line + (f"{experiment.model_version} is production: "
+                           + (decision.explain() if decision else "forced"))
+        except PromotionRefused as exc:
+            return line + f"gate: {exc}"

@@ -43,13 +43,16 @@ def serve(
 def demo(
     cards: Annotated[int | None, typer.Option(help="Cards to generate (default 2,000).")] = None,
     days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+    trials: Annotated[int, typer.Option(
+        min=0, help="Trials of the closing hyperparameter search (0: none).")] = 5,
 ) -> None:
-    """generate → features → feast apply → materialize → dataset → train → serve a few requests."""
+    """generate → features → feast apply → materialize → dataset → train → a small search →
+    serve a few requests."""
     from service.demo import run_serving_demo
     from training.demo import run_demo
 
     settings = load_settings()
-    run_demo(settings, console, cards=cards, days=days)
+    run_demo(settings, console, cards=cards, days=days, trials=trials)
     served = run_serving_demo(settings, console)
     # The promise, checked: what was just served, replayed through the training path.
     from skewless.reports.skew import print_skew

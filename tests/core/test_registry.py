@@ -249,3 +249,39 @@ def test_reads_take_no_write_lock_on_sqlite(tmp_path):
     finally:
         registry.close()
         writer.dispose()
+
+
+def test_upgrading_a_registry_in_use_keeps_its_versions_and_history(database):
+    """0004 rebuilds model_versions on SQLite (batch mode), which stage_transitions
+    references: versions, their history and the references survive it, on both databases."""
+    upgrade(database, "0003")
+    engine = make_engine(database)
+    empty = "{}"
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO model_versions (id, name, version, stage, artifact_uri, sha256, "
+            "feature_service, fingerprint, contract, parameters, metrics, training_window, "
+            "baseline, created_at, created_by) VALUES (1, 'fraud', 'v1', 'production', "
+            "'/m/v1', :sha, 'fraud', 'sha256:x', :doc, :doc, :doc, :doc, :doc, :at, 'alice')"),
+            {"sha": "a" * 64, "doc": empty, "at": "2026-12-01 00:00:00"})
+        connection.execute(sa.text(
+            "INSERT INTO stage_transitions (model_version_id, from_stage, to_stage, actor, at, "
+            "reason, forced, evidence) VALUES (1, NULL, 'production', 'alice', :at, 'first', "
+            ":forced, :doc)"), {"at": "2026-12-01 00:00:00", "forced": False, "doc": empty})
+    engine.dispose()
+    upgrade(database)
+    engine = make_engine(database)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text(
+            "SELECT name, version, stage, experiment_run_id FROM model_versions")).all() == [
+            ("fraud", "v1", "production", None)]
+        assert connection.execute(sa.text(
+            "SELECT model_version_id, reason FROM stage_transitions")).all() == [(1, "first")]
+        references = {fk["referred_table"] for fk in sa.inspect(connection).get_foreign_keys(
+            "model_versions")}
+        assert references == {"experiment_runs"}
+        if connection.dialect.name == "sqlite":
+            assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            # The migration turned enforcement off for its copy only: it is on again.
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()

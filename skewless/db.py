@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import JSON, DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from skewless.errors import Unavailable
 
@@ -170,3 +170,45 @@ def schema_problem(engine: Engine) -> str | None:
         return (f"metadata database {engine.url.render_as_string(hide_password=True)} is at "
                 f"revision {current or 'none'}, not {head}: run `skewless db upgrade`")
     return None
+
+
+class MetadataStore:
+    """What reads and writes the metadata database: its engine, and transactions that write
+    (on SQLite they hold the write lock from their start) or only read (they take none).
+    Use it in a ``with`` block so its connections are closed."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(read_only(self.engine), expire_on_commit=False)
+
+    def check_schema(self, error: type[Exception]) -> Self:
+        """Itself, when the database is at the migrations' head; else closed, and ``error``
+        raised saying what to do."""
+        problem = schema_problem(self.engine)
+        if problem:
+            self.close()
+            raise error(problem)
+        return self
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction that writes."""
+        with reachable(), self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads."""
+        with reachable(), self.read_sessions() as session, session.begin():
+            yield session

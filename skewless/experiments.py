@@ -15,15 +15,12 @@ version names the run it came from (``model_versions.experiment_run_id``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -32,9 +29,9 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from skewless.db import Base, make_engine, reachable, read_only, schema_problem, utcnow
+from skewless.db import Base, MetadataStore, utcnow
 from skewless.errors import InvalidInput
 from skewless.settings import Settings
 
@@ -156,41 +153,12 @@ class ExperimentRun(Base):
                 "finished_at": self.finished_at.isoformat(), "steps": self.steps}
 
 
-class Experiments:
+class Experiments(MetadataStore):
     """Writes and reads of experiments and their runs."""
-
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
-        self.engine = engine or make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(read_only(self.engine), expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Experiments:
-        store = cls(settings.resolved_database_url)
-        problem = schema_problem(store.engine)
-        if problem:
-            store.close()
-            raise InvalidInput(problem)
-        return store
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def __enter__(self) -> Experiments:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with reachable(), self.sessions() as session, session.begin():
-            yield session
-
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
-        with reachable(), self.read_sessions() as session, session.begin():
-            yield session
+        return cls(settings.resolved_database_url).check_schema(InvalidInput)
 
     # Writes ------------------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ database that cannot be reached (down, restarting, locked) is
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -38,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from skewless.artifact import (
     ArtifactError,
@@ -49,15 +47,7 @@ from skewless.artifact import (
     read_contract,
 )
 from skewless.contract import ModelContract
-from skewless.db import (
-    Base,
-    make_engine,
-    reachable,
-    read_only,
-    schema_problem,
-    upgrade,
-    utcnow,
-)
+from skewless.db import Base, MetadataStore, upgrade, utcnow
 from skewless.errors import InvalidInput
 from skewless.experiments import ExperimentRun  # noqa: F401  # its table, for the foreign key
 from skewless.settings import Settings
@@ -258,48 +248,19 @@ def load_registered(row: ModelVersion, limits: ArtifactLimits | None = None) -> 
     return artifact
 
 
-class Registry:
+class Registry(MetadataStore):
     """Queries and stage changes of the model registry."""
 
     def __init__(self, url: str, engine: Engine | None = None,
                  limits: ArtifactLimits | None = None) -> None:
-        self.url = url
+        super().__init__(url, engine)
         self.limits = limits or ArtifactLimits()  # what checking an artefact may cost
-        self.engine = engine or make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(read_only(self.engine), expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, check: bool = True) -> Registry:
         registry = cls(settings.resolved_database_url,
                        limits=ArtifactLimits.from_settings(settings))
-        if check:
-            problem = schema_problem(registry.engine)
-            if problem:
-                registry.close()
-                raise RegistryError(problem)
-        return registry
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction that writes (on SQLite it holds the write lock from its start)."""
-        with reachable(), self.sessions() as session, session.begin():
-            yield session
-
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A transaction that only reads (on SQLite it takes no write lock)."""
-        with reachable(), self.read_sessions() as session, session.begin():
-            yield session
+        return registry.check_schema(RegistryError) if check else registry
 
     # Reads -------------------------------------------------------------------------------
 

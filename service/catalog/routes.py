@@ -11,20 +11,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
-from service.catalog.catalog import Catalog, CatalogNotFound, age_text, since_text
+from service.catalog.catalog import (
+    MAX_ID,
+    Catalog,
+    CatalogNotFound,
+    CatalogUnavailable,
+    age_text,
+    since_text,
+)
 from service.catalog.charts import bar_chart, histogram_chart
 from service.catalog.schemas import (
     CatalogIndex,
     EntityDetail,
+    ExperimentDetail,
+    ExperimentIndex,
     FeatureDetail,
     ModelDetail,
     ServiceDetail,
     ViewDetail,
 )
+from skewless.errors import SkewlessError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text)
@@ -35,8 +46,15 @@ class NotFoundDetail(BaseModel):
     detail: str
 
 
+class UnavailableDetail(BaseModel):
+    detail: str
+
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": NotFoundDetail, "description": "Not found; detail names what"}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": UnavailableDetail,
+          "description": "The metadata database is unavailable; detail names it (retry later)"}}
 
 
 def catalog_of(request: Request) -> Catalog:
@@ -49,6 +67,9 @@ SearchText = Annotated[str, Query(max_length=200, description="words that must a
 TagFilter = Annotated[str | None, Query(max_length=200, description="key or key=value")]
 OwnerFilter = Annotated[str | None, Query(max_length=200)]
 EntityFilter = Annotated[str | None, Query(max_length=200)]
+ServiceFilter = Annotated[str | None, Query(max_length=200, description="a feature service's "
+                                            "name: its experiments only")]
+ExperimentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an experiment's id")]
 
 api = APIRouter(prefix="/api/catalog", tags=["catalog"])
 pages = APIRouter(prefix="/catalog", include_in_schema=False)
@@ -94,6 +115,22 @@ def read_feature_service(name: str, catalog: CatalogDep) -> ServiceDetail:
 def read_model_version(name: str, version: str, catalog: CatalogDep) -> ModelDetail:
     """A registered model version: its features and their global importance (gain)."""
     return catalog.model(name, version)
+
+
+@api.get("/experiments", response_model=ExperimentIndex, responses=UNAVAILABLE)
+def read_experiments(catalog: CatalogDep,
+                     feature_service: ServiceFilter = None) -> ExperimentIndex:
+    """Hyperparameter searches (`skewless experiment`), newest first: runs by state, the best
+    run and the model version registered from it."""
+    return catalog.experiments(_blank(feature_service))
+
+
+@api.get("/experiments/{experiment_id}", response_model=ExperimentDetail,
+         responses={**NOT_FOUND, **UNAVAILABLE})
+def read_experiment(experiment_id: ExperimentId, catalog: CatalogDep) -> ExperimentDetail:
+    """One search: its data set, code and settings, every run with its parameters and metric
+    per round, Optuna's parameter importances, the registered model's holdout metrics."""
+    return catalog.experiment(experiment_id)
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -163,12 +200,16 @@ def show_importance(name: str, version: str, catalog: CatalogDep) -> Response:
                     media_type=SVG)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    """404 naming what was not found: JSON under /api, a page elsewhere."""
+async def catalog_error(request: Request, exc: Exception) -> Response:
+    """404 naming what was not found, 503 naming the database: JSON under /api, a page
+    elsewhere."""
+    assert isinstance(exc, SkewlessError) and exc.status_code is not None
+    status, headers = exc.status_code, exc.headers()
     if request.url.path.startswith("/catalog") and not request.url.path.endswith(".svg"):
         return TEMPLATES.TemplateResponse(request, "error.html", {
-            "title": "Not found", "detail": str(exc), "now": datetime.now(UTC)}, status_code=404)
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+            "title": "Not found" if status == 404 else "Unavailable", "detail": str(exc),
+            "now": datetime.now(UTC)}, status_code=status, headers=headers)
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def install_catalog(app: Any, catalog: Catalog) -> None:
@@ -176,4 +217,5 @@ def install_catalog(app: Any, catalog: Catalog) -> None:
     app.state.catalog = catalog
     app.include_router(api)
     app.include_router(pages)
-    app.add_exception_handler(CatalogNotFound, not_found)
+    app.add_exception_handler(CatalogNotFound, catalog_error)
+    app.add_exception_handler(CatalogUnavailable, catalog_error)

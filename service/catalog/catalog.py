@@ -38,6 +38,7 @@ from service.catalog.schemas import (
     EntityDetail,
     ExperimentDetail,
     ExperimentIndex,
+    ExperimentLink,
     ExperimentRunInfo,
     ExperimentSummary,
     Facets,
@@ -415,6 +416,23 @@ class Catalog:
             raise ArtifactError(found)
         return found
 
+    def _experiment_link(self, row: ModelVersion, notes: dict[str, str]) -> ExperimentLink | None:
+        """The run ``row`` was trained from: named by its contract, else looked up."""
+        run_id = row.experiment_run_id
+        if run_id is None or self.experiment_store is None:
+            return None
+        named = row.contract.training.experiment_run if row.contract.training else None
+        if named and named.get("id") == run_id:
+            experiment, number = named["experiment"], named["number"]
+        else:
+            store = self.experiment_store
+            run = self._registry_call(lambda _: store.run(run_id), notes, "experiment")
+            if run is None:
+                return None
+            experiment, number = run.experiment_id, run.number
+        return ExperimentLink(experiment=experiment, run=run_id, number=number,
+                              url=f"{experiment_url(experiment)}#run-{run_id}")
+
     def model(self, name: str, version: str) -> ModelDetail:
         notes: dict[str, str] = {}
         try:
@@ -443,7 +461,7 @@ class Catalog:
             unregistered_features=[r for r in refs.values() if r not in snap.features],
             importance=importance,
             importance_url=(model_url(name, version) + "/importance.svg") if importance else None,
-            not_computed=notes)
+            experiment=self._experiment_link(row, notes), not_computed=notes)
 
     # Experiments -------------------------------------------------------------------------
 
@@ -497,3 +515,9 @@ def age_text(seconds: float | None) -> str:
 def since_text(moment: datetime | None, now: datetime) -> str:
     return "unknown" if moment is None else age_text((now - moment).total_seconds()) + " ago"
 
+
+def param_text(value: Any) -> str:
+    """A searched parameter as a table shows it: floats to four significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)

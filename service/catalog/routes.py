@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import BaseModel
 
 from service.catalog.catalog import (
@@ -22,9 +23,10 @@ from service.catalog.catalog import (
     CatalogNotFound,
     CatalogUnavailable,
     age_text,
+    param_text,
     since_text,
 )
-from service.catalog.charts import bar_chart, histogram_chart
+from service.catalog.charts import bar_chart, histogram_chart, rounds_chart, trials_chart
 from service.catalog.schemas import (
     CatalogIndex,
     EntityDetail,
@@ -38,7 +40,7 @@ from service.catalog.schemas import (
 from skewless.errors import SkewlessError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text)
+TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text, param_text=param_text)
 SVG = "image/svg+xml"
 
 
@@ -198,6 +200,48 @@ def show_importance(name: str, version: str, catalog: CatalogDep) -> Response:
     bars = [(i.ref or i.feature, i.gain) for i in detail.importance]
     return Response(bar_chart(bars, f"Gain importance of {name} {version}", "gain"),
                     media_type=SVG)
+
+
+@pages.get("/experiments", response_class=HTMLResponse)
+def show_experiments(request: Request, catalog: CatalogDep,
+                     feature_service: ServiceFilter = None) -> HTMLResponse:
+    index = catalog.experiments(_blank(feature_service))
+    return _page(request, "experiments.html", d=index, title="Experiments")
+
+
+def _experiment_id(text: str) -> int:
+    """A page's id: anything but a stored id's digits names no experiment (404, not 422)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ID))):
+        raise CatalogNotFound(f"no experiment {text!r}")
+    return int(text)  # out of range: the catalog's 404
+
+
+def _inline(svg: str) -> Markup:
+    """A chart in the page itself (one query, nothing fetched); its template escaped every
+    text it holds."""
+    return Markup(svg)
+
+
+@pages.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+def show_experiment(experiment_id: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    d = catalog.experiment(_experiment_id(experiment_id))
+    e = d.experiment
+    # The per-round values are LightGBM's name of the metric (auc for roc_auc).
+    lightgbm = str((d.search.get("metric") or {}).get("lightgbm")
+                   or next((k for r in d.runs for k in r.steps), e.metric))
+    trials = rounds = importance = None
+    if d.runs:
+        trials = _inline(trials_chart(d.runs, e.metric, f"Validation {e.metric} per trial"))
+    if any(r.steps.get(lightgbm) for r in d.runs):
+        rounds = _inline(rounds_chart(d.runs, lightgbm,
+                                      f"Validation {lightgbm} per boosting round, each run"))
+    if d.importances:
+        importance = _inline(bar_chart(
+            [(i.parameter, i.importance) for i in d.importances],
+            "Parameter importances (Optuna, fANOVA)", "importance"))
+    return _page(request, "experiment.html", d=d, title=f"Experiment {e.id}: {e.name}",
+                 trials_svg=trials, rounds_svg=rounds, importance_svg=importance,
+                 lightgbm_metric=lightgbm)
 
 
 async def catalog_error(request: Request, exc: Exception) -> Response:

@@ -240,6 +240,15 @@ class Importance(BaseModel):
     share: float
 
 
+class ExperimentLink(BaseModel):
+    """The experiment run a model version was trained from."""
+
+    experiment: int
+    run: int
+    number: int = Field(description="the run's trial number within its experiment")
+    url: str
+
+
 class ModelDetail(BaseModel):
     model: ModelRef
     fingerprint: str
@@ -253,6 +262,8 @@ class ModelDetail(BaseModel):
         description="inputs of the model that the Feast registry no longer holds")
     importance: list[Importance] | None
     importance_url: str | None
+    experiment: ExperimentLink | None = Field(
+        description="the experiment run it was trained from, when it came from a search")
     not_computed: dict[str, str]
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from skewless.db import Base, MetadataStore, utcnow
 from skewless.errors import InvalidInput
@@ -185,15 +185,16 @@ class Experiments(MetadataStore):
 
     # Reads -------------------------------------------------------------------------------
 
-    def all(self, feature_service: str | None = None) -> list[Experiment]:
+    def all(self, feature_service: str | None = None, steps: bool = True) -> list[Experiment]:
+        """Every experiment with its runs; ``steps=False`` leaves the runs' values per round
+        unread (a listing needs none, and they are most of a run's size)."""
         with self.reading() as session:
-            query = select(Experiment).order_by(Experiment.id)
+            runs = selectinload(Experiment.runs)
+            query = select(Experiment).order_by(Experiment.id).options(
+                runs if steps else runs.defer(ExperimentRun.steps, raiseload=True))
             if feature_service is not None:
                 query = query.where(Experiment.feature_service == feature_service)
-            found = list(session.scalars(query))
-            for experiment in found:
-                experiment.runs  # noqa: B018  # loaded while the session is open
-            return found
+            return list(session.scalars(query))
 
     def get(self, experiment_id: int) -> Experiment:
         with self.reading() as session:

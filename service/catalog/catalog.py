@@ -5,6 +5,10 @@ the statistics document of `skewless catalog refresh`, the last skew report of e
 service, and the metadata database's model versions (lineage). Nothing is computed from
 feature data here: a page costs dictionary lookups, a stat or two and one small query.
 
+An experiment's page is nothing but the metadata database's rows (the search, its runs,
+Optuna's importances), so it does not degrade like a feature's: without the database it
+answers 503, naming it.
+
 A model version's page shows its importances from the artefact itself, so the artefact is
 parsed in this (serving) process: only when a check process parsed it first (the registry
 records it), and once per version and sha256, the outcome remembered, a failure too. Anyone
@@ -21,10 +25,22 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.catalog.index import RegistryWatcher, Snapshot, model_url, service_url
+from service.catalog.index import (
+    RegistryWatcher,
+    Snapshot,
+    experiment_url,
+    model_url,
+    service_url,
+)
 from service.catalog.schemas import (
     CatalogIndex,
+    DatasetInfo,
     EntityDetail,
+    ExperimentDetail,
+    ExperimentIndex,
+    ExperimentLink,
+    ExperimentRunInfo,
+    ExperimentSummary,
     Facets,
     FeatureDetail,
     FeatureInfo,
@@ -36,6 +52,7 @@ from service.catalog.schemas import (
     ModelDetail,
     ModelRef,
     OnlineSample,
+    ParameterImportance,
     ServiceDetail,
     ServingHealth,
     SkewResult,
@@ -45,6 +62,13 @@ from service.catalog.schemas import (
 from skewless.artifact import ArtifactError
 from skewless.db import DatabaseUnavailable
 from skewless.errors import SkewlessError
+from skewless.experiments import (
+    Experiment,
+    ExperimentNotFound,
+    ExperimentRun,
+    Experiments,
+    ExperimentState,
+)
 from skewless.files import JsonFiles
 from skewless.registry import (
     ModelVersion,
@@ -58,6 +82,9 @@ from skewless.reports.skew import SkewReport
 from skewless.settings import Settings
 
 NOT_REFRESHED = "not yet computed: run `skewless catalog refresh`"
+# The largest id the metadata database's INTEGER keys hold (PostgreSQL's): a larger one
+# names nothing, and is not sent to the database.
+MAX_ID = 2**31 - 1
 T = TypeVar("T")
 
 
@@ -65,6 +92,10 @@ class CatalogNotFound(SkewlessError):
     """No such object in the catalog; the message names what was looked for (404)."""
 
     status_code = 404
+
+
+class CatalogUnavailable(DatabaseUnavailable):
+    """A page made of the metadata database's rows cannot be made without it (503)."""
 
 
 def feast_snippet(repo_path: Path, feature: FeatureInfo, view: ViewInfo) -> str:
@@ -102,6 +133,42 @@ def _trained_on(row: ModelVersion, ref: str) -> bool:
     return any(f"{f.view}:{f.feature}" == ref for f in row.contract.features)
 
 
+def _experiment_summary(experiment: Experiment) -> ExperimentSummary:
+    version = experiment.model_version
+    return ExperimentSummary(
+        **experiment.summary(), best_number=experiment.best_run_number,
+        model_url=model_url(experiment.feature_service, version) if version else None,
+        url=experiment_url(experiment.id))
+
+
+def _run_info(run: ExperimentRun, best_number: int | None) -> ExperimentRunInfo:
+    # The rounds run are the per-round record's length: a complete run's booster (and so
+    # its metrics' "rounds") keeps only the rounds up to its best one.
+    rounds = max((len(v) for v in run.steps.values()), default=0) or run.metrics.get("rounds")
+    return ExperimentRunInfo(
+        **run.details(), best=run.number == best_number, rounds=rounds,
+        best_iteration=run.metrics.get("best_iteration"))
+
+
+def _experiment_notes(experiment: Experiment) -> dict[str, str]:
+    """Why a section of an experiment's page is empty."""
+    notes: dict[str, str] = {}
+    running = experiment.state == ExperimentState.RUNNING.value
+    failed = experiment.state == ExperimentState.FAILED.value
+    if not experiment.runs:
+        notes["runs"] = "no run recorded yet" if running else "no run recorded"
+    if experiment.importances is None:
+        notes["importances"] = (
+            "computed when the search ends" if running
+            else "not computed: the search failed" if failed
+            else "not computed: Optuna needs at least two complete runs")
+    if experiment.model_version is None:
+        notes["model"] = ("registered from the best run when the search ends" if running
+                          else "none registered: the search failed" if failed
+                          else "none registered")
+    return notes
+
+
 class Catalog:
     """What `/catalog`, `/api/catalog` and `skewless catalog search` show."""
 
@@ -109,6 +176,9 @@ class Catalog:
         self.settings = settings
         self.watcher = RegistryWatcher(store)
         self.registry = registry
+        # Experiments are read over the registry's engine: the same database and pool.
+        self.experiment_store = (Experiments(str(registry.engine.url), engine=registry.engine)
+                                 if registry is not None else None)
         self.files = JsonFiles()
         # (name, version, sha256) → gains, or why the artefact could not be read
         self._verified: dict[tuple[str, str, str], list[tuple[str, float]] | str] = {}
@@ -139,6 +209,18 @@ class Catalog:
             cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
             notes[section] = f"metadata database unavailable: {type(cause or exc).__name__}"
             return None
+
+    def _experiments_call(self, fn: Callable[[Experiments], T]) -> T:
+        """``fn`` over the experiments' store; a failing database is a 503 naming it."""
+        if self.experiment_store is None:
+            raise CatalogUnavailable("no metadata database configured: experiments are "
+                                     "recorded there")
+        try:
+            return fn(self.experiment_store)
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            raise CatalogUnavailable(
+                f"metadata database unavailable: {type(cause or exc).__name__}") from exc
 
     # The index ---------------------------------------------------------------------------
 
@@ -334,6 +416,23 @@ class Catalog:
             raise ArtifactError(found)
         return found
 
+    def _experiment_link(self, row: ModelVersion, notes: dict[str, str]) -> ExperimentLink | None:
+        """The run ``row`` was trained from: named by its contract, else looked up."""
+        run_id = row.experiment_run_id
+        if run_id is None or self.experiment_store is None:
+            return None
+        named = row.contract.training.experiment_run if row.contract.training else None
+        if named and named.get("id") == run_id:
+            experiment, number = named["experiment"], named["number"]
+        else:
+            store = self.experiment_store
+            run = self._registry_call(lambda _: store.run(run_id), notes, "experiment")
+            if run is None:
+                return None
+            experiment, number = run.experiment_id, run.number
+        return ExperimentLink(experiment=experiment, run=run_id, number=number,
+                              url=f"{experiment_url(experiment)}#run-{run_id}")
+
     def model(self, name: str, version: str) -> ModelDetail:
         notes: dict[str, str] = {}
         try:
@@ -362,7 +461,42 @@ class Catalog:
             unregistered_features=[r for r in refs.values() if r not in snap.features],
             importance=importance,
             importance_url=(model_url(name, version) + "/importance.svg") if importance else None,
-            not_computed=notes)
+            experiment=self._experiment_link(row, notes), not_computed=notes)
+
+    # Experiments -------------------------------------------------------------------------
+
+    def experiments(self, feature_service: str | None = None) -> ExperimentIndex:
+        """Every experiment (of ``feature_service``), newest first."""
+        if feature_service is not None and "\x00" in feature_service:
+            found: list[Experiment] = []  # names no service, and PostgreSQL refuses NUL
+        else:
+            found = self._experiments_call(lambda s: s.all(feature_service, steps=False))
+        return ExperimentIndex(feature_service=feature_service,
+                               experiments=[_experiment_summary(e) for e in reversed(found)])
+
+    def experiment(self, experiment_id: int) -> ExperimentDetail:
+        """One experiment: its facts, its runs side by side, Optuna's importances."""
+        if not 1 <= experiment_id <= MAX_ID:
+            raise CatalogNotFound(f"no experiment {experiment_id}")
+        try:
+            found = self._experiments_call(lambda s: s.get(experiment_id))
+        except ExperimentNotFound as exc:
+            raise CatalogNotFound(str(exc)) from exc
+        space = list((found.search or {}).get("space", {}))
+        importances = found.importances
+        return ExperimentDetail(
+            experiment=_experiment_summary(found), search=found.search,
+            dataset=DatasetInfo(uri=found.dataset_uri, sha256=found.dataset_sha256,
+                                rows=found.dataset_rows),
+            windows=found.windows, git_commit=found.git_commit, libraries=found.libraries,
+            created_by=found.created_by, holdout=found.holdout, error=found.error,
+            parameters=list(dict.fromkeys([*space, *(p for r in found.runs for p in r.params)])),
+            runs=[_run_info(r, found.best_run_number) for r in found.runs],
+            importances=sorted(
+                (ParameterImportance(parameter=p, importance=float(v))
+                 for p, v in importances.items()),
+                key=lambda i: -i.importance) if importances is not None else None,
+            not_computed=_experiment_notes(found))
 
 
 def age_text(seconds: float | None) -> str:
@@ -380,3 +514,10 @@ def age_text(seconds: float | None) -> str:
 
 def since_text(moment: datetime | None, now: datetime) -> str:
     return "unknown" if moment is None else age_text((now - moment).total_seconds()) + " ago"
+
+
+def param_text(value: Any) -> str:
+    """A searched parameter as a table shows it: floats to four significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)

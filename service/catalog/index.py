@@ -56,6 +56,10 @@ def model_url(name: str, version: str) -> str:
     return f"/catalog/models/{quote(name, safe='')}/versions/{quote(version, safe='')}"
 
 
+def experiment_url(experiment_id: int) -> str:
+    return f"/catalog/experiments/{experiment_id}"
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None

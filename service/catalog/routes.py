@@ -11,23 +11,36 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import BaseModel
 
-from service.catalog.catalog import Catalog, CatalogNotFound, age_text, since_text
-from service.catalog.charts import bar_chart, histogram_chart
+from service.catalog.catalog import (
+    MAX_ID,
+    Catalog,
+    CatalogNotFound,
+    CatalogUnavailable,
+    age_text,
+    param_text,
+    since_text,
+)
+from service.catalog.charts import bar_chart, histogram_chart, rounds_chart, trials_chart
 from service.catalog.schemas import (
     CatalogIndex,
     EntityDetail,
+    ExperimentDetail,
+    ExperimentIndex,
     FeatureDetail,
     ModelDetail,
     ServiceDetail,
     ViewDetail,
 )
+from skewless.errors import SkewlessError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text)
+TEMPLATES.env.globals.update(age_text=age_text, since_text=since_text, param_text=param_text)
 SVG = "image/svg+xml"
 
 
@@ -35,8 +48,15 @@ class NotFoundDetail(BaseModel):
     detail: str
 
 
+class UnavailableDetail(BaseModel):
+    detail: str
+
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": NotFoundDetail, "description": "Not found; detail names what"}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": UnavailableDetail,
+          "description": "The metadata database is unavailable; detail names it (retry later)"}}
 
 
 def catalog_of(request: Request) -> Catalog:
@@ -49,6 +69,9 @@ SearchText = Annotated[str, Query(max_length=200, description="words that must a
 TagFilter = Annotated[str | None, Query(max_length=200, description="key or key=value")]
 OwnerFilter = Annotated[str | None, Query(max_length=200)]
 EntityFilter = Annotated[str | None, Query(max_length=200)]
+ServiceFilter = Annotated[str | None, Query(max_length=200, description="a feature service's "
+                                            "name: its experiments only")]
+ExperimentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an experiment's id")]
 
 api = APIRouter(prefix="/api/catalog", tags=["catalog"])
 pages = APIRouter(prefix="/catalog", include_in_schema=False)
@@ -94,6 +117,22 @@ def read_feature_service(name: str, catalog: CatalogDep) -> ServiceDetail:
 def read_model_version(name: str, version: str, catalog: CatalogDep) -> ModelDetail:
     """A registered model version: its features and their global importance (gain)."""
     return catalog.model(name, version)
+
+
+@api.get("/experiments", response_model=ExperimentIndex, responses=UNAVAILABLE)
+def read_experiments(catalog: CatalogDep,
+                     feature_service: ServiceFilter = None) -> ExperimentIndex:
+    """Hyperparameter searches (`skewless experiment`), newest first: runs by state, the best
+    run and the model version registered from it."""
+    return catalog.experiments(_blank(feature_service))
+
+
+@api.get("/experiments/{experiment_id}", response_model=ExperimentDetail,
+         responses={**NOT_FOUND, **UNAVAILABLE})
+def read_experiment(experiment_id: ExperimentId, catalog: CatalogDep) -> ExperimentDetail:
+    """One search: its data set, code and settings, every run with its parameters and metric
+    per round, Optuna's parameter importances, the registered model's holdout metrics."""
+    return catalog.experiment(experiment_id)
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -163,12 +202,58 @@ def show_importance(name: str, version: str, catalog: CatalogDep) -> Response:
                     media_type=SVG)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    """404 naming what was not found: JSON under /api, a page elsewhere."""
+@pages.get("/experiments", response_class=HTMLResponse)
+def show_experiments(request: Request, catalog: CatalogDep,
+                     feature_service: ServiceFilter = None) -> HTMLResponse:
+    index = catalog.experiments(_blank(feature_service))
+    return _page(request, "experiments.html", d=index, title="Experiments")
+
+
+def _experiment_id(text: str) -> int:
+    """A page's id: anything but a stored id's digits names no experiment (404, not 422)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ID))):
+        raise CatalogNotFound(f"no experiment {text!r}")
+    return int(text)  # out of range: the catalog's 404
+
+
+def _inline(svg: str) -> Markup:
+    """A chart in the page itself (one query, nothing fetched); its template escaped every
+    text it holds."""
+    return Markup(svg)
+
+
+@pages.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+def show_experiment(experiment_id: str, request: Request, catalog: CatalogDep) -> HTMLResponse:
+    d = catalog.experiment(_experiment_id(experiment_id))
+    e = d.experiment
+    # The per-round values are LightGBM's name of the metric (auc for roc_auc).
+    lightgbm = str((d.search.get("metric") or {}).get("lightgbm")
+                   or next((k for r in d.runs for k in r.steps), e.metric))
+    trials = rounds = importance = None
+    if d.runs:
+        trials = _inline(trials_chart(d.runs, e.metric, f"Validation {e.metric} per trial"))
+    if any(r.steps.get(lightgbm) for r in d.runs):
+        rounds = _inline(rounds_chart(d.runs, lightgbm,
+                                      f"Validation {lightgbm} per boosting round, each run"))
+    if d.importances:
+        importance = _inline(bar_chart(
+            [(i.parameter, i.importance) for i in d.importances],
+            "Parameter importances (Optuna, fANOVA)", "importance"))
+    return _page(request, "experiment.html", d=d, title=f"Experiment {e.id}: {e.name}",
+                 trials_svg=trials, rounds_svg=rounds, importance_svg=importance,
+                 lightgbm_metric=lightgbm)
+
+
+async def catalog_error(request: Request, exc: Exception) -> Response:
+    """404 naming what was not found, 503 naming the database: JSON under /api, a page
+    elsewhere."""
+    assert isinstance(exc, SkewlessError) and exc.status_code is not None
+    status, headers = exc.status_code, exc.headers()
     if request.url.path.startswith("/catalog") and not request.url.path.endswith(".svg"):
         return TEMPLATES.TemplateResponse(request, "error.html", {
-            "title": "Not found", "detail": str(exc), "now": datetime.now(UTC)}, status_code=404)
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+            "title": "Not found" if status == 404 else "Unavailable", "detail": str(exc),
+            "now": datetime.now(UTC)}, status_code=status, headers=headers)
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def install_catalog(app: Any, catalog: Catalog) -> None:
@@ -176,4 +261,5 @@ def install_catalog(app: Any, catalog: Catalog) -> None:
     app.state.catalog = catalog
     app.include_router(api)
     app.include_router(pages)
-    app.add_exception_handler(CatalogNotFound, not_found)
+    app.add_exception_handler(CatalogNotFound, catalog_error)
+    app.add_exception_handler(CatalogUnavailable, catalog_error)

@@ -240,6 +240,15 @@ class Importance(BaseModel):
     share: float
 
 
+class ExperimentLink(BaseModel):
+    """The experiment run a model version was trained from."""
+
+    experiment: int
+    run: int
+    number: int = Field(description="the run's trial number within its experiment")
+    url: str
+
+
 class ModelDetail(BaseModel):
     model: ModelRef
     fingerprint: str
@@ -253,4 +262,85 @@ class ModelDetail(BaseModel):
         description="inputs of the model that the Feast registry no longer holds")
     importance: list[Importance] | None
     importance_url: str | None
+    experiment: ExperimentLink | None = Field(
+        description="the experiment run it was trained from, when it came from a search")
     not_computed: dict[str, str]
+
+
+class RunCounts(BaseModel):
+    complete: int
+    pruned: int
+    failed: int
+
+
+class ExperimentSummary(BaseModel):
+    id: int
+    name: str
+    feature_service: str
+    state: str = Field(description="running, complete (best run registered) or failed")
+    metric: str = Field(description="maximised on the validation window")
+    seed: int
+    trials: int = Field(description="trials asked for")
+    runs: RunCounts = Field(description="runs recorded, by state")
+    best_run: int | None = Field(description="the best run's id")
+    best_number: int | None = Field(description="the best run's trial number")
+    best_value: float | None
+    model_version: str | None = Field(description="registered from the best run")
+    model_url: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    url: str
+
+
+class ExperimentIndex(BaseModel):
+    feature_service: str | None = Field(description="the filter, when one was given")
+    experiments: list[ExperimentSummary] = Field(description="newest first")
+
+
+class ExperimentRunInfo(BaseModel):
+    id: int
+    number: int = Field(description="the trial's number within the search")
+    state: str = Field(description="complete, pruned or failed")
+    best: bool
+    value: float | None = Field(
+        description="the validation metric: at the best round, or at the last round judged "
+                    "for a pruned run")
+    params: dict[str, Any] = Field(description="the searched parameters")
+    rounds: int | None = Field(description="boosting rounds run, early stopping's included")
+    best_iteration: int | None = Field(description="the round the value was taken at")
+    metrics: dict[str, Any]
+    steps: dict[str, list[float | None]] = Field(
+        description="LightGBM's validation metric per boosting round")
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    error: str | None
+
+
+class ParameterImportance(BaseModel):
+    parameter: str
+    importance: float = Field(description="Optuna's (fANOVA), the parameters' sum is 1")
+
+
+class DatasetInfo(BaseModel):
+    uri: str
+    sha256: str
+    rows: int
+
+
+class ExperimentDetail(BaseModel):
+    experiment: ExperimentSummary
+    search: dict[str, Any] = Field(description="sampler, pruner, search space, fixed parameters")
+    dataset: DatasetInfo
+    windows: dict[str, Any]
+    git_commit: str | None
+    libraries: dict[str, Any]
+    created_by: str
+    holdout: dict[str, Any] | None = Field(
+        description="the registered model's holdout metrics")
+    error: str | None
+    parameters: list[str] = Field(description="the searched parameters, in the space's order")
+    runs: list[ExperimentRunInfo] = Field(description="by trial number")
+    importances: list[ParameterImportance] | None = Field(description="largest first")
+    not_computed: dict[str, str] = Field(
+        description="sections without data yet, and why")

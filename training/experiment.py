@@ -84,7 +84,7 @@ SEARCH_SPACE: dict[str, Dimension] = {
 }
 
 
-def search_settings(seed: int, metric: str) -> dict[str, Any]:
+def search_settings(seed: int, metric: str, space: dict[str, Dimension]) -> dict[str, Any]:
     """What the experiment records of how it searched."""
     return {
         "sampler": {"name": "TPESampler", "seed": seed},
@@ -92,8 +92,8 @@ def search_settings(seed: int, metric: str) -> dict[str, Any]:
                    "n_warmup_steps": PRUNER_WARMUP_ROUNDS},
         "metric": {"name": metric, "lightgbm": LIGHTGBM_METRIC[metric], "window": VALIDATION,
                    "direction": "maximize"},
-        "space": {name: d.to_json() for name, d in SEARCH_SPACE.items()},
-        "fixed": {k: v for k, v in PARAMS.items() if k not in SEARCH_SPACE},
+        "space": {name: d.to_json() for name, d in space.items()},
+        "fixed": {k: v for k, v in PARAMS.items() if k not in space},
         "max_rounds": MAX_ROUNDS, "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
     }
 
@@ -115,10 +115,13 @@ class _Steps:
 
 
 def search(ts: TrainingSet, split: Split, trials: int, seed: int, metric: str = "roc_auc",
-           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.Study:
-    """Optuna's study over ``SEARCH_SPACE``: ``trials`` trials, one at a time, each trained on
-    ``split.train`` and judged on ``split.validation``. A trial that raises is recorded as
-    failed (its error in the user attribute ``error``) and the search goes on."""
+           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+           space: dict[str, Dimension] | None = None) -> optuna.Study:
+    """Optuna's study over ``space`` (default ``SEARCH_SPACE``): ``trials`` trials, one at a
+    time, each trained on ``split.train`` and judged on ``split.validation``. A trial that
+    raises is recorded as failed (its error in the user attribute ``error``) and the search
+    goes on."""
+    space = space or SEARCH_SPACE
     from optuna_integration import LightGBMPruningCallback
 
     features: list[FeatureSpec] = ts.service.features
@@ -127,7 +130,7 @@ def search(ts: TrainingSet, split: Split, trials: int, seed: int, metric: str = 
     lgb_metric = LIGHTGBM_METRIC[metric]
 
     def objective(trial: optuna.Trial) -> float:
-        chosen = {name: d.suggest(trial, name) for name, d in SEARCH_SPACE.items()}
+        chosen = {name: d.suggest(trial, name) for name, d in space.items()}
         params = {**model_parameters(features, seed, chosen), "metric": lgb_metric}
         steps = _Steps(lgb_metric)
         train_set, valid_set = matrices.datasets()  # binned for this trial, as train_model does
@@ -147,7 +150,8 @@ def search(ts: TrainingSet, split: Split, trials: int, seed: int, metric: str = 
             raise
         trial.set_user_attr("steps", {lgb_metric: steps.values})
         trial.set_user_attr("best_iteration", booster.best_iteration)
-        trial.set_user_attr("rounds", booster.current_iteration())
+        # The rounds trained (the booster returned keeps only those up to the best one).
+        trial.set_user_attr("rounds", len(steps.values))
         value = float(booster.best_score[VALIDATION][lgb_metric])
         if not math.isfinite(value):
             raise ValueError(f"validation {metric} is {value}")
@@ -209,9 +213,11 @@ class ExperimentResult:
 
 def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: int | None = None,
                    name: str | None = None,
-                   on_run: Callable[[dict[str, Any]], None] | None = None) -> ExperimentResult:
+                   on_run: Callable[[dict[str, Any]], None] | None = None,
+                   space: dict[str, Dimension] | None = None) -> ExperimentResult:
     """Search, record every trial, retrain the best on the training window and register it
     as a candidate naming its run."""
+    space = space or SEARCH_SPACE
     seed = settings.seed if seed is None else seed
     metric = settings.gate_metric
     ts = TrainingSet.read(dataset_path)
@@ -222,7 +228,7 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
         experiment = store.start(
             name=name or f"{ts.service.feature_service} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}",
             feature_service=ts.service.feature_service, state=ExperimentState.RUNNING.value,
-            metric=metric, seed=seed, trials=trials, search=search_settings(seed, metric),
+            metric=metric, seed=seed, trials=trials, search=search_settings(seed, metric, space),
             dataset_uri=str(dataset_path.resolve()), dataset_sha256=sha256, dataset_rows=rows,
             windows=split.windows, git_commit=git_commit(), libraries=library_versions(),
             created_by=current_user(),
@@ -236,7 +242,7 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
                 on_run({**fields, "id": recorded[trial.number].id})
 
         try:
-            study = search(ts, split, trials, seed, metric, on_trial=record)
+            study = search(ts, split, trials, seed, metric, on_trial=record, space=space)
             complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
             if not complete:
                 raise RuntimeError(f"none of the {trials} trials completed: see the runs' "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from skewless.db import upgrade
 from skewless.experiments import Experiments
 from skewless.registry import Registry
 from skewless.settings import PROJECT_ROOT
+from tests.support.experiments import QUICK_SPACE, small_training_set
 from training.dataset import TrainingSet
 from training.experiment import search
 from training.train import dataset_identity, time_split, train_model
@@ -31,10 +31,8 @@ TRIALS = 12
 
 @pytest.fixture(scope="module")
 def small_set(demo, tmp_path_factory) -> Path:
-    ts = demo.training_set
-    frame = ts.frame.sample(frac=0.1, random_state=3).sort_values(ts.timestamp_column)
-    return replace(ts, frame=frame.reset_index(drop=True)).write(
-        tmp_path_factory.mktemp("experiment") / "small.parquet")
+    return small_training_set(demo.training_set,
+                              tmp_path_factory.mktemp("experiment") / "small.parquet")
 
 
 def test_training_twice_on_the_same_data_and_seed_gives_the_same_model_text(demo, small_set,
@@ -62,7 +60,7 @@ def test_training_twice_on_the_same_data_and_seed_gives_the_same_model_text(demo
 def test_the_same_seed_searches_the_same_way_and_prunes(demo, small_set):
     ts = TrainingSet.read(small_set)
     split = time_split(ts, demo.settings.holdout_days, demo.settings.validation_days)
-    first, second = (search(ts, split, TRIALS, seed=5) for _ in range(2))
+    first, second = (search(ts, split, TRIALS, seed=5, space=QUICK_SPACE) for _ in range(2))
     states = [t.state.name for t in first.trials]
     assert states == [t.state.name for t in second.trials]
     assert "PRUNED" in states and "COMPLETE" in states, states
@@ -72,8 +70,8 @@ def test_the_same_seed_searches_the_same_way_and_prunes(demo, small_set):
     # Judged on validation only: each trial's steps are the validation metric per round.
     for trial in first.trials:
         assert trial.user_attrs["steps"]["auc"], trial.number
-    third = search(ts, split, TRIALS, seed=6)
-    assert [t.params for t in third.trials] != [t.params for t in first.trials]
+    third = search(ts, split, 3, seed=6, space=QUICK_SPACE)
+    assert [t.params for t in third.trials] != [t.params for t in first.trials[:3]]
 
 
 def test_an_experiment_records_every_trial_and_registers_its_best_run(demo, small_set,
@@ -84,7 +82,7 @@ def test_an_experiment_records_every_trial_and_registers_its_best_run(demo, smal
 
     seen: list[dict] = []
     result = run_experiment(settings, small_set, 8, seed=5, name="small search",
-                            on_run=seen.append)
+                            on_run=seen.append, space=QUICK_SPACE)
     experiment = result.experiment
     assert (experiment.state, experiment.name, len(experiment.runs)) == (
         "complete", "small search", 8)

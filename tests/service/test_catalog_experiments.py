@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
@@ -23,14 +22,13 @@ from skewless.db import upgrade
 from skewless.embedded_redis import free_port
 from skewless.experiments import Experiment, Experiments
 from skewless.registry import Registry
+from tests.support.experiments import QUICK_SPACE, small_training_set
 from training.experiment import run_experiment
 from training.train import dataset_identity
 
 pytestmark = pytest.mark.redis  # the demo world's
 
 TRIALS = 8
-# Its random first trials draw at most 74 leaves (monotone constraints make many leaves
-# slow: seed 5's first trial alone takes minutes), and its last three are pruned.
 SEED = 261
 NAME = 'small search <script>alert("x")</script>'
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -39,12 +37,10 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 @pytest.fixture(scope="module")
 def searched(demo, tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog-experiments")
-    ts = demo.training_set
-    frame = ts.frame.sample(frac=0.1, random_state=3).sort_values(ts.timestamp_column)
-    small = replace(ts, frame=frame.reset_index(drop=True)).write(root / "small.parquet")
+    small = small_training_set(demo.training_set, root / "small.parquet")
     settings = demo.settings.model_copy(update={"var_dir": root / "var"})
     upgrade(settings.resolved_database_url)
-    result = run_experiment(settings, small, TRIALS, seed=SEED, name=NAME)
+    result = run_experiment(settings, small, TRIALS, seed=SEED, name=NAME, space=QUICK_SPACE)
     searched_id = result.experiment.id
 
     with Experiments.from_settings(settings) as store:

@@ -10,10 +10,10 @@ export FEAST_USAGE := False
 SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor clean $(SUITES)
+.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment clean $(SUITES)
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 # The exact versions, with their hashes, resolved from pyproject.toml's ranges for Python 3.11
 # on x86_64 Linux by `make lock`: requirements.lock (with the dev extra) is what `make install`
@@ -84,6 +84,9 @@ bench-catalog: install ## Catalog pages with 1,000 features; statistics refresh 
 
 bench-monitor: install ## skewless monitor over 1M logged rows: wall time and peak RSS
 	$(BIN)/python bench/monitor.py
+
+bench-experiment: install ## Search trials/min at demo size and 10M; best run's AUC vs fixed and Bayes
+	$(BIN)/python bench/experiment.py $(BENCH_ARGS)
 
 clean: ## Remove generated data, models and the venv
 	rm -rf var feature_repo/data $(VENV)

@@ -301,11 +301,12 @@ def _rusage_mb() -> dict[str, float]:
     return {"self_mb": round(own, 1), "children_mb": round(children, 1)}
 
 
-def run_stage_child(name: str, args_json: str, out: str) -> int:
+def run_stage_child(name: str, args_json: str, out: str, stages: dict[str, Any] | None = None) -> int:
+    """Run one stage (of ``stages``, default this file's) and write its result to ``out``."""
     os.environ["FEAST_USAGE"] = "False"
     # On the parent's SIGTERM (timeout) unwind normally, so redis_for stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = STAGES[name](json.loads(args_json))
+    result = (stages or STAGES)[name](json.loads(args_json))
     result.setdefault("rusage", _rusage_mb())
     Path(out).write_text(json.dumps(result, default=str))
     return 0
@@ -382,7 +383,10 @@ def _stop_group(popen: subprocess.Popen) -> None:
 
 
 def run_stage(name: str, label: str, args: dict[str, Any], work: Path,
-              timeout: float | None = None, memory_limit_mb: float | None = None) -> dict[str, Any]:
+              timeout: float | None = None, memory_limit_mb: float | None = None,
+              script: Path | None = None) -> dict[str, Any]:
+    """Run stage ``name`` as ``script _stage …`` (default this file) in a child process of its
+    own session: its result, wall seconds and peak RSS, or how and where it was stopped."""
     import psutil
 
     slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
@@ -390,7 +394,8 @@ def run_stage(name: str, label: str, args: dict[str, Any], work: Path,
     args = {**args, "progress": str(progress)}
     env = {**os.environ, "FEAST_USAGE": "False"}
     env.pop("SKEWLESS_REDIS", None)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_stage", name, json.dumps(args), str(out)]
+    cmd = [sys.executable, str(script or Path(__file__).resolve()), "_stage", name, json.dumps(args),
+           str(out)]
     started = time.perf_counter()
     with log.open("w") as log_file:
         popen = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,

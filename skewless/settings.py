@@ -259,6 +259,22 @@ class Settings(BaseSettings):
         description="a retraining's training set: Feast point-in-time retrieval, or the "
         "served-feature logs joined with their labels")
 
+    # MLflow, for teams that track their runs there (the `mlflow` extra).
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (http(s)://host:port, databricks, or a database "
+        "such as sqlite:///path/mlflow.db); when set, `skewless experiment` also logs its "
+        "runs there (needs pip install 'skewless[mlflow]'); unset, "
+        "MLflow is never imported")
+    mlflow_experiment: str = Field(
+        "{feature_service}", min_length=1, description="the MLflow experiment runs are logged "
+        "to; {feature_service} is replaced by the model's feature service (a workspace path on "
+        "Databricks, e.g. /Shared/skewless/{feature_service}); created when missing")
+    mlflow_artifact_location: str | None = Field(
+        None, description="where an MLflow experiment that Skewless creates keeps its "
+        "artefacts (a directory or a URI such as s3://bucket/path); default: the tracking "
+        "server's artifact root (./mlruns of the working directory for a database URI); an "
+        "existing experiment keeps its own")
+
     @classmethod
     def settings_customise_sources(
         cls,

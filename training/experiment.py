@@ -11,6 +11,9 @@ model) and registered as a candidate that names its run.
 The same training set, seed and trial count give the same trials, the same pruning and the
 same best parameters: the sampler is seeded, LightGBM is deterministic with a fixed thread
 count, and trials run one at a time.
+
+With ``SKEWLESS_MLFLOW_TRACKING_URI`` set, the experiment and each run are also logged to
+MLflow as they are recorded (``training.mlflow_export``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from skewless.experiments import Experiment, ExperimentRun, Experiments, Experim
 from skewless.registry import Registry, current_user
 from skewless.settings import Settings
 from training.dataset import TrainingSet
+from training.mlflow_export import Export, mlflow_exporter
 from training.train import (
     EARLY_STOPPING_ROUNDS,
     MAX_ROUNDS,
@@ -209,6 +213,7 @@ class ExperimentResult:
     best: ExperimentRun
     model: TrainResult
     seconds: float
+    mlflow: Export  # where the runs were also logged (nothing without the setting)
 
 
 def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: int | None = None,
@@ -223,6 +228,7 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
     ts = TrainingSet.read(dataset_path)
     split = time_split(ts, settings.holdout_days, settings.validation_days)
     sha256, rows = dataset_identity(dataset_path)
+    exporter = mlflow_exporter(settings, ts.service.feature_service)  # reached before the search
     started = time.perf_counter()
     with Experiments.from_settings(settings) as store, Registry.from_settings(settings) as registry:
         experiment = store.start(
@@ -233,11 +239,13 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
             windows=split.windows, git_commit=git_commit(), libraries=library_versions(),
             created_by=current_user(),
         )
+        exporter.start(experiment)
         recorded: dict[int, ExperimentRun] = {}
 
         def record(study: optuna.Study, trial: FrozenTrial) -> None:
             fields = run_fields(trial)
             recorded[trial.number] = store.record_run(experiment.id, **fields)
+            exporter.log_run(recorded[trial.number])
             if on_run is not None:
                 on_run({**fields, "id": recorded[trial.number].id})
 
@@ -264,6 +272,8 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
         except BaseException as exc:
             store.finish(experiment.id, state=ExperimentState.FAILED.value,
                          error=f"{type(exc).__name__}: {exc}"[:2000])
+            exporter.fail(f"{type(exc).__name__}: {exc}")
             raise
-        return ExperimentResult(store.get(experiment.id), best, model,
-                                time.perf_counter() - started)
+        finished = store.get(experiment.id)
+        exporter.finish(finished, model)
+        return ExperimentResult(finished, best, model, time.perf_counter() - started, exporter)

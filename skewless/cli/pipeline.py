@@ -4,11 +4,14 @@ backfill scores."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from skewless.cli.common import console, load_settings, open_registry, parse_time
+
+if TYPE_CHECKING:
+    from training.mlflow_export import Export
 
 app = typer.Typer()
 
@@ -161,6 +164,16 @@ def train(
                   f"{row.version})", soft_wrap=True)
 
 
+def _print_mlflow(exporter: Export) -> None:
+    from rich.markup import escape
+
+    described = exporter.describe()
+    if described is not None:
+        colour = "yellow" if exporter.error else "green"
+        console.print(f"[{colour}]mlflow[/]: {escape(described)}", soft_wrap=True,
+                      highlight=False)
+
+
 @app.command()
 def experiment(
     dataset: Annotated[Path, typer.Option(help="A training set written by `skewless dataset`.")],
@@ -192,6 +205,7 @@ def experiment(
         f"{found.model_version}: holdout ROC AUC {m.roc_auc:.4f}, registered as a candidate "
         f"(compare: skewless runs show {best.id}; promote: skewless models promote "
         f"{result.model.contract.feature_service} {found.model_version})", soft_wrap=True)
+    _print_mlflow(result.mlflow)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from skewless.errors import InvalidInput
 from skewless.experiments import Experiments
 from skewless.registry import Registry
 from skewless.settings import PROJECT_ROOT, Settings
+from tests.support.experiments import QUICK_SPACE
 from training.experiment import run_experiment
 from training.mlflow_export import MlflowExport, MlflowUnavailable, redacted
 
@@ -80,7 +81,7 @@ def ms(moment) -> int:
 
 
 def test_an_experiment_is_mirrored_in_mlflow_run_by_run(settings, small_set, tmp_path):
-    result = run_experiment(settings, small_set, TRIALS, seed=5, name="mirrored")
+    result = run_experiment(settings, small_set, TRIALS, seed=5, space=QUICK_SPACE, name="mirrored")
     experiment = result.experiment
     assert result.mlflow.error is None
 
@@ -168,7 +169,7 @@ def test_mlflow_failing_mid_search_costs_no_skewless_record(settings, small_set,
             client.delete_experiment(mlflow_experiment_of(client, settings).experiment_id)
 
     with caplog.at_level(logging.WARNING, logger="training.mlflow_export"):
-        result = run_experiment(settings, small_set, 2, seed=5, on_run=delete_after_first)
+        result = run_experiment(settings, small_set, 2, seed=5, space=QUICK_SPACE, on_run=delete_after_first)
     assert result.experiment.state == "complete" and len(result.experiment.runs) == 2
     assert result.experiment.model_version is not None
     with Experiments.from_settings(settings) as store:
@@ -191,7 +192,7 @@ def test_a_search_that_stops_leaves_its_parent_run_failed(settings, small_set):
         raise RuntimeError("stopped after the first trial")
 
     with pytest.raises(RuntimeError, match="stopped after the first trial"):
-        run_experiment(settings, small_set, 3, seed=5, on_run=stop)
+        run_experiment(settings, small_set, 3, seed=5, space=QUICK_SPACE, on_run=stop)
     with Experiments.from_settings(settings) as store:
         (experiment,) = store.all()
     assert (experiment.state, len(experiment.runs)) == ("failed", 1)
@@ -213,7 +214,7 @@ def test_an_unreachable_mlflow_stops_the_experiment_before_it_starts(settings, s
     settings = settings.model_copy(update={
         "mlflow_tracking_uri": f"http://team:s3cret@127.0.0.1:{port}"})
     with pytest.raises(MlflowUnavailable) as raised:
-        run_experiment(settings, small_set, 3, seed=5)
+        run_experiment(settings, small_set, 3, seed=5, space=QUICK_SPACE)
     message = str(raised.value)
     assert f"http://team:***@127.0.0.1:{port}" in message and "s3cret" not in message
     assert "nothing was started" in message and raised.value.__cause__ is None

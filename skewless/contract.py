@@ -209,7 +209,7 @@ class FeatureContract(_Document):
 
 
 class Evaluation(_Document):
-    """Metrics of scores against labels (``training.evaluate.evaluate_scores``); a model
+    """Metrics of scores against labels (``training.evaluation.metrics.evaluate_scores``); a model
     trained elsewhere may bring only its ROC AUC."""
 
     rows: int | None = None

@@ -2,7 +2,7 @@
 
 A promotion passes the gate when the candidate's metric on a point-in-time holdout is at
 least production's minus a margin. Deciding needs the training side (a holdout built through
-Feast, the models scored on it): that is ``training.gate``. Asking needs only what is here —
+Feast, the models scored on it): that is ``training.evaluation.gate``. Asking needs only what is here —
 the decision with its evidence, the refusal, and the signature of the function that promotes —
 so the service takes a promoter from whoever builds it and never imports training/.
 """

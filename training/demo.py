@@ -27,7 +27,7 @@ def run_demo(
     from skewless.gate import PromotionRefused
     from skewless.registry import Registry, current_user
     from training.dataset import TrainingSet, write_training_set
-    from training.gate import promote
+    from training.evaluation.gate import promote
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
     from training.stats import refresh_stats
@@ -134,7 +134,7 @@ def _promote_best(settings: Settings, searched: Any) -> str:
     now in production; what happened, in a line."""
     from skewless.gate import PromotionRefused
     from skewless.registry import Registry, current_user
-    from training.gate import promote
+    from training.evaluation.gate import promote
 
     experiment, model = searched.experiment, searched.model
     line = (f"{experiment.id}: {len(experiment.runs)} runs, best run {searched.best.id} "

@@ -67,7 +67,7 @@ from skewless.reports.monitor import (
 from skewless.reports.monitor import Window as ReportWindow
 from skewless.settings import Settings
 from training.backfill import accepts
-from training.evaluate import bin_shares, calibration_table
+from training.evaluation.metrics import bin_shares, calibration_table
 from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
 
 ACTOR = "skewless monitor"
@@ -598,7 +598,7 @@ def retrain(settings: Settings, report: MonitorReport, now: datetime | None = No
     from skewless.gate import PromotionRefused
     from skewless.registry import Registry
     from training.dataset import TrainingSet, write_from_logs, write_training_set
-    from training.gate import promote
+    from training.evaluation.gate import promote
     from training.train import train_model
 
     now = now or datetime.now(UTC)

@@ -28,7 +28,7 @@ from skewless.contract import (
 from skewless.errors import InvalidInput
 from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
-from training.evaluate import baseline_sample, baseline_statistics, evaluate_scores
+from training.evaluation.metrics import baseline_sample, baseline_statistics, evaluate_scores
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",

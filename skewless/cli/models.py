@@ -117,7 +117,7 @@ def models_promote(
 
     from skewless.gate import PromotionRefused
     from skewless.registry import current_user
-    from training.gate import promote
+    from training.evaluation.gate import promote
 
     settings = load_settings()
     try:

@@ -24,7 +24,7 @@ def serve(
     from service.app import create_app
     from service.http_server import run_server
     from skewless.embedded_redis import redis_for
-    from training.gate import promote
+    from training.evaluation.gate import promote
 
     settings = load_settings()
     # uvicorn drains requests on SIGTERM/SIGINT and then re-raises the signal; turning it into

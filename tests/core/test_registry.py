@@ -25,7 +25,7 @@ from skewless.registry import Conflict, Registry, RegistryError
 from tests.support.artifacts import write_artifact
 from tests.support.postgres import PostgresCluster
 from training.dataset import TrainingSet
-from training.gate import promote
+from training.evaluation.gate import promote
 from training.train import train_model
 
 TABLES = {"model_versions", "stage_transitions", "audit_events", "experiments", "experiment_runs"}

@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 from service.app import create_app, serve_in_thread
 from skewless.embedded_redis import free_port
 from skewless.settings import Settings
-from training.gate import promote
+from training.evaluation.gate import promote
 
 ROW = {"card_id": 1, "merchant_id": 2, "amount": 12.5, "channel": "pos", "local_hour": 14}
 

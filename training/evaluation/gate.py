@@ -37,7 +37,7 @@ from training.dataset import (
     latest_labelled_event,
     open_store,
 )
-from training.evaluate import evaluate_scores
+from training.evaluation.metrics import evaluate_scores
 from training.train import to_matrix
 
 

@@ -1,0 +1,1 @@
+"""Model evaluation and selection: holdout metrics, the acceptance gate and its evidence."""

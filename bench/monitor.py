@@ -93,7 +93,7 @@ def read_columns(fx: Any) -> list[str]:
     with Registry.from_settings(settings) as registry:
         contracts = [r.contract for r in registry.versions(settings.feature_service)]
     columns = [LOG_TIMESTAMP, REQUEST_ID, settings.event_id_column, "model_version", "score",
-               *(Subgroup.parse(s).column for s in settings.monitor_subgroups)]
+               *(Subgroup.parse(s).column for s in settings.slices)]
     for contract in contracts:
         for f in contract.features:
             columns += [f.name, f"{f.name}__status"]

@@ -209,6 +209,47 @@ class Settings(BaseSettings):
                              description="metric of the acceptance gate (higher is better)")
     gate_margin: float = Field(
         0.005, ge=0, description="a candidate may score this much below production and pass")
+    gate_first_floor: float = Field(
+        0.7, ge=0, le=1, description="a first version (no production yet) needs at least "
+        "this holdout metric")
+    gate_baseline_margin: float = Field(
+        0.01, ge=0, description="a candidate must beat the best baseline's holdout metric by "
+        "this much")
+    gate_slice_margin: float = Field(
+        0.02, ge=0, description="refused when, on a slice, the 95% interval of (candidate − "
+        "production) lies wholly below −this; warned when only the point estimate does")
+    gate_slice_min_labels: int = Field(
+        200, ge=1, description="slices with fewer labelled holdout rows are not judged")
+    gate_min_group_ratio: float = Field(
+        0.8, gt=0, le=1, description="refused when a group rate's ratio (smallest ÷ largest "
+        "group, fairlearn's) is confidently below this (its 95% interval's upper bound)")
+
+    # Model evaluation at training time (holdout slices, groups, the decision's costs).
+    slices: list[str] = Field(
+        [], description="columns to break metrics down by, in training and in the monitor: "
+        "a training-set or label-event column; `column:e1,e2` bands a numeric one at those "
+        "edges (the demo's repo sets its own in feature_repo/skewless.env)")
+    inclusion_groups: list[str] = Field(
+        [], description="label-event columns (not model features) whose groups' selection, "
+        "true and false positive rates are compared (fairlearn)")
+    evaluation_bootstrap: int = Field(
+        200, ge=20, le=10_000, description="bootstrap resamples of every interval")
+    decision_amount_column: str | None = Field(
+        None, description="label-event column holding what a missed positive costs (a "
+        "transaction's amount); the decision threshold minimises the expected cost")
+    decision_missed_cost: float | None = Field(
+        None, ge=0, description="what a missed positive costs when there is no amount column")
+    decision_review_fee: float = Field(
+        1.0, ge=0, description="what every flagged event costs (a review)")
+
+    # `skewless backtest`: how fast a model goes stale.
+    backtest_cutoffs: int = Field(4, ge=2, le=20, description="past cut-offs trained at")
+    backtest_step_days: float = Field(7.0, gt=0, description="days between two cut-offs")
+    backtest_horizon_days: float = Field(
+        14.0, gt=0, description="days after a cut-off each model is evaluated on")
+    staleness_margin: float = Field(
+        0.01, ge=0, description="the maximum useful age is the first age whose metric falls "
+        "below the fresh model's by this much")
 
     # The feature catalog (`/catalog`, `skewless catalog`).
     catalog_serving_days: float = Field(
@@ -240,11 +281,6 @@ class Settings(BaseSettings):
         200, ge=1, description="a performance cell with fewer labelled predictions is shown "
         "as too small, not as a number")
     monitor_min_positives: int = Field(10, ge=1, description="… or with fewer positives")
-    monitor_subgroups: list[str] = Field(
-        ["channel", "merchant_stats__merchant_category", "card_profile__card_type",
-         "card_activity__txn_count_28d:20,60"],
-        description="logged columns to break performance down by; `column:e1,e2` bands a "
-        "numeric column at those edges")
     retrain_top_features: int = Field(
         5, ge=0, description="retrain when any of the model's this many most important "
         "features (by gain) drifted")

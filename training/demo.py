@@ -28,6 +28,7 @@ def run_demo(
     from skewless.registry import Registry, current_user
     from training.dataset import TrainingSet, write_training_set
     from training.evaluation.gate import promote
+    from training.evaluation.plan import EvaluationPlan
     from training.generate import DEFAULT_CARDS, GenerateConfig, generate, write_generated
     from training.pipeline import PipelinePaths, build_feature_tables
     from training.stats import refresh_stats
@@ -82,7 +83,7 @@ def run_demo(
         result = step("train LightGBM", lambda: train_model(
             ts, settings.model_dir, settings.holdout_days, settings.validation_days,
             seed=settings.seed, truth_path=settings.resolved_truth_path,
-            dataset_path=dataset_path))
+            dataset_path=dataset_path, evaluation=EvaluationPlan.from_settings(settings)))
         registry = Registry.from_settings(settings)
         row = registry.register(result.directory)
         try:

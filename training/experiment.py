@@ -35,6 +35,7 @@ from skewless.experiments import Experiment, ExperimentRun, Experiments, Experim
 from skewless.registry import Registry, current_user
 from skewless.settings import Settings
 from training.dataset import TrainingSet
+from training.evaluation.plan import EvaluationPlan
 from training.mlflow_export import Export, mlflow_exporter
 from training.train import (
     EARLY_STOPPING_ROUNDS,
@@ -262,6 +263,7 @@ def run_experiment(settings: Settings, dataset_path: Path, trials: int, seed: in
                 params=dict(study.best_trial.params),
                 experiment_run={"id": best.id, "experiment": experiment.id,
                                 "number": best.number},
+                evaluation=EvaluationPlan.from_settings(settings),
             )
             row = registry.register(model.directory, reason=f"best run {best.id} of "
                                     f"experiment {experiment.id}")

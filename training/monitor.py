@@ -524,7 +524,7 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
     from skewless.contract import logging_destination
     from training.dataset import open_store
 
-    subgroups = [Subgroup.parse(s) for s in settings.monitor_subgroups]
+    subgroups = [Subgroup.parse(s) for s in settings.slices]
     if log_dir is None:
         store = store or open_store(settings)
         log_dir = logging_destination(store, settings.feature_service, settings.feature_log_dir)
@@ -599,6 +599,7 @@ def retrain(settings: Settings, report: MonitorReport, now: datetime | None = No
     from skewless.registry import Registry
     from training.dataset import TrainingSet, write_from_logs, write_training_set
     from training.evaluation.gate import promote
+    from training.evaluation.plan import EvaluationPlan
     from training.train import train_model
 
     now = now or datetime.now(UTC)
@@ -613,7 +614,7 @@ def retrain(settings: Settings, report: MonitorReport, now: datetime | None = No
     ts = TrainingSet.read(path)
     result = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
                          seed=settings.seed, truth_path=settings.resolved_truth_path,
-                         dataset_path=path)
+                         dataset_path=path, evaluation=EvaluationPlan.from_settings(settings))
     why = "monitor: " + "; ".join(reasons)
     record: dict[str, Any] = {
         "reasons": reasons, "source": settings.retrain_source, "dataset": str(path),

@@ -29,6 +29,7 @@ from skewless.errors import InvalidInput
 from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
 from training.evaluation.metrics import baseline_sample, baseline_statistics, evaluate_scores
+from training.evaluation.plan import EvaluationPlan
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -210,12 +211,15 @@ def train_model(
     dataset_path: Path | None = None,
     params: dict[str, Any] | None = None,
     experiment_run: dict[str, int] | None = None,
+    evaluation: EvaluationPlan | None = None,
 ) -> TrainResult:
     """Fit, early-stop on validation, evaluate on the holdout, save model + contract.
 
     ``params`` overrides the fixed parameters (a search's best run's, named by
-    ``experiment_run``). The same training set, seed and parameters give the same model
-    text, byte for byte (LightGBM runs deterministic, its thread count fixed).
+    ``experiment_run``). ``evaluation`` says what is evaluated beside the holdout's overall
+    metrics (slices, groups, the decision's costs); without it, only those. The same training
+    set, seed and parameters give the same model text, byte for byte (LightGBM runs
+    deterministic, its thread count fixed).
     """
     features = ts.service.features
     split = time_split(ts, holdout_days, validation_days)
@@ -238,6 +242,7 @@ def train_model(
         if joined.iloc[:, 1].notna().all():
             bayes = joined.iloc[:, 1].to_numpy()
     metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
+    evaluation = evaluation or EvaluationPlan()
     contract = ModelContract(
         **ts.service.to_json(),
         categories=categories,

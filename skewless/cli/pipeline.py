@@ -141,6 +141,7 @@ def train(
 ) -> None:
     """Train LightGBM with a time split; save model.txt, its sha256 and the contract."""
     from training.dataset import TrainingSet
+    from training.evaluation.plan import EvaluationPlan
     from training.train import train_model
 
     settings = load_settings()
@@ -153,6 +154,7 @@ def train(
             training_set, settings.model_dir, settings.holdout_days,
             settings.validation_days, seed=settings.seed,
             truth_path=settings.resolved_truth_path, dataset_path=dataset,
+            evaluation=EvaluationPlan.from_settings(settings),
         )
         row = registry.register(result.directory)
     m = result.holdout

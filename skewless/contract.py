@@ -224,8 +224,62 @@ class Evaluation(_Document):
     auc_to_bayes: float | None = None
 
 
+class SliceCell(_Document):
+    """ROC AUC of the holdout rows in one cell of a slice (``column`` = value), with its
+    bootstrap interval; a cell with one class has a ``status`` and no AUC."""
+
+    column: str
+    value: str
+    rows: int
+    positives: int
+    roc_auc: float | None = None
+    low: float | None = None
+    high: float | None = None
+    status: str = "ok"
+
+
+class Slices(_Document):
+    """The holdout's ROC AUC overall and per slice cell, each with a bootstrap interval."""
+
+    overall: SliceCell
+    cells: list[SliceCell] = Field(default_factory=list)
+    bootstrap: int
+    level: float = 0.95
+
+
+class InclusionRate(_Document):
+    """One group's rate at the decision threshold, with its bootstrap interval."""
+
+    rows: int
+    positives: int
+    rate: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+class InclusionGroup(_Document):
+    """One group column: per rate (``selection_rate``, ``true_positive_rate``,
+    ``false_positive_rate``), each group's value, and the smallest ÷ largest group ratio
+    with its bootstrap interval ``[low, high]``."""
+
+    rates: dict[str, dict[str, InclusionRate]]
+    ratios: dict[str, float | None]
+    ratio_intervals: dict[str, list[float | None]]
+
+
+class Inclusion(_Document):
+    """The inclusion groups' rates on the holdout at ``threshold`` (fairlearn)."""
+
+    threshold: float
+    bootstrap: int
+    level: float = 0.95
+    groups: dict[str, InclusionGroup] = Field(default_factory=dict)
+
+
 class ContractMetrics(_Document):
     holdout: Evaluation
+    slices: Slices | None = None
+    inclusion: Inclusion | None = None
 
 
 class TrainingInfo(_Document):

@@ -34,6 +34,10 @@ CATEGORY_RISK = np.array([-0.6, -0.4, -0.3, -0.5, 0.0, 0.7, 0.6, 0.4])
 CHANNELS = np.array(["pos", "online", "atm"])
 CARD_TYPES = np.array(["debit", "credit", "prepaid"])
 DRIFT_CATEGORIES = ("electronics", "online_services")
+# The card-holder's age band: a label-event column for inclusion checks, never a feature.
+AGE_BANDS = np.array(["18-29", "30-49", "50-64", "65+"])
+AGE_SHARE = np.array([0.2, 0.36, 0.27, 0.17])
+DISPARATE_BAND = 0  # "18-29": the band whose habits `disparity` changes
 
 DEFAULT_CARDS = 2_000
 DEFAULT_DAYS = 60
@@ -51,6 +55,10 @@ class GenerateConfig:
     end: datetime | None = None
     drift_day: int | None = None
     holdout_days: float = 7.0
+    # How much the youngest band's habits differ (0: not at all): wider amount swings and
+    # more online payments. Fraud stays the same function of the transaction, so a model
+    # flags that band more often without its labels being drawn differently.
+    disparity: float = 0.0
 
     @property
     def merchant_count(self) -> int:
@@ -107,6 +115,10 @@ def generate(config: GenerateConfig) -> GeneratedData:
     card_mu = rng.normal(3.4, 0.6, n_cards)  # log-amount habit
     card_rate = rng.gamma(2.0, MEAN_DAILY_TRANSACTIONS / 2.0, n_cards)
     card_type = CARD_TYPES[rng.choice(3, n_cards, p=[0.55, 0.4, 0.05])]
+    # A stream of its own, so the other draws stay those of the same seed without it.
+    age_idx = np.random.default_rng([config.seed, 1]).choice(len(AGE_BANDS), n_cards,
+                                                             p=AGE_SHARE)
+    disparate = age_idx == DISPARATE_BAND
     credit_limit = np.round(np.exp(rng.normal(8.0, 0.5, n_cards)), -2)
     cards = pd.DataFrame(
         {
@@ -114,6 +126,7 @@ def generate(config: GenerateConfig) -> GeneratedData:
             "issued_at": issued_at,
             "card_type": card_type,
             "credit_limit": credit_limit,
+            "age_band": AGE_BANDS[age_idx],
         }
     )
 
@@ -155,11 +168,17 @@ def generate(config: GenerateConfig) -> GeneratedData:
     merchant_idx = rng.choice(n_merchants, n, p=popularity)
     cat = category_idx[merchant_idx]
     amount_z = rng.normal(0.0, 1.0, n)
+    if config.disparity:
+        amount_z = np.where(disparate[card_idx], amount_z * (1.0 + config.disparity), amount_z)
     amount = np.exp(card_mu[card_idx] + 0.55 * amount_z) * CATEGORY_AMOUNT[cat]
     amount = np.where(drifted, amount * 1.5, amount)
     amount = np.maximum(np.round(amount, 2), 0.5)
     online_share = np.where(np.isin(CATEGORIES[cat], ["electronics", "online_services"]), 0.7, 0.2)
     online_share = np.where(drifted, online_share + 0.2, online_share)
+    if config.disparity:
+        online_share = np.where(disparate[card_idx],
+                                np.minimum(online_share + 0.3 * config.disparity, 0.9),
+                                online_share)
     u = rng.random(n)
     channel_idx = np.where(u < online_share, 1, np.where(u < online_share + 0.05, 2, 0))
     hour = ((ts - ts.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(np.int64)
@@ -206,6 +225,7 @@ def generate(config: GenerateConfig) -> GeneratedData:
             "amount": amount[order],
             "channel": CHANNELS[channel_idx[order]],
             "local_hour": hour[order],
+            "age_band": AGE_BANDS[age_idx[card_idx[order]]],
         }
     )
     labels = pd.DataFrame(

@@ -22,14 +22,18 @@ from skewless.contract import (
     ContractMetrics,
     Evaluation,
     FeatureSpec,
+    Inclusion,
     ModelContract,
+    Slices,
     TrainingInfo,
 )
 from skewless.errors import InvalidInput
 from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
 from training.evaluation.metrics import baseline_sample, baseline_statistics, evaluate_scores
-from training.evaluation.plan import EvaluationPlan
+from training.evaluation.plan import EvaluationPlan, event_columns
+from training.evaluation.slices import Subgroup, slice_metrics
+from training.evaluation.slices import inclusion as included
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -201,6 +205,23 @@ class TrainResult:
         return self.contract.metrics.holdout
 
 
+def holdout_breakdown(ts: TrainingSet, holdout: pd.DataFrame, scores: np.ndarray,
+                      plan: EvaluationPlan) -> tuple[Slices | None, Inclusion | None]:
+    """The holdout's ROC AUC per slice and its inclusion groups' rates, when the plan names
+    any; their columns come from the holdout rows or the label events."""
+    if not plan.slices and not plan.groups:
+        return None, None
+    specs = [Subgroup.parse(s) for s in plan.slices]
+    columns = event_columns(holdout, ts.id_column, plan.label_source,
+                            [*(s.column for s in specs), *plan.groups])
+    y = holdout[ts.label_column].to_numpy()
+    slices = (slice_metrics(y, scores, columns, specs, plan.bootstrap, plan.seed)
+              if specs else None)
+    inclusion = (included(y, scores, plan.threshold, columns[list(plan.groups)],
+                          plan.bootstrap, plan.seed) if plan.groups else None)
+    return slices, inclusion
+
+
 def train_model(
     ts: TrainingSet,
     model_dir: Path,
@@ -243,6 +264,7 @@ def train_model(
             bayes = joined.iloc[:, 1].to_numpy()
     metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
     evaluation = evaluation or EvaluationPlan()
+    slices, inclusion = holdout_breakdown(ts, split.holdout, scores, evaluation)
     contract = ModelContract(
         **ts.service.to_json(),
         categories=categories,
@@ -267,7 +289,8 @@ def train_model(
         parameters={**params, "num_boost_round": MAX_ROUNDS,
                     "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
                     "best_iteration": booster.best_iteration},
-        metrics=ContractMetrics(holdout=Evaluation(**metrics)),
+        metrics=ContractMetrics(holdout=Evaluation(**metrics), slices=slices,
+                                inclusion=inclusion),
         baseline=Baseline(
             features=baseline_statistics(split.train, features),
             holdout_scores={

@@ -27,6 +27,9 @@ def generate(
     end: Annotated[str | None, typer.Option(help="Last moment (ISO-8601); default now.")] = None,
     drift_day: Annotated[int | None, typer.Option(
         help="Shift amounts, channels and fraud after this day (0-based).")] = None,
+    disparity: Annotated[float, typer.Option(
+        min=0.0, help="Give the 18-29 age band wider amount swings and more online payments "
+        "(0: no difference).")] = 0.0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default repo data/raw).")] = None,
 ) -> None:
     """Generate seeded card transactions, delayed fraud labels and the Bayes AUC."""
@@ -42,7 +45,7 @@ def generate(
     config = GenerateConfig(
         cards=n_cards, days=days, merchants=merchants,
         seed=settings.seed if seed is None else seed, end=parse_time(end, "--end"),
-        drift_day=drift_day, holdout_days=settings.holdout_days,
+        drift_day=drift_day, holdout_days=settings.holdout_days, disparity=disparity,
     )
     data = run(config)
     paths = write_generated(data, out or settings.raw_dir)

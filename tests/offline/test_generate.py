@@ -23,7 +23,7 @@ def small():
 def test_transactions_have_expected_columns_and_types(small):
     tx = small.transactions
     assert list(tx.columns) == ["transaction_id", "event_timestamp", "card_id", "merchant_id",
-                                "amount", "channel", "local_hour"]
+                                "amount", "channel", "local_hour", "age_band"]
     assert str(tx["event_timestamp"].dtype) == "datetime64[us, UTC]"
     assert tx["transaction_id"].is_unique
     assert (tx["amount"] > 0).all()

@@ -39,6 +39,7 @@ class EvaluationPlan:
     review_fee: float = 1.0
     bootstrap: int = 200
     seed: int = 7
+    threshold: float = 0.5  # the inclusion groups' rates are of the decisions at it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvaluationPlan:
@@ -47,7 +48,8 @@ class EvaluationPlan:
                    amount_column=settings.decision_amount_column,
                    missed_cost=settings.decision_missed_cost,
                    review_fee=settings.decision_review_fee,
-                   bootstrap=settings.evaluation_bootstrap, seed=settings.seed)
+                   bootstrap=settings.evaluation_bootstrap, seed=settings.seed,
+                   threshold=settings.decision_threshold)
 
 
 def event_columns(frame: pd.DataFrame, id_column: str, source: LabelSource | None,

@@ -68,12 +68,12 @@ from skewless.reports.monitor import Window as ReportWindow
 from skewless.settings import Settings
 from training.backfill import accepts
 from training.evaluation.metrics import bin_shares, calibration_table
+from training.evaluation.slices import Subgroup, disaggregate
 from training.served import LOG_TIMESTAMP, REQUEST_ID, load_served
 
 ACTOR = "skewless monitor"
 PSI_FLOOR = 1e-4  # a bin share of 0 would make PSI infinite
 SCORE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)  # the holdout score quantiles kept
-MISSING = "(missing)"
 OTHER = "(other)"
 
 
@@ -200,64 +200,6 @@ def performance_cell(y: np.ndarray, p: np.ndarray, policy: CellPolicy,
         mean_score=float(p.mean()), observed_rate=positives / n,
         calibration=[CalibrationBin.model_validate(r) for r in table],
     )
-
-
-# Subgroups -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subgroup:
-    """A logged column to break performance down by; numeric ones banded at ``edges``."""
-
-    column: str
-    edges: tuple[float, ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> Subgroup:
-        column, _, bands = spec.partition(":")
-        try:
-            edges = tuple(float(e) for e in bands.split(",")) if bands else ()
-        except ValueError as exc:
-            raise MonitorError(f"subgroup {spec!r}: band edges must be numbers, "
-                               "e.g. card_activity__txn_count_28d:20,60") from exc
-        if list(edges) != sorted(set(edges)):
-            raise MonitorError(f"subgroup {spec!r}: band edges must increase")
-        return cls(column.strip(), edges)
-
-    @property
-    def name(self) -> str:
-        return self.column + (" band" if self.edges else "")
-
-    @property
-    def bands(self) -> list[str]:
-        """The band labels, lowest first (none for a categorical column)."""
-        if not self.edges:
-            return []
-        return [f"< {_edge(self.edges[0])}",
-                *(f"{_edge(a)}–{_edge(b)}" for a, b in zip(self.edges, self.edges[1:],
-                                                           strict=False)),
-                f"≥ {_edge(self.edges[-1])}"]
-
-    def ordered(self, cells: set[str]) -> list[str]:
-        """``cells`` in display order: bands lowest first, categories alphabetically."""
-        rank = {band: i for i, band in enumerate(self.bands)}
-        return sorted(cells, key=lambda c: (rank.get(c, len(rank)), c))
-
-    def labels(self, column: pa.ChunkedArray) -> np.ndarray:
-        """The cell label of every row."""
-        if not self.edges:
-            values = pc.fill_null(pc.cast(column, pa.string()), MISSING)
-            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
-        names = self.bands
-        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        band = np.searchsorted(np.asarray(self.edges), values, side="right")
-        out = np.asarray(names, dtype=object)[np.minimum(band, len(names) - 1)]
-        out[np.isnan(values)] = MISSING
-        return out
-
-
-def _edge(value: float) -> str:
-    return f"{int(value)}" if value == int(value) else f"{value:g}"
 
 
 # The run -------------------------------------------------------------------------------
@@ -471,16 +413,24 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
                                  policy, int((mine & ~has_label & (buckets == b)).sum()),
                                  start=datetime.fromtimestamp(int(b) / 1e6, UTC).isoformat())
                 for b in np.unique(buckets[mine])],
-            subgroups={
-                name: {str(value): performance_cell(y_all[scored & (cells == value)],
-                                                    p_all[scored & (cells == value)], policy)
-                       for value in group.ordered(set(cells[scored].tolist()))}
-                for name, (group, cells) in groups.items()},
+            subgroups={name: _subgroup_cells(y, p, cells[scored], group, policy)
+                       for name, (group, cells) in groups.items()},
         )
         if missing:
             report.subgroups_not_logged = missing
         out[version] = report
     return out
+
+
+def _subgroup_cells(y: np.ndarray, p: np.ndarray, cells: np.ndarray, group: Subgroup,
+                    policy: CellPolicy) -> dict[str, Cell]:
+    """One performance cell per subgroup value: the disaggregation slices and inclusion
+    groups use, with the monitor's cell as its metric."""
+    if not y.size:
+        return {}
+    frame = disaggregate(y, p, cells, {"cell": lambda yy, pp: performance_cell(yy, pp, policy)})
+    return {str(value): frame.by_group.loc[value, "cell"]
+            for value in group.ordered(set(cells.tolist()))}
 
 
 def _without_event_id(served: pa.Table, id_column: str) -> dict[str, int]:

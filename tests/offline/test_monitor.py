@@ -27,9 +27,8 @@ from skewless.reports.monitor import MonitorReport, VersionReport
 from tests.support.debian import ensure_commands
 from tests.support.drift_world import serving
 from tests.support.service_harness import read_logs
+from training.evaluation.slices import SliceError, Subgroup
 from training.monitor import (
-    MonitorError,
-    Subgroup,
     categorical_drift,
     default_window,
     monitor,
@@ -252,7 +251,7 @@ def test_subgroup_bands_and_bad_specs():
     assert labels.tolist() == ["< 20", "20–60", "20–60", "≥ 60", "(missing)"]
     assert band.ordered(set(labels.tolist())) == ["< 20", "20–60", "≥ 60", "(missing)"]
     assert Subgroup.parse("channel").ordered({"pos", "atm", "online"}) == ["atm", "online", "pos"]
-    with pytest.raises(MonitorError, match="must be numbers"):
+    with pytest.raises(SliceError, match="must be numbers"):
         Subgroup.parse("x:1,b")
-    with pytest.raises(MonitorError, match="must increase"):
+    with pytest.raises(SliceError, match="must increase"):
         Subgroup.parse("x:5,1")

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.parquet as pq
 
+from skewless.contract import Staleness
 from skewless.errors import InvalidInput
 from training.dataset import LabelSource
+from training.evaluation.backtest import read_staleness
 
 if TYPE_CHECKING:
     from skewless.settings import Settings
@@ -39,6 +41,8 @@ class EvaluationPlan:
     review_fee: float = 1.0
     bootstrap: int = 200
     seed: int = 7
+    # The maximum useful age the latest backtest found, stored with the model as measured.
+    staleness: Staleness | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvaluationPlan:
@@ -47,7 +51,8 @@ class EvaluationPlan:
                    amount_column=settings.decision_amount_column,
                    missed_cost=settings.decision_missed_cost,
                    review_fee=settings.decision_review_fee,
-                   bootstrap=settings.evaluation_bootstrap, seed=settings.seed)
+                   bootstrap=settings.evaluation_bootstrap, seed=settings.seed,
+                   staleness=read_staleness(settings))
 
 
 def event_columns(frame: pd.DataFrame, id_column: str, source: LabelSource | None,

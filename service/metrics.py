@@ -19,6 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from skewless.contract import ModelContract
 from skewless.files import JsonFiles
 from skewless.reports.monitor import MonitorReport
 from skewless.reports.skew import SkewReport
@@ -107,6 +108,34 @@ class MonitorCollector:
         yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, due, ran)
 
 
+class ModelAgeCollector:
+    """The served model's age (now − its training cut-off), computed at scrape time, and the
+    maximum useful age its contract carries from a backtest (not exported without one: an
+    alert comparing the two stays quiet for such a model rather than guessing)."""
+
+    def __init__(self) -> None:
+        self.contract: ModelContract | None = None  # replaced, never mutated, on a swap
+
+    def collect(self) -> Iterator[Metric]:
+        contract = self.contract
+        training = contract.training if contract is not None else None
+        if contract is None or contract.model is None or training is None or not training.cutoff:
+            return
+        labels = ["model", "model_version"]
+        values = [contract.feature_service, contract.model.version]
+        age = GaugeMetricFamily("skewless_model_age_seconds",
+                                "Seconds since the served model's training cut-off (the "
+                                "labels it learned from)", labels=labels)
+        age.add_metric(values, time.time() - datetime.fromisoformat(training.cutoff).timestamp())
+        yield age
+        if contract.staleness is not None:
+            max_age = GaugeMetricFamily(
+                "skewless_model_max_age_seconds", "The served model's maximum useful age, "
+                "from the backtest stored in its contract", labels=labels)
+            max_age.add_metric(values, contract.staleness.max_age_seconds)
+            yield max_age
+
+
 class Metrics:
     def __init__(self, skew_report: Path | None = None,
                  monitor_report: Path | None = None) -> None:
@@ -129,6 +158,8 @@ class Metrics:
         self.redis_errors = Counter("skewless_redis_errors_total",
                                     "Online store reads that failed", registry=r)
         self.model = Info("skewless_model", "The model being served", registry=r)
+        self.model_age = ModelAgeCollector()
+        r.register(self.model_age)
         self.model_loads = Counter(
             "skewless_model_loads_total", "Model versions loaded (swapped in) or refused "
             "(corrupt, missing or mismatched artefact; the previous model keeps serving)",

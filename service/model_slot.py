@@ -212,4 +212,5 @@ class ModelSlot:
         self.metrics.model.info({"version": scorer.version,
                                  "feature_service": self.spec.feature_service,
                                  "fingerprint": self.spec.fingerprint})
+        self.metrics.model_age.contract = scorer.artifact.contract
         return old

@@ -328,6 +328,19 @@ class ModelInfo(_Document):
         return value
 
 
+class Staleness(_Document):
+    """How old the model may grow before its metric falls by ``margin`` below a fresh one's,
+    as the latest ``skewless backtest`` of its feature service measured it when it was
+    trained; ``at_least`` when no age within the backtest's horizon fell that far."""
+
+    max_age_seconds: float
+    at_least: bool = False
+    margin: float
+    metric: str
+    backtest_at: str  # when the backtest's report was made
+    report: str | None = None  # its path
+
+
 class ModelContract(FeatureContract):
     """A trained model's ``contract.json``; ``model`` is set when the artefact is saved."""
 
@@ -340,6 +353,7 @@ class ModelContract(FeatureContract):
     feature_importance_gain: dict[str, float] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)
     model: ModelInfo | None = None
+    staleness: Staleness | None = None
 
     @property
     def version(self) -> str:

@@ -307,6 +307,7 @@ def train_model(
                 (float(v) for v in booster.feature_importance("gain")), strict=True)
         ),
         libraries=library_versions(),
+        **_given(staleness=evaluation.staleness),
     )
     directory = save_artifact(booster, contract, model_dir)
     return TrainResult(directory=directory, contract=contract, booster=booster)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.parquet as pq
 
+from skewless.contract import Staleness
 from skewless.errors import InvalidInput
 from training.dataset import LabelSource
+from training.evaluation.backtest import read_staleness
 
 if TYPE_CHECKING:
     from skewless.settings import Settings
@@ -40,6 +42,8 @@ class EvaluationPlan:
     bootstrap: int = 200
     seed: int = 7
     threshold: float = 0.5  # the inclusion groups' rates are of the decisions at it
+    # The maximum useful age the latest backtest found, stored with the model as measured.
+    staleness: Staleness | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvaluationPlan:
@@ -49,7 +53,8 @@ class EvaluationPlan:
                    missed_cost=settings.decision_missed_cost,
                    review_fee=settings.decision_review_fee,
                    bootstrap=settings.evaluation_bootstrap, seed=settings.seed,
-                   threshold=settings.decision_threshold)
+                   threshold=settings.decision_threshold,
+                   staleness=read_staleness(settings))
 
 
 def event_columns(frame: pd.DataFrame, id_column: str, source: LabelSource | None,

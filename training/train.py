@@ -28,6 +28,8 @@ from skewless.contract import (
 from skewless.errors import InvalidInput
 from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
+from training.evaluation.baselines import evaluate_baselines
+from training.evaluation.decision import choose_decision, decides
 from training.evaluation.metrics import baseline_sample, baseline_statistics, evaluate_scores
 from training.evaluation.plan import EvaluationPlan
 
@@ -243,6 +245,12 @@ def train_model(
             bayes = joined.iloc[:, 1].to_numpy()
     metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
     evaluation = evaluation or EvaluationPlan()
+    baselines = evaluate_baselines(split.train, split.holdout, features, label, bayes, seed)
+    decision = choose_decision(
+        evaluation, split.validation, np.asarray(booster.predict(
+            to_matrix(split.validation, features, categories),
+            num_iteration=booster.best_iteration)),
+        split.holdout, scores, ts.id_column, label) if decides(evaluation) else None
     contract = ModelContract(
         **ts.service.to_json(),
         categories=categories,
@@ -267,7 +275,8 @@ def train_model(
         parameters={**params, "num_boost_round": MAX_ROUNDS,
                     "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
                     "best_iteration": booster.best_iteration},
-        metrics=ContractMetrics(holdout=Evaluation(**metrics)),
+        metrics=ContractMetrics(holdout=Evaluation(**metrics), baselines=baselines),
+        **_given(decision=decision),
         baseline=Baseline(
             features=baseline_statistics(split.train, features),
             holdout_scores={

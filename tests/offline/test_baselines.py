@@ -89,7 +89,7 @@ def test_one_rule_scores_by_the_best_feature_s_bin_rates():
     assert len(rule.edges) == 9
     missing = frame["signal"].isna().to_numpy()
     assert rule.missing_rate == pytest.approx(y[missing].mean())
-    top = frame["signal"] > rule.edges[-1]
+    top = frame["signal"] >= rule.edges[-1]  # a value on an edge is in the bin above it
     assert rule.score(pd.Series([10.0]))[0] == pytest.approx(y[top.to_numpy()].mean())
 
 

@@ -101,7 +101,7 @@ def outcome(scores: np.ndarray, y: np.ndarray, missed: np.ndarray, threshold: fl
         means = np.array([costs[rng.integers(0, costs.size, costs.size)].mean()
                           for _ in range(bootstrap)])
         low, high = np.quantile(means, (0.025, 0.975))
-        interval = CostInterval(low=float(low), high=float(high), resamples=bootstrap,
+        interval = CostInterval(low=float(low), high=float(high), level=0.95, resamples=bootstrap,
                                 seed=seed)
     return DecisionOutcome(
         rows=int(y.size), positives=int(y.sum()), flagged=int(flagged.sum()),

@@ -28,6 +28,7 @@ async def read_readiness(request: Request) -> JSONResponse:
         problems.append(f"model not loaded: {predictor.production.problem}")
     else:
         checks["model_version"] = predictor.production.scorer.version
+        checks["decision_threshold"] = predictor.production.scorer.threshold
     redis_problem = await predictor.check_redis()
     if redis_problem:
         problems.append(redis_problem)

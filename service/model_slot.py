@@ -66,6 +66,8 @@ class ModelSlot:
     scorer: Scorer | None = None
     problem: str | None = None
     limits: ArtifactLimits = field(default_factory=ArtifactLimits)
+    # The decision threshold of a model whose contract has none (SKEWLESS_DECISION_THRESHOLD).
+    fallback_threshold: float = 0.5
     _refused: set[str] = field(default_factory=set, repr=False)  # versions not to retry
     _unreachable_since: float | None = field(default=None, repr=False)  # registry outage
     _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -129,7 +131,8 @@ class ModelSlot:
             raise ArtifactError(
                 f"model {artifact.version} does not match feature service "
                 f"{self.spec.feature_service}: " + "; ".join(problems))
-        scorer = Scorer(artifact)  # checks its single-row path against Booster.predict
+        # Scorer checks its single-row path against Booster.predict.
+        scorer = Scorer(artifact, self.fallback_threshold)
         smoke = scorer.predict(scorer.matrix([[None] * len(self.spec.features)]))
         if len(smoke) != 1 or not math.isfinite(float(smoke[0])) or not 0 <= smoke[0] <= 1:
             scorer.close()

@@ -93,6 +93,9 @@ class BatchPrediction(BaseModel):
 
     request_id: str
     score: float = Field(description="Probability of the positive class.")
+    decision: bool = Field(
+        description="Whether to act on the event: the score is at or above the model's "
+        "decision threshold (its cost-minimising one, else SKEWLESS_DECISION_THRESHOLD).")
     features: dict[str, FeatureValue] | None = Field(
         None, description="With include_features=true: each `<view>__<feature>` served.")
     contributions: dict[str, float] | None = Field(
@@ -110,7 +113,8 @@ class PredictBatchResponse(BaseModel):
 
 
 def _payload(predictor: Predictor, p: Prediction, include_features: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"request_id": p.request_id, "score": p.score}
+    out: dict[str, Any] = {"request_id": p.request_id, "score": p.score,
+                           "decision": p.decision}
     if include_features:
         out["features"] = predictor.feature_payload(p)
     if p.contributions is not None:

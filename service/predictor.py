@@ -90,6 +90,7 @@ class ModelPool:
 class Prediction:
     request_id: str
     score: float
+    decision: bool  # score at or above the model's decision threshold
     values: list[Any]
     statuses: list[int]
     contributions: dict[str, float] | None = None
@@ -183,7 +184,8 @@ class Predictor:
         metrics.log_capacity.set(settings.feature_log_capacity)
         production = ModelSlot(spec, metrics, None if settings.model_path else registry,
                                pinned=settings.model_path,
-                               limits=ArtifactLimits.from_settings(settings))
+                               limits=ArtifactLimits.from_settings(settings),
+                               fallback_threshold=settings.decision_threshold)
         production.load()
         pool = ModelPool(settings.model_workers, settings.model_queue)
         metrics.track_pool(lambda: pool.in_flight)
@@ -257,7 +259,7 @@ class Predictor:
         features, scores, contributions, timings.transform, timings.model = scored
         t3 = time.perf_counter()
         predictions, durable = self._log(rows, features, scores, now, scorer.version,
-                                         contributions)
+                                         scorer.threshold, contributions)
         if durable is not None:  # spool durability: answer once the rows are synced
             try:
                 await durable
@@ -301,7 +303,8 @@ class Predictor:
             raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
     def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
-             now: float, version: str, contributions: list[dict[str, float]] | None,
+             now: float, version: str, threshold: float,
+             contributions: list[dict[str, float]] | None,
              ) -> tuple[list[Prediction], asyncio.Future[None] | None]:
         """The predictions, their rows handed to the log, and with spool durability the
         future to await before answering."""
@@ -328,7 +331,8 @@ class Predictor:
                     tuple(row[r] for r in requests), tuple(features.values[i]),
                     tuple(statuses), tuple(features.timestamps[i]),
                 ))
-            predictions.append(Prediction(request_id, score, features.values[i], statuses,
+            predictions.append(Prediction(request_id, score, score >= threshold,
+                                          features.values[i], statuses,
                                           contributions[i] if contributions else None))
         durable = self.logbook.append(logged) if logged else None
         return predictions, durable

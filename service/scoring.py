@@ -14,18 +14,23 @@ from skewless.artifact import ArtifactError, ModelArtifact
 
 
 class Scorer:
-    """A loaded model with its input encoding fixed from the contract at start-up.
+    """A loaded model with its input encoding and decision threshold fixed from the contract
+    at start-up.
 
     Numeric features become float64 (None → NaN); a categorical feature becomes the index of
     its value in the category list fixed at training, which is how LightGBM encoded the
     pandas categories it was trained on (unknown or missing → NaN).
     """
 
-    def __init__(self, artifact: ModelArtifact) -> None:
+    def __init__(self, artifact: ModelArtifact, fallback_threshold: float = 0.5) -> None:
         self.artifact = artifact
         self.booster = artifact.booster
         self.version = artifact.version
         contract = artifact.contract
+        # The model's own cost-minimising threshold comes with it (a swap changes both);
+        # without one, the configured SKEWLESS_DECISION_THRESHOLD.
+        self.threshold = (contract.decision.threshold if contract.decision is not None
+                          else fallback_threshold)
         self.feature_names = contract.feature_names
         categories = contract.categories
         self._codes: list[dict[str, float] | None] = [

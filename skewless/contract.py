@@ -276,10 +276,57 @@ class Inclusion(_Document):
     groups: dict[str, InclusionGroup] = Field(default_factory=dict)
 
 
+class BaselineEvaluation(Evaluation):
+    """A simple model's holdout metrics (``training.evaluation.baselines``): what the candidate
+    must beat to be worth its complexity."""
+
+    description: str
+    train_rows: int  # the train-window rows it was fitted on (a seeded sample of a large one)
+    feature: str | None = None  # the one feature a one-feature rule scores by
+
+
 class ContractMetrics(_Document):
     holdout: Evaluation
+    # Simple models on the same split, by name (logistic_regression, one_rule).
+    baselines: dict[str, BaselineEvaluation] = Field(default_factory=dict)
     slices: Slices | None = None
     inclusion: Inclusion | None = None
+
+
+class CostInterval(_Document):
+    """A bootstrap interval of the expected cost per event."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    resamples: int
+    seed: int
+
+
+class DecisionOutcome(_Document):
+    """What the decision threshold does on one window: flags, misses and what they cost."""
+
+    rows: int
+    positives: int
+    flagged: int
+    missed_positives: int
+    expected_cost: float
+    expected_cost_per_event: float
+    expected_cost_per_event_interval: CostInterval | None = None  # the holdout's
+
+
+class DecisionPolicy(_Document):
+    """The score at or above which an event is flagged, chosen to minimise the expected cost
+    (``training.evaluation.decision``): a missed positive costs its amount (``amount_column``)
+    or ``missed_cost``, every flagged event ``review_fee``."""
+
+    threshold: float
+    chosen_on: str = "validation"
+    amount_column: str | None = None
+    missed_cost: float | None = None
+    review_fee: float
+    validation: DecisionOutcome
+    holdout: DecisionOutcome
 
 
 class TrainingInfo(_Document):
@@ -349,6 +396,9 @@ class ModelContract(FeatureContract):
     training: TrainingInfo | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     metrics: ContractMetrics | None = None
+    # The cost-minimising threshold; None when no cost is configured (the predictor then
+    # flags at SKEWLESS_DECISION_THRESHOLD).
+    decision: DecisionPolicy | None = None
     baseline: Baseline | None = None
     feature_importance_gain: dict[str, float] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)

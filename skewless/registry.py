@@ -152,6 +152,7 @@ class ModelVersion(Base):
             if self.artifact_checked_at else None, "parameters": self.parameters,
             "training_window": self.training_window, "baseline": self.baseline,
             "features": self.contract.to_json()["features"],
+            "decision": self.contract.decision.to_json() if self.contract.decision else None,
             "transitions": [t.to_json() for t in self.transitions],
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -30,6 +30,8 @@ from skewless.contract import (
 from skewless.errors import InvalidInput
 from skewless.settings import PROJECT_ROOT
 from training.dataset import TrainingSet
+from training.evaluation.baselines import evaluate_baselines
+from training.evaluation.decision import choose_decision, decides
 from training.evaluation.metrics import baseline_sample, baseline_statistics, evaluate_scores
 from training.evaluation.plan import EvaluationPlan, event_columns
 from training.evaluation.slices import Subgroup, slice_metrics
@@ -264,6 +266,14 @@ def train_model(
             bayes = joined.iloc[:, 1].to_numpy()
     metrics = evaluate_scores(split.holdout[label].to_numpy(), scores, bayes)
     evaluation = evaluation or EvaluationPlan()
+    baselines = evaluate_baselines(split.train, split.holdout, features, label, bayes, seed)
+    decision = choose_decision(
+        evaluation, split.validation, np.asarray(booster.predict(
+            to_matrix(split.validation, features, categories),
+            num_iteration=booster.best_iteration)),
+        split.holdout, scores, ts.id_column, label) if decides(evaluation) else None
+    if decision is not None:  # the groups' rates are of the decisions the model will make
+        evaluation = replace(evaluation, threshold=decision.threshold)
     slices, inclusion = holdout_breakdown(ts, split.holdout, scores, evaluation)
     contract = ModelContract(
         **ts.service.to_json(),
@@ -289,8 +299,9 @@ def train_model(
         parameters={**params, "num_boost_round": MAX_ROUNDS,
                     "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
                     "best_iteration": booster.best_iteration},
-        metrics=ContractMetrics(holdout=Evaluation(**metrics), slices=slices,
-                                inclusion=inclusion),
+        metrics=ContractMetrics(holdout=Evaluation(**metrics), baselines=baselines,
+                                slices=slices, inclusion=inclusion),
+        **_given(decision=decision),
         baseline=Baseline(
             features=baseline_statistics(split.train, features),
             holdout_scores={

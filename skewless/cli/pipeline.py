@@ -11,6 +11,7 @@ import typer
 from skewless.cli.common import console, load_settings, open_registry, parse_time
 
 if TYPE_CHECKING:
+    from skewless.contract import ModelContract
     from training.mlflow_export import Export
 
 app = typer.Typer()
@@ -167,6 +168,33 @@ def train(
                   f"{m.roc_auc:.4f}{bayes}, PR AUC {m.pr_auc:.4f} → {result.directory}; "
                   f"registered as a candidate (promote: skewless models promote {row.name} "
                   f"{row.version})", soft_wrap=True)
+    _print_yardsticks(result.contract)
+
+
+def _print_yardsticks(contract: ModelContract) -> None:
+    """The baselines' holdout metrics beside the model's, and the decision threshold."""
+    assert contract.metrics is not None
+    model = contract.metrics.holdout
+    for name, baseline in contract.metrics.baselines.items():
+        console.print(f"  baseline {name}: holdout ROC AUC {baseline.roc_auc:.4f} (model "
+                      f"{model.roc_auc:.4f}), PR AUC {baseline.pr_auc or 0:.4f} (model "
+                      f"{model.pr_auc or 0:.4f}); {baseline.description}, "
+                      f"{baseline.train_rows:,} train rows", soft_wrap=True, highlight=False)
+    decision = contract.decision
+    if decision is None:
+        console.print("  decision: no cost configured (SKEWLESS_DECISION_AMOUNT_COLUMN or "
+                      "SKEWLESS_DECISION_MISSED_COST); the predictor flags at "
+                      "SKEWLESS_DECISION_THRESHOLD", soft_wrap=True, highlight=False)
+        return
+    holdout = decision.holdout
+    interval = holdout.expected_cost_per_event_interval
+    console.print(
+        f"  decision: flag at score ≥ {decision.threshold:.4f} (least expected cost on "
+        f"{decision.chosen_on}); holdout: {holdout.flagged:,} of {holdout.rows:,} flagged, "
+        f"{holdout.missed_positives:,} positives missed, cost per event "
+        f"{holdout.expected_cost_per_event:.4f}"
+        + (f" (95% {interval.low:.4f}–{interval.high:.4f})" if interval else ""),
+        soft_wrap=True, highlight=False)
 
 
 def _print_mlflow(exporter: Export) -> None:

@@ -38,7 +38,7 @@ def test_predict_returns_score_version_timing_and_explanation(served, demo):
     response = http.post("/predict", params={"explain": "true"}, json=ROW)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"request_id", "model_version", "score", "contributions"}
+    assert set(body) == {"request_id", "model_version", "score", "decision", "contributions"}
     assert 0 < body["score"] < 1
     assert body["model_version"] == demo.model.contract.version
     # Contributions are log-odds terms: with the bias they add up to the score's logit.

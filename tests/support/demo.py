@@ -17,6 +17,7 @@ from skewless.feast_cli import run_feast
 from skewless.registry import bootstrap_production
 from skewless.settings import PROJECT_ROOT, Settings
 from training.dataset import TrainingSet, build_training_set
+from training.evaluation.plan import EvaluationPlan
 from training.generate import GenerateConfig, GeneratedData, generate, write_generated
 from training.pipeline import PipelinePaths, build_feature_tables
 from training.train import TrainResult, train_model
@@ -61,6 +62,7 @@ def build_demo(root: Path, redis: RedisServer) -> DemoRepo:
     run_feast(settings, "apply")
     ts = build_training_set(settings, cutoff=DEMO_END)
     model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
-                        truth_path=settings.resolved_truth_path)
+                        truth_path=settings.resolved_truth_path,
+                        evaluation=EvaluationPlan.from_settings(settings))
     bootstrap_production(settings, model.directory)  # the predictor serves production
     return DemoRepo(settings, data, paths, ts, model, DEMO_END)

@@ -303,6 +303,15 @@ class Registry(MetadataStore):
     def production_version(self, name: str) -> str | None:
         return self.version_in_stage(name, Stage.PRODUCTION)
 
+    def gate_refusals(self, name: str, version: str, limit: int = 5) -> list[AuditEvent]:
+        """The gate's refusals of one version, newest first (a refusal has no transition)."""
+        with self.reading() as session:
+            return list(session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "promote",
+                                         AuditEvent.target == f"{name}/{version}",
+                                         AuditEvent.outcome.startswith("refused"))
+                .order_by(AuditEvent.id.desc()).limit(limit)))
+
     def audit_events(self, limit: int = 100) -> list[AuditEvent]:
         with self.reading() as session:
             return list(session.scalars(

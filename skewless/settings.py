@@ -220,6 +220,8 @@ class Settings(BaseSettings):
         "production) lies wholly below −this; warned when only the point estimate does")
     gate_slice_min_labels: int = Field(
         200, ge=1, description="slices with fewer labelled holdout rows are not judged")
+    gate_slice_min_positives: int = Field(
+        20, ge=1, description="… nor those with fewer positives")
     gate_min_group_ratio: float = Field(
         0.8, gt=0, le=1, description="refused when a group rate's ratio (smallest ÷ largest "
         "group, fairlearn's) is confidently below this (its 95% interval's upper bound)")

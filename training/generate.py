@@ -54,6 +54,11 @@ class GenerateConfig:
     seed: int = 7
     end: datetime | None = None
     drift_day: int | None = None
+    # From the drift day on, fraud in these merchant categories gains this many logits (a
+    # concept drift: the same features, a new risk; categories a model thought safe decay it
+    # fastest).
+    drift_categories: tuple[str, ...] = DRIFT_CATEGORIES
+    drift_bonus: float = 2.0
     holdout_days: float = 7.0
     # How much the youngest band's habits differ (0: not at all): wider amount swings and
     # more online payments. Fraud stays the same function of the transaction, so a model
@@ -190,7 +195,8 @@ def generate(config: GenerateConfig) -> GeneratedData:
     daily = np.bincount(card_idx * n_days + day_idx, minlength=n_cards * n_days)
     prev_day = np.where(day_idx > 0, daily[card_idx * n_days + np.maximum(day_idx - 1, 0)], 0)
 
-    drift_bonus = np.where(drifted & np.isin(CATEGORIES[cat], DRIFT_CATEGORIES), 2.0, 0.0)
+    drift_bonus = np.where(drifted & np.isin(CATEGORIES[cat], list(config.drift_categories)),
+                           config.drift_bonus, 0.0)
     logit = fraud_logit(
         amount_z=amount_z,
         online=(channel_idx == 1).astype(float),

@@ -208,17 +208,15 @@ class TrainResult:
 
 
 def holdout_breakdown(ts: TrainingSet, holdout: pd.DataFrame, scores: np.ndarray,
-                      plan: EvaluationPlan) -> tuple[Slices | None, Inclusion | None]:
-    """The holdout's ROC AUC per slice and its inclusion groups' rates, when the plan names
+                      plan: EvaluationPlan) -> tuple[Slices, Inclusion | None]:
+    """The holdout's ROC AUC with its interval, overall (always: the monitor holds online
+    figures against it) and per slice, and the inclusion groups' rates when the plan names
     any; their columns come from the holdout rows or the label events."""
-    if not plan.slices and not plan.groups:
-        return None, None
     specs = [Subgroup.parse(s) for s in plan.slices]
     columns = event_columns(holdout, ts.id_column, plan.label_source,
                             [*(s.column for s in specs), *plan.groups])
     y = holdout[ts.label_column].to_numpy()
-    slices = (slice_metrics(y, scores, columns, specs, plan.bootstrap, plan.seed)
-              if specs else None)
+    slices = slice_metrics(y, scores, columns, specs, plan.bootstrap, plan.seed)
     inclusion = (included(y, scores, plan.threshold, columns[list(plan.groups)],
                           plan.bootstrap, plan.seed) if plan.groups else None)
     return slices, inclusion

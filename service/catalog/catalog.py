@@ -46,6 +46,8 @@ from service.catalog.schemas import (
     FeatureInfo,
     FeatureStatistics,
     Freshness,
+    GateCriterion,
+    GateVerdict,
     Importance,
     Lineage,
     MissingRate,
@@ -461,7 +463,26 @@ class Catalog:
             unregistered_features=[r for r in refs.values() if r not in snap.features],
             importance=importance,
             importance_url=(model_url(name, version) + "/importance.svg") if importance else None,
-            experiment=self._experiment_link(row, notes), not_computed=notes)
+            experiment=self._experiment_link(row, notes), gate=self._gate_verdicts(row, notes),
+            not_computed=notes)
+
+    def _gate_verdicts(self, row: ModelVersion, notes: dict[str, str]) -> list[GateVerdict]:
+        """The gate's verdicts on ``row``: promotions from its transitions, refusals from the
+        audit log; newest first."""
+        verdicts = []
+        for t in row.transitions:
+            gate = (t.evidence or {}).get("gate")
+            if t.to_stage != Stage.PRODUCTION.value or gate is None:
+                continue
+            verdicts.append(_verdict(t.at, t.actor, "forced" if t.forced else "promoted",
+                                     gate if isinstance(gate, dict) else {}, None))
+        refusals = self._registry_call(lambda r: r.gate_refusals(row.name, row.version),
+                                       notes, "gate") or []
+        for event in refusals:
+            detail = event.detail or {}
+            verdicts.append(_verdict(event.at, event.actor, "refused", detail.get("gate") or {},
+                                     detail.get("error")))
+        return sorted(verdicts, key=lambda v: v.at, reverse=True)
 
     # Experiments -------------------------------------------------------------------------
 
@@ -497,6 +518,18 @@ class Catalog:
                  for p, v in importances.items()),
                 key=lambda i: -i.importance) if importances is not None else None,
             not_computed=_experiment_notes(found))
+
+
+def _verdict(at: datetime, actor: str, outcome: str, gate: dict[str, Any],
+             error: str | None) -> GateVerdict:
+    criteria = [GateCriterion(name=str(c.get("name", "")), setting=str(c.get("setting", "")),
+                              status=str(c.get("status", "")), message=str(c.get("message", "")),
+                              evidence=c.get("evidence") or {})
+                for c in gate.get("criteria") or [] if isinstance(c, dict)]
+    accepted = gate.get("accepted")
+    return GateVerdict(at=at, actor=actor, outcome=outcome,
+                       accepted=accepted if isinstance(accepted, bool) else None,
+                       explanation=error, criteria=criteria)
 
 
 def age_text(seconds: float | None) -> str:

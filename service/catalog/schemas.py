@@ -249,6 +249,26 @@ class ExperimentLink(BaseModel):
     url: str
 
 
+class GateCriterion(BaseModel):
+    name: str
+    setting: str = Field(description="the setting that decides it")
+    status: str = Field(description="pass, warn, fail or skipped")
+    message: str
+    evidence: dict[str, Any]
+
+
+class GateVerdict(BaseModel):
+    """One time the gate judged this version: a promotion (stored with its transition) or a
+    refusal (audited)."""
+
+    at: datetime
+    actor: str
+    outcome: str = Field(description="promoted, refused or forced")
+    accepted: bool | None
+    explanation: str | None = Field(description="the refusal's message")
+    criteria: list[GateCriterion]
+
+
 class ModelDetail(BaseModel):
     model: ModelRef
     fingerprint: str
@@ -264,6 +284,8 @@ class ModelDetail(BaseModel):
     importance_url: str | None
     experiment: ExperimentLink | None = Field(
         description="the experiment run it was trained from, when it came from a search")
+    gate: list[GateVerdict] = Field(
+        description="the acceptance gate's verdicts on this version, newest first")
     not_computed: dict[str, str]
 
 

@@ -117,6 +117,7 @@ def models_promote(
 
     from skewless.gate import PromotionRefused
     from skewless.registry import current_user
+    from skewless.reports.gate import print_criteria
     from training.evaluation.gate import promote
 
     settings = load_settings()
@@ -129,6 +130,8 @@ def models_promote(
             typer.echo(json.dumps({"promoted": False, "error": str(exc), **(
                 exc.decision.evidence() if exc.decision else {})}, indent=2, default=str))
         else:
+            if exc.decision:
+                print_criteria(exc.decision, console)
             console.print(f"[red]refused:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     if as_json:
@@ -137,6 +140,8 @@ def models_promote(
             indent=2, default=str))
     else:
         how = decision.explain() if decision else f"forced: {reason}"
+        if decision:
+            print_criteria(decision, console)
         console.print(f"[green]{name} {version} is production[/] — {how}", soft_wrap=True)
 
 

@@ -166,8 +166,13 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
                            settings.validation_days).directory
 
     first = registry.register(worse(1))
-    row, decision = promote(settings, registry, "fraud_model_v1", first.version, "alice")
-    assert decision is not None and decision.production is None  # the first is accepted
+    # A first version is judged on its own: below the floor and its baselines, refused.
+    with pytest.raises(PromotionRefused, match="first-version floor") as refused:
+        promote(settings, registry, "fraud_model_v1", first.version, "alice")
+    assert "beats the baselines" in str(refused.value)
+    row, decision = promote(settings, registry, "fraud_model_v1", first.version, "alice",
+                            reason="a chance-level model to compare against", force=True)
+    assert decision is None and row.stage == "production"
     good = registry.register(demo.model.directory)
     row, decision = promote(settings, registry, "fraud_model_v1", good.version, "alice")
     assert decision is not None and decision.accepted
@@ -177,7 +182,8 @@ def test_the_gate_refuses_a_worse_model_and_accepts_a_better_one(demo, tmp_path)
     assert evidence["evidence"]["gate"]["candidate"]["score"] == decision.candidate["score"]
 
     bad = registry.register(worse(2))
-    with pytest.raises(PromotionRefused, match="refused: candidate .* vs production") as refused:
+    with pytest.raises(PromotionRefused,
+                       match="refused: not worse than production .*SKEWLESS_GATE_MARGIN") as refused:
         promote(settings, registry, "fraud_model_v1", bad.version, "mallory")
     assert not refused.value.decision.accepted  # type: ignore[union-attr]
     assert registry.production_version("fraud_model_v1") == good.version

@@ -213,8 +213,8 @@ class Settings(BaseSettings):
         0.7, ge=0, le=1, description="a first version (no production yet) needs at least "
         "this holdout metric")
     gate_baseline_margin: float = Field(
-        0.01, ge=0, description="a candidate must beat the best baseline's holdout metric by "
-        "this much")
+        0.0, ge=0, description="a candidate must beat the best baseline's holdout metric by "
+        "this much (0: at least match it)")
     gate_slice_margin: float = Field(
         0.02, ge=0, description="refused when, on a slice, the 95% interval of (candidate − "
         "production) lies wholly below −this; warned when only the point estimate does")

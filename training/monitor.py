@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
@@ -54,6 +55,7 @@ from skewless.reports.monitor import (
     FeatureDrift,
     FeatureQuality,
     MonitorReport,
+    OfflineOnline,
     Performance,
     Policy,
     Quality,
@@ -378,16 +380,21 @@ def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
 
 
 def _performance(settings: Settings, served: pa.Table, window: Window,
-                 subgroups: list[Subgroup]) -> dict[str, Performance]:
-    """Delayed-label performance per version: overall, per time bucket, per subgroup."""
+                 subgroups: list[Subgroup], contracts: dict[str, Any] | None = None,
+                 ) -> dict[str, Performance]:
+    """Delayed-label performance per version: overall, per time bucket, per subgroup; each
+    version's decisions at its own threshold (its contract's, else the setting), and its
+    expected cost per event when its contract prices decisions."""
     id_column = settings.event_id_column
     if id_column not in served.column_names:
         return {}
+    contracts = contracts or {}
     present = [g for g in subgroups if g.column in served.column_names]
+    amount = settings.decision_amount_column
+    logged_amount = amount if amount and amount in served.column_names else None
     joined = _labelled(settings, served, window.labels_known_at,
-                       list(dict.fromkeys(g.column for g in present)))
-    policy = CellPolicy(settings.decision_threshold, settings.monitor_min_labels,
-                        settings.monitor_min_positives)
+                       list(dict.fromkeys([*(g.column for g in present),
+                                           *([logged_amount] if logged_amount else [])])))
     versions = np.asarray(joined["model_version"].to_numpy(zero_copy_only=False), dtype=object)
     label_column = joined["__label"]
     has_label = np.asarray(pc.is_valid(label_column).to_numpy(zero_copy_only=False), dtype=bool)
@@ -400,10 +407,15 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     without_id = _without_event_id(served, id_column)
     missing = [g.column for g in subgroups if g.column not in served.column_names]
     out: dict[str, Performance] = {}
+    amounts = (pc.fill_null(pc.cast(joined[logged_amount], pa.float64()), 0.0)
+               .to_numpy(zero_copy_only=False) if logged_amount else None)
     for version in sorted(set(versions.tolist())):
         mine = versions == version
         scored = mine & has_label
         y, p = y_all[scored], p_all[scored]
+        decision = getattr(contracts.get(version), "decision", None)
+        policy = CellPolicy(decision.threshold if decision else settings.decision_threshold,
+                            settings.monitor_min_labels, settings.monitor_min_positives)
         report = Performance(
             scored_events=int(mine.sum()),
             without_event_id=without_id.get(version, 0),
@@ -418,7 +430,70 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
         )
         if missing:
             report.subgroups_not_logged = missing
+        online = _online_figures(y, p, decision, amounts[scored] if amounts is not None
+                                 else None, settings.evaluation_bootstrap, settings.seed
+                                 ) if report.overall.ok else {}
+        if "expected_cost_per_event" in online:
+            report.expected_cost_per_event = online["expected_cost_per_event"][0]
+        if version in contracts:
+            report.offline_online = offline_online(contracts[version], report.overall, online)
         out[version] = report
+    return out
+
+
+def _online_figures(y: np.ndarray, p: np.ndarray, decision: Any, amounts: np.ndarray | None,
+                    bootstrap: int, seed: int) -> dict[str, tuple[float, float, float]]:
+    """The version's online ROC AUC and, when its contract prices decisions (and what prices
+    them is logged), its expected cost per event — each with a bootstrap 95% interval, by
+    the same code that measured them on the holdout at training."""
+    from training.evaluation.decision import outcome
+    from training.evaluation.slices import slice_metrics
+
+    out: dict[str, tuple[float, float, float]] = {}
+    overall = slice_metrics(y, p, pd.DataFrame(index=range(y.size)), [], bootstrap, seed).overall
+    if overall.roc_auc is not None and overall.low is not None and overall.high is not None:
+        out["roc_auc"] = (overall.roc_auc, overall.low, overall.high)
+    if decision is None or (decision.amount_column is not None and amounts is None):
+        return out
+    missed = (np.clip(amounts, 0.0, None) if decision.amount_column is not None and
+              amounts is not None else np.full(y.size, float(decision.missed_cost or 0.0)))
+    cost = outcome(p, y, missed, decision.threshold, decision.review_fee, bootstrap, seed)
+    interval = cost.expected_cost_per_event_interval
+    if interval is not None:
+        out["expected_cost_per_event"] = (cost.expected_cost_per_event, interval.low,
+                                          interval.high)
+    return out
+
+
+def offline_online(contract: Any, cell: Cell,
+                   online: dict[str, tuple[float, float, float]]) -> list[OfflineOnline]:
+    """A version's holdout figures (ROC AUC, expected cost per event, with their training-time
+    intervals) beside its delayed-label online ones (with theirs); ``outside`` when the two
+    intervals do not meet — the online figure is off the holdout's beyond both samples'
+    noise, so a steady world stays quiet while a decayed model is flagged."""
+    out: list[OfflineOnline] = []
+    metrics = contract.metrics
+    overall = metrics.slices.overall if metrics is not None and metrics.slices else None
+    labelled = cell.labelled
+    offline: list[tuple[str, float | None, float | None, float | None]] = []
+    if overall is not None:
+        offline.append(("roc_auc", overall.roc_auc, overall.low, overall.high))
+    decision = getattr(contract, "decision", None)
+    if decision is not None:
+        interval = decision.holdout.expected_cost_per_event_interval
+        offline.append(("expected_cost_per_event", decision.holdout.expected_cost_per_event,
+                        interval.low if interval else None, interval.high if interval else None))
+    for metric, value, low, high in offline:
+        figure = online.get(metric)
+        note = None
+        if figure is None and cell.ok and decision is not None and metric != "roc_auc":
+            note = f"{decision.amount_column} is not in the served log"
+        out.append(OfflineOnline(
+            metric=metric, offline=value, low=low, high=high,
+            online=figure[0] if figure else None, online_low=figure[1] if figure else None,
+            online_high=figure[2] if figure else None, labelled=labelled,
+            outside=None if figure is None or low is None or high is None
+            else bool(figure[2] < low or figure[1] > high), note=note))
     return out
 
 
@@ -487,7 +562,8 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
     served = load_served(log_dir, window.since, window.until, columns=columns)
     entries: list[VersionReport] = []
     if served.num_rows:
-        performance = _performance(settings, served, window, subgroups)
+        contracts = {v: row.contract for v, row in rows.items()}
+        performance = _performance(settings, served, window, subgroups, contracts)
         versions = served["model_version"]
         for version in sorted(pc.unique(versions).drop_null().to_pylist()):
             part = served.filter(pc.equal(versions, version))
@@ -532,6 +608,12 @@ def findings(versions: list[VersionReport]) -> list[str]:
                 d = v.drift.features[feature]
                 test = f", {d.test} p={d.p_value:.2g}" if d.test and d.p_value is not None else ""
                 lines.append(f"{name}: {feature} drifted (PSI {d.psi:.3f}{test})")
+        for o in (v.performance.offline_online if v.performance is not None else None) or []:
+            if o.outside:
+                lines.append(f"{name}: online {o.metric} {o.online:.4f} "
+                             f"[{o.online_low:.4f}, {o.online_high:.4f}] on {o.labelled:,} "
+                             f"labels is outside its holdout interval [{o.low:.4f}, "
+                             f"{o.high:.4f}] (holdout {o.offline:.4f})")
         prediction = v.prediction_drift
         if prediction is not None and prediction.drifted:
             lines.append(f"{name}: scores drifted from the holdout's (PSI {prediction.psi:.3f}, "

@@ -464,6 +464,8 @@ class Catalog:
             importance=importance,
             importance_url=(model_url(name, version) + "/importance.svg") if importance else None,
             experiment=self._experiment_link(row, notes), gate=self._gate_verdicts(row, notes),
+            decision=row.contract.decision.to_json() if row.contract.decision else None,
+            staleness=row.contract.staleness.to_json() if row.contract.staleness else None,
             not_computed=notes)
 
     def _gate_verdicts(self, row: ModelVersion, notes: dict[str, str]) -> list[GateVerdict]:

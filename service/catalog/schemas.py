@@ -286,6 +286,10 @@ class ModelDetail(BaseModel):
         description="the experiment run it was trained from, when it came from a search")
     gate: list[GateVerdict] = Field(
         description="the acceptance gate's verdicts on this version, newest first")
+    decision: dict[str, Any] | None = Field(
+        description="the cost-optimal decision threshold chosen at training, with its costs")
+    staleness: dict[str, Any] | None = Field(
+        description="the maximum useful age the latest backtest found when it was trained")
     not_computed: dict[str, str]
 
 

@@ -134,6 +134,24 @@ class Cell(JsonDocument):
         return self.status == "ok"
 
 
+class OfflineOnline(JsonDocument):
+    """A version's holdout figure (with its training-time 95% interval) beside the same
+    figure on its delayed labels online."""
+
+    metric: str  # roc_auc or expected_cost_per_event
+    offline: float | None
+    low: float | None
+    high: float | None
+    online: float | None  # None: too few labels, or what prices it is not logged
+    online_low: float | None = None
+    online_high: float | None = None
+    labelled: int
+    # The online figure outside the offline interval, beyond its own sampling noise: its
+    # 95% interval and the offline one do not meet.
+    outside: bool | None
+    note: str | None = None
+
+
 class Performance(JsonDocument):
     scored_events: int
     without_event_id: int
@@ -141,6 +159,10 @@ class Performance(JsonDocument):
     buckets: list[Cell]
     subgroups: dict[str, dict[str, Cell]]  # subgroup → cell label → cell
     subgroups_not_logged: list[str] | None = None
+    # The decisions' cost per labelled event, priced as the version's contract prices them.
+    expected_cost_per_event: float | None = None
+    # The version's holdout figures beside these (when it is registered).
+    offline_online: list[OfflineOnline] | None = None
 
 
 # The report --------------------------------------------------------------------------------
@@ -239,6 +261,17 @@ class MonitorReport(JsonDocument):
         return cls.model_validate(doc)
 
 
+def _offline(version: VersionReport, metric: str) -> str:
+    """The holdout figure with its interval, marked when the online one falls outside it."""
+    figures = version.performance.offline_online if version.performance is not None else None
+    found = next((o for o in figures or [] if o.metric == metric), None)
+    if found is None or found.offline is None:
+        return "—"
+    interval = (f" [{found.low:.3f}, {found.high:.3f}]"
+                if found.low is not None and found.high is not None else "")
+    return f"{found.offline:.3f}{interval}" + (" [red]✗[/]" if found.outside else "")
+
+
 def print_monitor(report: MonitorReport, console: Console) -> None:
     """One row per version, the findings, and what the retraining policy says."""
     from rich.table import Table
@@ -247,7 +280,7 @@ def print_monitor(report: MonitorReport, console: Console) -> None:
                   f"{report.window.since[:16]} to {report.window.until[:16]}")
     table.add_column("version", no_wrap=True)
     for column in ("rows", "drifted", "score PSI", "labels", "outstanding", "ROC AUC",
-                   "PR AUC"):
+                   "holdout ROC AUC (95%)", "PR AUC", "cost/event", "holdout cost/event (95%)"):
         table.add_column(column, justify="right")
     table.caption = "* production; drifted features are listed below"
     for v in report.versions:
@@ -260,7 +293,11 @@ def print_monitor(report: MonitorReport, console: Console) -> None:
             f"{(overall.outstanding or 0) if overall else 0:,}",
             f"{overall.roc_auc:.4f}" if overall and overall.ok else
             (overall.status if overall else "—"),
-            f"{overall.pr_auc:.4f}" if overall and overall.ok else "")
+            _offline(v, "roc_auc"),
+            f"{overall.pr_auc:.4f}" if overall and overall.ok else "",
+            f"{v.performance.expected_cost_per_event:.3f}" if v.performance is not None
+            and v.performance.expected_cost_per_event is not None else "—",
+            _offline(v, "expected_cost_per_event"))
     console.print(table)
     for line in report.findings:
         console.print(f"  [yellow]•[/] {line}")

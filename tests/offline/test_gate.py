@@ -83,6 +83,11 @@ def test_a_slice_degraded_on_purpose_is_refused_naming_that_slice(demo, tmp_path
     assert {c["name"]: c["status"] for c in verdict["criteria"]}["slice channel = online"] == FAIL
     assert "slice channel = online" in verdict["explanation"]
     assert "slice channel = online" in page and "SKEWLESS_GATE_SLICE_MARGIN" in page
+    # What training evaluated beside it: baselines, the decision, slices and inclusion.
+    assert set(detail["metrics"]["baselines"]) == {"logistic_regression", "one_rule"}
+    assert detail["decision"]["threshold"] == candidate.contract.decision.threshold  # type: ignore[attr-defined]
+    for section in ('id="baselines"', 'id="decision"', 'id="slices"', 'id="inclusion"'):
+        assert section in page
 
 
 def _inclusion(ratio: float | None, low: float | None, high: float | None) -> Inclusion:

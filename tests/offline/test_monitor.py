@@ -32,6 +32,7 @@ from training.monitor import (
     categorical_drift,
     default_window,
     monitor,
+    offline_online,
     psi,
 )
 
@@ -120,6 +121,10 @@ def test_without_drift_nothing_is_flagged_and_nothing_is_retrained(steady):
     assert max(d.psi for d in entry.drift.features.values()) < 0.1
     assert entry.prediction_drift.drifted is False
     assert report.findings == []
+    # The steady world's online figures sit inside their holdout intervals.
+    figures = {o.metric: o for o in entry.performance.offline_online}
+    assert set(figures) == {"roc_auc", "expected_cost_per_event"}
+    assert all(o.outside is False and o.labelled > 1000 for o in figures.values()), figures
     trigger = report.trigger.to_json()
     assert trigger == {**trigger, "retrain": False, "reasons": []}
     assert "nothing calls for retraining" in steady.cli.stdout
@@ -174,9 +179,26 @@ def test_delayed_label_performance_per_version_equals_an_independent_computation
         assert overall.outstanding > 0  # the last days' labels are still on their way
         assert overall.roc_auc == pytest.approx(rank_auc(y, p), abs=1e-12)
         assert overall.pr_auc == pytest.approx(average_precision(y, p), abs=1e-12)
-        acted = p >= settings.decision_threshold
+        # Each version decides at its own cost-optimal threshold, priced as at training.
+        with Registry.from_settings(settings) as registry:
+            decision = registry.get(NAME, version).contract.decision
+        assert decision is not None and overall.threshold == decision.threshold
+        acted = p >= decision.threshold
         assert overall.precision == pytest.approx((y[acted] == 1).mean())
         assert overall.recall == pytest.approx(y[acted].sum() / y.sum())
+        missed = known["amount"].to_numpy()[(y == 1) & ~acted].sum()
+        cost = (missed + decision.review_fee * acted.sum()) / len(y)
+        assert entry.performance.expected_cost_per_event == pytest.approx(cost)
+        # … beside the holdout's figures, flagged exactly when outside their intervals.
+        figures = {o.metric: o for o in entry.performance.offline_online}
+        assert figures["roc_auc"].online == overall.roc_auc
+        assert figures["expected_cost_per_event"].online == pytest.approx(cost)
+        assert figures["expected_cost_per_event"].offline == (
+            decision.holdout.expected_cost_per_event)
+        for o in figures.values():
+            assert o.online_low <= o.online <= o.online_high
+            assert o.outside == (o.online_high < o.low or o.online_low > o.high)
+            assert (f"{version}: online {o.metric}" in " ".join(report.findings)) == o.outside
         # Per channel: cells under the minimum count are said to be so, not given a number.
         cells = entry.performance.subgroups["channel"]
         assert set(cells) == set(known["channel"])
@@ -255,3 +277,29 @@ def test_subgroup_bands_and_bad_specs():
         Subgroup.parse("x:1,b")
     with pytest.raises(SliceError, match="must increase"):
         Subgroup.parse("x:5,1")
+
+
+def test_an_online_figure_is_flagged_only_beyond_both_intervals():
+    from types import SimpleNamespace
+
+    from skewless.contract import SliceCell
+    from skewless.reports.monitor import Cell
+
+    holdout = SliceCell(column="(all)", value="(all)", rows=9000, positives=600, roc_auc=0.90,
+                        low=0.88, high=0.92)
+    contract = SimpleNamespace(metrics=SimpleNamespace(slices=SimpleNamespace(overall=holdout)),
+                               decision=None)
+    cell = Cell(labelled=5000, positives=300, status="ok", roc_auc=0.86)
+    cases = {(0.86, 0.84, 0.875): True,   # wholly below the holdout's interval
+             (0.87, 0.85, 0.89): False,   # its point outside, its interval meeting it
+             (0.91, 0.89, 0.93): False}
+    for (value, low, high), outside in cases.items():
+        (figure,) = offline_online(contract, cell, {"roc_auc": (value, low, high)})
+        assert (figure.metric, figure.offline, figure.low, figure.high) == (
+            "roc_auc", 0.90, 0.88, 0.92)
+        assert (figure.online, figure.online_low, figure.online_high) == (value, low, high)
+        assert figure.outside is outside and figure.labelled == 5000
+    # Too few labels online: nothing to compare, nothing flagged.
+    (figure,) = offline_online(contract, cell.model_copy(update={"status": "fewer than 200 "
+                                                                  "labels"}), {})
+    assert figure.online is None and figure.outside is None

@@ -37,6 +37,7 @@ from skewless.settings import Settings, redis_for_feast
 from tests.support.demo import copy_feature_repo
 from tests.support.service_harness import serve_env
 from training.dataset import build_training_set
+from training.evaluation.plan import EvaluationPlan
 from training.generate import GenerateConfig, generate, write_generated
 from training.monitor import default_window, monitor
 from training.pipeline import PipelinePaths, build_feature_tables
@@ -82,7 +83,8 @@ def build_world(root: Path, drift: bool, redis: str, now: datetime) -> World:
     trained_until = start + timedelta(days=DRIFT_DAY)
     ts = build_training_set(settings, cutoff=trained_until,
                             since=start + timedelta(days=WARM_UP_DAYS))
-    model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days)
+    model = train_model(ts, settings.model_dir, settings.holdout_days, settings.validation_days,
+                        evaluation=EvaluationPlan.from_settings(settings))
     production = bootstrap_production(settings, model.directory).version
 
     served_from = datetime.now(UTC)

@@ -555,7 +555,8 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
         log_dir = logging_destination(store, settings.feature_service, settings.feature_log_dir)
     rows, production, registry_problem = _versions(settings)
     columns = [settings.event_id_column, REQUEST_ID, "model_version", "score",
-               *(g.column for g in subgroups)]
+               *(g.column for g in subgroups),
+               *([settings.decision_amount_column] if settings.decision_amount_column else [])]
     for row in rows.values():
         for f in row.contract.features:
             columns += [f.name, f"{f.name}__status"]

@@ -191,7 +191,7 @@ def test_delayed_label_performance_per_version_equals_an_independent_computation
         assert entry.performance.expected_cost_per_event == pytest.approx(cost)
         # … beside the holdout's figures, flagged exactly when outside their intervals.
         figures = {o.metric: o for o in entry.performance.offline_online}
-        assert figures["roc_auc"].online == overall.roc_auc
+        assert figures["roc_auc"].online == pytest.approx(overall.roc_auc, abs=1e-12)
         assert figures["expected_cost_per_event"].online == pytest.approx(cost)
         assert figures["expected_cost_per_event"].offline == (
             decision.holdout.expected_cost_per_event)

@@ -403,7 +403,7 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     stamps = pc.cast(joined[LOG_TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False)
     bucket_us = int(settings.monitor_bucket_hours * 3_600_000_000)
     buckets = stamps // bucket_us * bucket_us
-    groups = {g.name: (g, g.labels(joined[g.column])) for g in present}
+    groups = {g.name: (g, g.checked(g.labels(joined[g.column]))) for g in present}
     without_id = _without_event_id(served, id_column)
     missing = [g.column for g in subgroups if g.column not in served.column_names]
     out: dict[str, Performance] = {}

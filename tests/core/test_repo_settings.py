@@ -97,9 +97,16 @@ def test_a_repo_file_naming_the_repo_is_refused(clean_env, repo):
 
 def test_without_a_repo_file_settings_are_read_exactly_as_before(clean_env, tmp_path,
                                                                  monkeypatch):
-    assert not (PROJECT_ROOT / "feature_repo" / REPO_SETTINGS_FILE).exists()
-    assert Settings().model_dump() == SettingsBeforeRepoFiles().model_dump()
-    assert Settings().model_fields_set == SettingsBeforeRepoFiles().model_fields_set == set()
+    # The demo's repo carries its own evaluation settings (slices, groups, costs), and only
+    # those; a repo without the file reads exactly as before.
+    assert (PROJECT_ROOT / "feature_repo" / REPO_SETTINGS_FILE).exists()
+    assert Settings().model_fields_set == {"slices", "inclusion_groups",
+                                           "decision_amount_column", "decision_review_fee"}
+    bare = tmp_path / "bare_repo"
+    bare.mkdir()
+    assert Settings(repo_path=bare).model_dump() == SettingsBeforeRepoFiles(
+        repo_path=bare).model_dump()
+    assert Settings(repo_path=bare).model_fields_set == {"repo_path"}
 
     (clean_env / ".env").write_text(f"SKEWLESS_REPO_PATH={tmp_path}\nSKEWLESS_SEED=4\n")
     monkeypatch.setenv("SKEWLESS_EVENTS_PATH", "events.parquet")

@@ -118,13 +118,16 @@ def test_a_fixed_missed_cost_prices_every_miss(demo):
     assert policy.missed_cost == 200.0 and policy.amount_column is None
 
 
-def test_negative_amounts_are_refused_naming_the_column(demo):
+def test_negative_or_infinite_amounts_are_refused_naming_the_column(demo):
     frame = demo.training_set.frame.head(50).copy()
     frame["loss"] = 1.0
     frame.loc[frame.index[3], "loss"] = -2.0
     frame.loc[frame.index[4], "loss"] = None
     plan = EvaluationPlan(amount_column="loss")
     with pytest.raises(DecisionCostError, match="'loss'.*negative"):
+        missed_costs(frame, plan, demo.training_set.id_column)
+    frame.loc[frame.index[3], "loss"] = float("inf")
+    with pytest.raises(DecisionCostError, match="'loss'.*1 infinite"):
         missed_costs(frame, plan, demo.training_set.id_column)
     frame.loc[frame.index[3], "loss"] = 2.0
     costs = missed_costs(frame, plan, demo.training_set.id_column)

@@ -90,6 +90,28 @@ def test_a_slice_degraded_on_purpose_is_refused_naming_that_slice(demo, tmp_path
         assert section in page
 
 
+def test_a_candidate_that_learned_nothing_is_refused_naming_the_best_baseline(demo, tmp_path):
+    """LightGBM that may not split (a leaf needs more rows than there are) scores every event
+    alike, while the baselines trained beside it on the same rows learned the fraud."""
+    settings = demo.settings.model_copy(update={"var_dir": tmp_path / "var",
+                                                "gate_first_floor": 0.0})
+    upgrade(settings.resolved_database_url)
+    flat = train_model(demo.training_set, settings.model_dir, settings.holdout_days,
+                       settings.validation_days, params={"min_data_in_leaf": 10**9},
+                       evaluation=EvaluationPlan.from_settings(settings))
+    baselines = flat.contract.metrics.baselines  # type: ignore[union-attr]
+    assert flat.holdout.roc_auc == pytest.approx(0.5)
+    assert baselines["logistic_regression"].roc_auc > 0.8
+    with Registry.from_settings(settings) as registry:
+        row = registry.register(flat.directory)
+        with pytest.raises(PromotionRefused, match="beats the baselines") as refused:
+            promote(settings, registry, "fraud_model_v1", row.version, "dave")
+    (failed,) = refused.value.decision.failed()  # type: ignore[union-attr]
+    best = max(baselines, key=lambda k: baselines[k].roc_auc)
+    assert failed.evidence["best"] == best == "logistic_regression"
+    assert f"vs baseline {best} {baselines[best].roc_auc:.4f}" in str(refused.value)
+
+
 def _inclusion(ratio: float | None, low: float | None, high: float | None) -> Inclusion:
     rates = {"a": InclusionRate(rows=500, positives=20, rate=0.1),
              "b": InclusionRate(rows=500, positives=20, rate=0.1 * (ratio or 0))}

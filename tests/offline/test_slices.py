@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.support.demo import DEMO_END
 from training.evaluation.slices import (
+    SliceError,
     Subgroup,
     auc_or_nan,
     inclusion,
@@ -163,3 +164,16 @@ def test_subgroup_labels_take_pandas_columns_too():
         "< 20", "20–60", "(missing)", "≥ 60"]
     assert Subgroup.parse("channel").labels(pd.Series(["pos", None])).tolist() == [
         "pos", "(missing)"]
+
+
+def test_an_id_column_is_refused_as_a_slice_naming_it():
+    rng = np.random.default_rng(5)
+    y, p = rng.integers(0, 2, 400), rng.random(400)
+    columns = pd.DataFrame({"card_id": np.arange(400), "channel": rng.choice(["a", "b"], 400)})
+    with pytest.raises(SliceError, match="'card_id' has 400 distinct values; at most 50"):
+        slice_metrics(y, p, columns, ["channel", "card_id"], bootstrap=20)
+    with pytest.raises(SliceError, match="'card_id' has 400 distinct values"):
+        inclusion(y, p, 0.5, columns[["card_id"]], bootstrap=20)
+    # Banded, the same column is fine.
+    banded = slice_metrics(y, p, columns, ["card_id:100,200"], bootstrap=20)
+    assert [c.value for c in banded.cells] == ["< 100", "100–200", "≥ 200"]

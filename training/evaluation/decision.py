@@ -44,6 +44,11 @@ def missed_costs(frame: pd.DataFrame, plan: EvaluationPlan, id_column: str) -> n
     except (ValueError, TypeError) as exc:
         raise DecisionCostError(f"decision amount column {column!r} is not numeric: {exc}"
                                 ) from exc
+    infinite = int((~np.isfinite(amounts)).sum())
+    if infinite:
+        raise DecisionCostError(
+            f"decision amount column {column!r} holds {infinite} infinite value(s); a missed "
+            "positive's cost must be a finite amount (SKEWLESS_DECISION_AMOUNT_COLUMN)")
     negative = int((amounts < 0).sum())
     if negative:
         raise DecisionCostError(

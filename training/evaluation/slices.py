@@ -38,6 +38,9 @@ from skewless.errors import InvalidInput
 MISSING = "(missing)"
 ALL = "(all)"
 LEVEL = 0.95  # every interval's coverage
+# Cells one slice or group column may break into: more is a configuration mistake (an id
+# column), and would cost a bootstrap per cell.
+MAX_CELLS = 50
 QUANTILES = [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2]
 Metric = Callable[..., Any]
 
@@ -72,6 +75,16 @@ class Subgroup:
     @property
     def name(self) -> str:
         return self.column + (" band" if self.edges else "")
+
+    def checked(self, labels: np.ndarray) -> np.ndarray:
+        """``labels``, refused when they hold more than :data:`MAX_CELLS` cells."""
+        cells = len(set(labels.tolist()))
+        if cells > MAX_CELLS:
+            raise SliceError(
+                f"slice column {self.column!r} has {cells:,} distinct values; at most "
+                f"{MAX_CELLS} are broken down (SKEWLESS_SLICES, SKEWLESS_INCLUSION_GROUPS): "
+                f"band a numeric column ('{self.column}:e1,e2') or choose a coarser one")
+        return labels
 
     @property
     def bands(self) -> list[str]:
@@ -233,7 +246,7 @@ def _finite(value: Any) -> float | None:
 def _cells(spec: Subgroup, columns: pd.DataFrame) -> np.ndarray:
     if spec.column not in columns.columns:
         raise SliceError(f"slice column {spec.column!r} is not among the evaluated columns")
-    return spec.labels(columns[spec.column].reset_index(drop=True))
+    return spec.checked(spec.labels(columns[spec.column].reset_index(drop=True)))
 
 
 def _specs(specs: Sequence[str | Subgroup]) -> list[Subgroup]:

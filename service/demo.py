@@ -41,7 +41,7 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
                 raise RuntimeError(f"predictor not ready: {ready.json()['detail']}")
             rows = sample_requests(settings, fields, n)
             table = Table(title=f"Scored by {url}/predict?explain=true")
-            for name in [*fields, "score", "main reason (log-odds)"]:
+            for name in [*fields, "score", "flag", "main reason (log-odds)"]:
                 table.add_column(name, overflow="fold")
             timings = []
             for row in rows:
@@ -52,6 +52,7 @@ def run_serving_demo(settings: Settings, console: Console, n: int = 6) -> dict[s
                 name, value = max(((k, v) for k, v in body["contributions"].items()
                                    if k != "bias"), key=lambda kv: abs(kv[1]))
                 table.add_row(*(str(row[f]) for f in fields), f"{body['score']:.4f}",
+                              "yes" if body["decision"] else "no",
                               f"{name.split('__', 1)[1]} {value:+.2f}")
             batch = http.post("/predict/batch", json={"rows": rows})
             batch.raise_for_status()

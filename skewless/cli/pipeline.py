@@ -180,6 +180,21 @@ def _print_yardsticks(contract: ModelContract) -> None:
                       f"{model.roc_auc:.4f}), PR AUC {baseline.pr_auc or 0:.4f} (model "
                       f"{model.pr_auc or 0:.4f}); {baseline.description}, "
                       f"{baseline.train_rows:,} train rows", soft_wrap=True, highlight=False)
+    slices = contract.metrics.slices
+    if slices is not None and slices.cells:
+        # The weakest cells first: what a reviewer reads before promoting.
+        judged = sorted((c for c in slices.cells if c.roc_auc is not None),
+                        key=lambda c: c.roc_auc or 0.0)
+        shown = ", ".join(f"{c.column} = {c.value} {c.roc_auc:.4f} ({c.rows:,} rows)"
+                          for c in judged[:3])
+        console.print(f"  slices: {len(slices.cells)} cells; lowest ROC AUC: {shown}",
+                      soft_wrap=True, highlight=False)
+    inclusion = contract.metrics.inclusion
+    for column, group in (inclusion.groups.items() if inclusion else []):
+        ratios = ", ".join(f"{rate} {ratio:.3f}" for rate, ratio in group.ratios.items()
+                           if ratio is not None)
+        console.print(f"  inclusion {column}: smallest ÷ largest group {ratios}",
+                      soft_wrap=True, highlight=False)
     decision = contract.decision
     if decision is None:
         console.print("  decision: no cost configured (SKEWLESS_DECISION_AMOUNT_COLUMN or "

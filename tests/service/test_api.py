@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 
@@ -214,6 +215,8 @@ def test_the_demo_serves_sample_requests_and_logs_them(demo, tmp_path):
     text = out.getvalue()
     assert "/predict?explain=true" in text and "/docs" in text
     assert "predictor stopped cleanly" in text
+    # Each row's decision at the model's threshold, beside its score.
+    assert len(re.findall(r"│ 0\.\d{4} +│ (?:yes|no) +│", text)) == 4, text
     # Four single predictions and one batch of the same four rows.
     assert result["logged_rows"] == 8
     assert len(read_logs(tmp_path / "log")) == 8

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -57,6 +58,14 @@ class Stage(StrEnum):
     CANDIDATE = "candidate"
     PRODUCTION = "production"
     ARCHIVED = "archived"
+    SHADOW = "shadow"  # scored beside production; its scores are never returned
+    CANARY = "canary"  # answers ``traffic_percent`` per cent of requests
+
+
+CHALLENGER_STAGES = (Stage.SHADOW, Stage.CANARY)  # at most one version of a name in either
+# A canary answers at most half of the traffic: beyond that it is no longer the version being
+# tried out, and promoting it is the honest step (the database holds the same bound).
+MAX_CANARY_PERCENT = 50.0
 
 
 class RegistryError(InvalidInput):
@@ -82,6 +91,7 @@ class ArtifactRefused(RegistryError):
 
 
 STAGES = ", ".join(f"'{s.value}'" for s in Stage)
+CHALLENGERS = ", ".join(f"'{s.value}'" for s in CHALLENGER_STAGES)
 
 
 class ContractJSON(TypeDecorator[ModelContract]):
@@ -106,12 +116,23 @@ class ModelVersion(Base):
         Index("uq_model_versions_one_production", "name", unique=True,
               sqlite_where=text("stage = 'production'"),
               postgresql_where=text("stage = 'production'")),
+        # At most one challenger (shadow or canary) per name, enforced by the database too.
+        Index("uq_model_versions_one_challenger", "name", unique=True,
+              sqlite_where=text(f"stage IN ({CHALLENGERS})"),
+              postgresql_where=text(f"stage IN ({CHALLENGERS})")),
+        # A traffic share exactly on a canary, above 0 and at most MAX_CANARY_PERCENT.
+        CheckConstraint(
+            f"(stage = 'canary' AND traffic_percent > 0 AND traffic_percent <= "
+            f"{MAX_CANARY_PERCENT:g}) OR (stage <> 'canary' AND traffic_percent IS NULL)",
+            name="ck_model_versions_traffic_percent"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(100))
     stage: Mapped[str] = mapped_column(String(20), default=Stage.CANDIDATE.value)
+    # A canary's share of the requests it answers, in per cent; None in every other stage.
+    traffic_percent: Mapped[float | None] = mapped_column(Float)
     artifact_uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     feature_service: Mapped[str] = mapped_column(String(200))
@@ -138,7 +159,8 @@ class ModelVersion(Base):
         """What `models list` shows."""
         return {
             "name": self.name, "version": self.version, "stage": self.stage,
-            "feature_service": self.feature_service, "fingerprint": self.fingerprint,
+            "traffic_percent": self.traffic_percent, "feature_service": self.feature_service,
+            "fingerprint": self.fingerprint,
             "metrics": self.metrics, "created_at": self.created_at.isoformat(),
             "created_by": self.created_by, "artifact_uri": self.artifact_uri,
             "experiment_run": self.experiment_run_id,

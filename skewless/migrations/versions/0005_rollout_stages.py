@@ -24,8 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 STAGES = "stage IN ('candidate', 'production', 'archived', 'shadow', 'canary')"
 STAGES_BEFORE = "stage IN ('candidate', 'production', 'archived')"
-TRAFFIC = ("(stage = 'canary' AND traffic_percent > 0 AND traffic_percent <= 50) "
-           "OR (stage <> 'canary' AND traffic_percent IS NULL)")
+# IS NOT NULL: a comparison with NULL is unknown, which a check constraint lets through.
+TRAFFIC = ("(stage = 'canary' AND traffic_percent IS NOT NULL AND traffic_percent > 0 "
+           "AND traffic_percent <= 50) OR (stage <> 'canary' AND traffic_percent IS NULL)")
 CHALLENGER_ONLY = sa.text("stage IN ('shadow', 'canary')")
 
 

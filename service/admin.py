@@ -4,17 +4,20 @@
 ``X-Skewless-Actor`` (recorded as ``<name> (admin token)``). Every call — accepted, refused
 or unauthenticated — is written to the audit table with its status, by a small middleware
 that sees the final status code. A promotion or rollback makes the predictor reload at once
-instead of at its next registry poll. Registry errors carry their own status (404 unknown,
-409 refused or raced, 400 otherwise, 503 when the metadata database cannot be reached); the
-app answers them, no route maps them. While the database is down a call cannot be audited
-either: it is logged instead and counted in ``skewless_admin_unaudited_total``.
+instead of at its next registry poll. Shadow, canary and the end of a rollout change the
+registry only: the predictor does not score challengers yet. Registry errors carry their own
+status (404 unknown, 409 refused or raced, 400 otherwise, 503 when the metadata database
+cannot be reached); the app answers them, no route maps them. While the database is down a
+call cannot be audited either: it is logged instead and counted in
+``skewless_admin_unaudited_total``.
 """
 
 import asyncio
 import logging
 import secrets
 import time
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,7 +27,7 @@ from service.metrics import Metrics, StatusRecorder
 from skewless.db import DatabaseUnavailable
 from skewless.errors import Unavailable
 from skewless.gate import Promoter
-from skewless.registry import Registry
+from skewless.registry import MAX_CANARY_PERCENT, Registry, RolloutStatus
 
 logger = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="SKEWLESS_ADMIN_TOKEN")
@@ -66,6 +69,46 @@ class Reason(BaseModel):
 class PromoteRequest(BaseModel):
     reason: str | None = Field(None, max_length=2000, description="Why; required with force.")
     force: bool = Field(False, description="Skip the acceptance gate (audited).")
+
+
+class CanaryRequest(BaseModel):
+    percent: float = Field(gt=0, le=MAX_CANARY_PERCENT, allow_inf_nan=False,
+                           description="Share of requests the canary answers, in per cent.")
+    reason: str = Field(min_length=1, max_length=2000, description="Why; kept in the audit.")
+
+
+class RolloutResponse(BaseModel):
+    """Where the rollout of one model name stands."""
+
+    name: str
+    production: str | None = Field(description="The production version, if any.")
+    challenger: str | None = Field(description="The version in shadow or canary, if any.")
+    stage: str | None = Field(description="The challenger's stage: shadow or canary.")
+    traffic_percent: float | None = Field(description="A canary's share of requests.")
+    since: datetime | None = Field(description="When the challenger reached its stage and "
+                                               "share.")
+    by: str | None
+    reason: str | None
+    started_at: datetime | None = Field(description="When the challenger left candidate.")
+    started_by: str | None
+
+    @classmethod
+    def of(cls, status: RolloutStatus) -> Self:
+        return cls.model_validate(status, from_attributes=True)
+
+
+class RolloutChange(BaseModel):
+    """The version a rollout call moved, its stage now, and the rollout after the call."""
+
+    version: str
+    stage: str
+    rollout: RolloutResponse
+
+
+async def _rollout_change(registry: Registry, name: str, version: str,
+                          stage: str) -> RolloutChange:
+    status = await asyncio.to_thread(registry.rollout, name)
+    return RolloutChange(version=version, stage=stage, rollout=RolloutResponse.of(status))
 
 
 async def _serving(request: Request) -> str | None:
@@ -135,6 +178,52 @@ async def archive_model_version(name: str, version: str, body: Reason, actor: Ac
     request.state.audit_detail = body.model_dump()
     row = await asyncio.to_thread(registry.archive, name, version, actor, body.reason)
     return {"archived": row.version}
+
+
+CHALLENGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown model or version"},
+    409: {"description": "Another challenger, a version already production or archived, no "
+                         "production to challenge, or an artefact the check refused"},
+    422: {"description": "A field out of range or missing (named in detail)"}}
+
+
+@router.post("/models/{name}/versions/{version}/shadow", responses=CHALLENGE_ERRORS)
+async def create_shadow(name: str, version: str, body: Reason, actor: Actor, request: Request,
+                        registry: RegistryDep) -> RolloutChange:
+    """Make a candidate (or the canary) the shadow: scored beside production, never
+    answering. The predictor does not score challengers yet."""
+    request.state.audit_detail = body.model_dump()
+    row = await asyncio.to_thread(registry.shadow, name, version, actor, body.reason)
+    return await _rollout_change(registry, name, row.version, row.stage)
+
+
+@router.post("/models/{name}/versions/{version}/canary", responses=CHALLENGE_ERRORS)
+async def create_canary(name: str, version: str, body: CanaryRequest, actor: Actor,
+                        request: Request, registry: RegistryDep) -> RolloutChange:
+    """Make a candidate or the shadow the canary at ``percent`` per cent of requests, or change
+    the canary's share. The predictor does not route to challengers yet."""
+    request.state.audit_detail = body.model_dump()
+    row = await asyncio.to_thread(registry.canary, name, version, body.percent, actor,
+                                  body.reason)
+    return await _rollout_change(registry, name, row.version, row.stage)
+
+
+@router.get("/models/{name}/rollout", responses={404: {"description": "Unknown model"}})
+async def read_rollout(name: str, actor: Actor, registry: RegistryDep) -> RolloutResponse:
+    """Production, its challenger (shadow or canary, with its share), since when, by whom."""
+    return RolloutResponse.of(await asyncio.to_thread(registry.rollout, name))
+
+
+@router.post("/models/{name}/rollout/end",
+             responses={404: {"description": "Unknown model"},
+                        409: {"description": "No challenger: no rollout to end"},
+                        422: {"description": "No reason given"}})
+async def end_rollout(name: str, body: Reason, actor: Actor, request: Request,
+                      registry: RegistryDep) -> RolloutChange:
+    """Send the challenger back to candidate."""
+    request.state.audit_detail = body.model_dump()
+    row = await asyncio.to_thread(registry.end_rollout, name, actor, body.reason)
+    return await _rollout_change(registry, name, row.version, row.stage)
 
 
 @router.post("/reload")

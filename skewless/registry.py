@@ -4,7 +4,11 @@ Its tables (on the metadata database's declarative base, ``skewless.db``) and th
 the CLI, the acceptance gate, the admin API and the predictor share. Stages are candidate →
 production → archived; the database itself refuses a second production version of a model
 name (a partial unique index), so two promotions that race cannot both win, whatever the code
-does. A version is registered only after a child process has read, hashed, parsed and scored
+does. A version may also be tried out beside production before it replaces it: ``shadow``
+(scored on the same requests, its scores never returned) or ``canary`` (answering a share of
+the requests, at most :data:`MAX_CANARY_PERCENT` per cent); together they are the challenger,
+and the database holds at most one per model name the same way. A version is registered only
+after a child process has read, hashed, parsed and scored
 its artefact (``skewless.artifact_check``); the row records when (``artifact_checked_at``),
 and nothing in a serving process parses a version without that record: the record holds for
 the bytes of the registered sha256, and those are the only bytes a load will parse. A
@@ -15,6 +19,10 @@ database that cannot be reached (down, restarting, locked) is
 from __future__ import annotations
 
 import getpass
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +33,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -57,6 +66,14 @@ class Stage(StrEnum):
     CANDIDATE = "candidate"
     PRODUCTION = "production"
     ARCHIVED = "archived"
+    SHADOW = "shadow"  # scored beside production; its scores are never returned
+    CANARY = "canary"  # answers ``traffic_percent`` per cent of requests
+
+
+CHALLENGER_STAGES = (Stage.SHADOW, Stage.CANARY)  # at most one version of a name in either
+# A canary answers at most half of the traffic: beyond that it is no longer the version being
+# tried out, and promoting it is the honest step (the database holds the same bound).
+MAX_CANARY_PERCENT = 50.0
 
 
 class RegistryError(InvalidInput):
@@ -82,6 +99,7 @@ class ArtifactRefused(RegistryError):
 
 
 STAGES = ", ".join(f"'{s.value}'" for s in Stage)
+CHALLENGERS = ", ".join(f"'{s.value}'" for s in CHALLENGER_STAGES)
 
 
 class ContractJSON(TypeDecorator[ModelContract]):
@@ -106,12 +124,24 @@ class ModelVersion(Base):
         Index("uq_model_versions_one_production", "name", unique=True,
               sqlite_where=text("stage = 'production'"),
               postgresql_where=text("stage = 'production'")),
+        # At most one challenger (shadow or canary) per name, enforced by the database too.
+        Index("uq_model_versions_one_challenger", "name", unique=True,
+              sqlite_where=text(f"stage IN ({CHALLENGERS})"),
+              postgresql_where=text(f"stage IN ({CHALLENGERS})")),
+        # A traffic share exactly on a canary, above 0 and at most MAX_CANARY_PERCENT.
+        CheckConstraint(
+            f"(stage = 'canary' AND traffic_percent IS NOT NULL AND traffic_percent > 0 AND "
+            f"traffic_percent <= {MAX_CANARY_PERCENT:g}) OR "
+            f"(stage <> 'canary' AND traffic_percent IS NULL)",
+            name="ck_model_versions_traffic_percent"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(100))
     stage: Mapped[str] = mapped_column(String(20), default=Stage.CANDIDATE.value)
+    # A canary's share of the requests it answers, in per cent; None in every other stage.
+    traffic_percent: Mapped[float | None] = mapped_column(Float)
     artifact_uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     feature_service: Mapped[str] = mapped_column(String(200))
@@ -138,7 +168,8 @@ class ModelVersion(Base):
         """What `models list` shows."""
         return {
             "name": self.name, "version": self.version, "stage": self.stage,
-            "feature_service": self.feature_service, "fingerprint": self.fingerprint,
+            "traffic_percent": self.traffic_percent, "feature_service": self.feature_service,
+            "fingerprint": self.fingerprint,
             "metrics": self.metrics, "created_at": self.created_at.isoformat(),
             "created_by": self.created_by, "artifact_uri": self.artifact_uri,
             "experiment_run": self.experiment_run_id,
@@ -249,6 +280,45 @@ def load_registered(row: ModelVersion, limits: ArtifactLimits | None = None) -> 
     return artifact
 
 
+@dataclass
+class RolloutStatus:
+    """Where the rollout of one model name stands."""
+
+    name: str
+    production: str | None
+    challenger: str | None = None
+    stage: str | None = None  # shadow or canary
+    traffic_percent: float | None = None  # a canary's share of the requests
+    since: datetime | None = None  # when the challenger reached its stage and share
+    by: str | None = None
+    reason: str | None = None
+    started_at: datetime | None = None  # when it left candidate
+    started_by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "production": self.production,
+                "challenger": self.challenger, "stage": self.stage,
+                "traffic_percent": self.traffic_percent,
+                "since": self.since.isoformat() if self.since else None, "by": self.by,
+                "reason": self.reason,
+                "started_at": self.started_at.isoformat() if self.started_at else None,
+                "started_by": self.started_by}
+
+
+def check_percent(percent: float | None) -> float:
+    """A canary's traffic share, when it is above 0 and at most :data:`MAX_CANARY_PERCENT`."""
+    if percent is None or not math.isfinite(percent) or not 0 < percent <= MAX_CANARY_PERCENT:
+        raise RegistryError(f"traffic percent must be above 0 and at most "
+                            f"{MAX_CANARY_PERCENT:g}, not {percent}")
+    return float(percent)
+
+
+def another_challenger(name: str, other: ModelVersion) -> str:
+    share = f" at {other.traffic_percent:g}%" if other.traffic_percent is not None else ""
+    return (f"model {name} already has a challenger: version {other.version} ({other.stage}"
+            f"{share}); end its rollout first (`skewless models end-rollout {name}`)")
+
+
 class Registry(MetadataStore):
     """Queries and stage changes of the model registry."""
 
@@ -302,6 +372,33 @@ class Registry(MetadataStore):
 
     def production_version(self, name: str) -> str | None:
         return self.version_in_stage(name, Stage.PRODUCTION)
+
+    def challenger(self, name: str) -> ModelVersion | None:
+        """The version of ``name`` in shadow or canary, if any."""
+        with self.reading() as session:
+            return session.scalar(self._challenger_query(name))
+
+    def rollout(self, name: str) -> RolloutStatus:
+        """Where the rollout of ``name`` stands: production, its challenger, since when and
+        by whom; :class:`NotFound` when no version of ``name`` is registered."""
+        with self.reading() as session:
+            self._known(session, name)
+            production = session.scalar(select(ModelVersion.version).where(
+                ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value))
+            challenger = session.scalar(self._challenger_query(name))
+            if challenger is None:
+                return RolloutStatus(name, production)
+            history = list(challenger.transitions)
+            started = history[-1]
+            for transition in reversed(history):  # back to where it left candidate
+                if transition.to_stage not in CHALLENGER_STAGES:
+                    break
+                started = transition
+            last = history[-1]
+            return RolloutStatus(
+                name, production, challenger.version, challenger.stage,
+                challenger.traffic_percent, since=last.at, by=last.actor, reason=last.reason,
+                started_at=started.at, started_by=started.actor)
 
     def gate_refusals(self, name: str, version: str, limit: int = 5) -> list[AuditEvent]:
         """The gate's refusals of one version, newest first (a refusal has no transition)."""
@@ -419,8 +516,12 @@ class Registry(MetadataStore):
                                f"replaced by {version}: {reason}", {"replaced_by": version},
                                forced)
                     session.flush()  # archive first: the one-production index holds throughout
+                ended = ({"ended_rollout": {"stage": target.stage,
+                                            "traffic_percent": target.traffic_percent}}
+                         if target.stage in CHALLENGER_STAGES else {})
                 self._move(session, target, Stage.PRODUCTION, actor, reason,
-                           {**evidence, "previous_production": current_version}, forced)
+                           {**evidence, "previous_production": current_version, **ended},
+                           forced)
                 return target
         except IntegrityError as exc:
             raise Conflict(f"another promotion of {name} committed first; nothing changed "
@@ -462,6 +563,40 @@ class Registry(MetadataStore):
             self._move(session, target, Stage.ARCHIVED, actor, reason, {}, False)
             return target
 
+    def shadow(self, name: str, version: str, actor: str, reason: str) -> ModelVersion:
+        """Make ``version`` the shadow of ``name``: scored beside production, never answering.
+
+        From candidate (or from canary, taking its traffic away). Refused when another version
+        is the challenger, when there is no production version to compare with, or when the
+        artefact check refuses it; refusals are audited too."""
+        return self._challenge(name, version, Stage.SHADOW, None, actor, reason)
+
+    def canary(self, name: str, version: str, percent: float, actor: str,
+               reason: str) -> ModelVersion:
+        """Make ``version`` the canary of ``name``, answering ``percent`` per cent of requests
+        (above 0, at most :data:`MAX_CANARY_PERCENT`).
+
+        From candidate or shadow; on the canary itself it changes its share. Refused as
+        :meth:`shadow` is."""
+        return self._challenge(name, version, Stage.CANARY, percent, actor, reason)
+
+    def end_rollout(self, name: str, actor: str, reason: str) -> ModelVersion:
+        """Send the challenger of ``name`` back to candidate (it stays registered, so it can
+        be tried again, promoted or archived); :class:`Conflict` when there is none."""
+        with self._refusals_audited(actor, "end rollout", name, {"reason": reason}), \
+                self.session() as session:
+            self._known(session, name)
+            row = session.scalar(self._challenger_query(name).with_for_update())
+            if row is None:
+                raise Conflict(f"model {name} has no challenger (shadow or canary): no rollout "
+                               "to end")
+            ended = {"stage": row.stage, "traffic_percent": row.traffic_percent}
+            self._move(session, row, Stage.CANDIDATE, actor, f"rollout ended: {reason}",
+                       {"ended_rollout": ended}, False)
+            session.add(self._event(actor, "end rollout", f"{name}/{row.version}", "done",
+                                    {"reason": reason, **ended}))
+            return row
+
     def audit(self, actor: str, action: str, target: str, outcome: str,
               detail: dict[str, Any] | None = None) -> None:
         """Record an event; what a caller chose (a path, a name, a reason) is clipped to its
@@ -470,6 +605,95 @@ class Registry(MetadataStore):
             session.add(self._event(actor, action, target, outcome, detail))
 
     # Helpers -----------------------------------------------------------------------------
+
+    def _challenge(self, name: str, version: str, stage: Stage, percent: float | None,
+                   actor: str, reason: str) -> ModelVersion:
+        """Move ``version`` into a challenger ``stage``; its artefact is checked as a
+        production version's is (a check process, then parsed here from the registered
+        bytes) before the transaction, and every rule is checked again under its locks."""
+        target = f"{name}/{version}"
+        detail: dict[str, Any] = {"reason": reason}
+        if percent is not None:  # as asked: JSON (so PostgreSQL) holds no NaN or infinity
+            detail["traffic_percent"] = percent if math.isfinite(percent) else str(percent)
+        with self._refusals_audited(actor, stage.value, target, detail):
+            if stage is Stage.CANARY:
+                percent = check_percent(percent)
+            self._may_challenge(self.get(name, version), stage, percent)
+            evidence = self._challenger_artifact(name, version, actor)
+            try:
+                with self.session() as session:
+                    row = self._locked(session, name, version)
+                    self._may_challenge(row, stage, percent)
+                    production = session.scalar(select(ModelVersion).where(
+                        ModelVersion.name == name, ModelVersion.stage == Stage.PRODUCTION.value,
+                    ).with_for_update())
+                    if production is None:
+                        raise Conflict(f"model {name} has no production version for {version} "
+                                       f"to challenge: promote a first version instead")
+                    other = session.scalar(self._challenger_query(name).where(
+                        ModelVersion.version != version).with_for_update())
+                    if other is not None:
+                        raise Conflict(another_challenger(name, other))
+                    evidence.update(
+                        production=production.version,
+                        same_fingerprint_as_production=row.fingerprint == production.fingerprint,
+                        traffic_percent=percent, previous_traffic_percent=row.traffic_percent)
+                    self._move(session, row, stage, actor, reason, evidence, False)
+                    row.traffic_percent = percent
+                    session.add(self._event(actor, stage.value, target, "done",
+                                            {**detail, "production": production.version}))
+                    return row
+            except IntegrityError as exc:  # the one-challenger index: a concurrent call won
+                raise Conflict(f"another challenger of {name} committed first; nothing "
+                               f"changed ({' '.join(str(exc.orig).split())})") from exc
+
+    @staticmethod
+    def _may_challenge(row: ModelVersion, stage: Stage, percent: float | None) -> None:
+        """Refused unless ``row`` can move into the challenger ``stage`` (at ``percent``)."""
+        where = f"model {row.name} version {row.version}"
+        if row.stage == Stage.PRODUCTION.value:
+            raise Conflict(f"{where} is already production: only a candidate can challenge it")
+        if row.stage == Stage.ARCHIVED.value:
+            raise Conflict(f"{where} is archived: only a candidate can be rolled out")
+        if row.stage == stage.value == Stage.SHADOW.value:
+            raise Conflict(f"{where} is already the shadow")
+        if row.stage == stage.value and row.traffic_percent == percent:
+            raise Conflict(f"{where} is already the canary at {percent:g}%")
+
+    def _challenger_artifact(self, name: str, version: str, actor: str) -> dict[str, Any]:
+        """What the acceptance gate checks of an artefact before it is compared: a check
+        process parsed it (now, if it never did), and its registered bytes parse here."""
+        row = self.ensure_checked(name, version, actor)
+        try:
+            load_registered(row, self.limits)
+        except ArtifactError as exc:
+            raise ArtifactRefused(f"model {name} version {version} may not take traffic: "
+                                  f"{exc}") from exc
+        assert row.artifact_checked_at is not None
+        return {"artifact_checked_at": row.artifact_checked_at.isoformat(),
+                "sha256": row.sha256}
+
+    @contextmanager
+    def _refusals_audited(self, actor: str, action: str, target: str,
+                          detail: dict[str, Any]) -> Iterator[None]:
+        """A refused registry change leaves an audit event saying why, then is raised."""
+        try:
+            yield
+        except RegistryError as exc:
+            self.audit(actor, action, target, "refused", {**detail, "error": str(exc)})
+            raise
+
+    @staticmethod
+    def _challenger_query(name: str) -> Any:
+        return select(ModelVersion).where(
+            ModelVersion.name == name,
+            ModelVersion.stage.in_([s.value for s in CHALLENGER_STAGES]))
+
+    @staticmethod
+    def _known(session: Session, name: str) -> None:
+        if session.scalar(select(ModelVersion.id).where(ModelVersion.name == name)
+                          .limit(1)) is None:
+            raise NotFound(f"no model named {name} is registered")
 
     @staticmethod
     def _rollback_target(session: Session, name: str, lock: bool) -> tuple[ModelVersion, str]:
@@ -516,6 +740,8 @@ class Registry(MetadataStore):
             model_version_id=row.id, from_stage=row.stage, to_stage=to.value, actor=actor,
             reason=reason, forced=forced, evidence=evidence))
         row.stage = to.value
+        if to is not Stage.CANARY:  # only a canary has a share of the traffic
+            row.traffic_percent = None
 
 
 def bootstrap_production(settings: Settings, directory: Path,

@@ -181,3 +181,85 @@ def models_archive(
         typer.echo(json.dumps({"archived": row.version}))
     else:
         console.print(f"{name} {row.version} archived")
+
+
+# Rollout: a challenger beside production --------------------------------------------------
+
+Reason = Annotated[str, typer.Option(help="Why; stored in the audit.")]
+
+
+@app.command("shadow")
+def models_shadow(name: str, version: str, reason: Reason = "shadow",
+                  as_json: Json = False) -> None:
+    """Make VERSION the shadow of NAME: scored beside production, its scores never returned."""
+    import json
+
+    from skewless.registry import current_user
+
+    with open_registry() as registry:
+        row = registry.shadow(name, version, current_user(), reason)
+    if as_json:
+        typer.echo(json.dumps({"shadow": row.version}))
+    else:
+        console.print(f"{name} {row.version} is the shadow")
+
+
+@app.command("canary")
+def models_canary(
+    name: str, version: str,
+    percent: Annotated[float, typer.Option(
+        help="Share of requests it answers, in per cent: above 0, at most 50.")],
+    reason: Reason = "canary",
+    as_json: Json = False,
+) -> None:
+    """Make VERSION the canary of NAME (from candidate or shadow), or change its share."""
+    import json
+
+    from skewless.registry import current_user
+
+    with open_registry() as registry:
+        row = registry.canary(name, version, percent, current_user(), reason)
+    if as_json:
+        typer.echo(json.dumps({"canary": row.version, "traffic_percent": row.traffic_percent}))
+    else:
+        console.print(f"{name} {row.version} is the canary at {row.traffic_percent:g}% of "
+                      "requests")
+
+
+@app.command("rollout")
+def models_rollout(name: str, as_json: Json = False) -> None:
+    """Where the rollout of NAME stands: production, its challenger, since when, by whom."""
+    import json
+
+    with open_registry() as registry:
+        status = registry.rollout(name).to_json()
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    production = f"production {status['production'] or 'none'}"
+    if status["challenger"] is None:
+        console.print(f"{name}: {production}; no challenger")
+        return
+    share = (f" at {status['traffic_percent']:g}% of requests"
+             if status["traffic_percent"] is not None else " (scored, never answering)")
+    console.print(f"{name}: {production}; challenger {status['challenger']} {status['stage']}"
+                  f"{share}", soft_wrap=True)
+    console.print(f"  since {status['since'][:19]} by {status['by']}: {status['reason']}; "
+                  f"rollout started {status['started_at'][:19]} by {status['started_by']}",
+                  soft_wrap=True)
+
+
+@app.command("end-rollout")
+def models_end_rollout(name: str, reason: Reason = "rollout ended",
+                       as_json: Json = False) -> None:
+    """Send the challenger of NAME back to candidate (archive it afterwards if it is done)."""
+    import json
+
+    from skewless.registry import current_user
+
+    with open_registry() as registry:
+        row = registry.end_rollout(name, current_user(), reason)
+    if as_json:
+        typer.echo(json.dumps({"ended": row.version, "stage": row.stage}))
+    else:
+        console.print(f"{name} {row.version} is a candidate again")

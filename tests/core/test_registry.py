@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +22,11 @@ from skewless.db import Base, downgrade, make_engine, schema_problem, upgrade
 from skewless.gate import PromotionRefused
 from skewless.registry import Conflict, Registry, RegistryError
 from tests.support.artifacts import write_artifact
-from tests.support.postgres import PostgresCluster
 from training.dataset import TrainingSet
 from training.evaluation.gate import promote
 from training.train import train_model
 
 TABLES = {"model_versions", "stage_transitions", "audit_events", "experiments", "experiment_runs"}
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> str:
-    """A fresh, empty database URL of each kind."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'meta.db'}"
-    return request.getfixturevalue("postgres").create_database(f"t{uuid.uuid4().hex[:12]}")
 
 
 def fake_artifact(root: Path, version: str, fingerprint: str = "sha256:" + "f" * 64) -> Path:

@@ -297,6 +297,41 @@ class Settings(BaseSettings):
         description="a retraining's training set: Feast point-in-time retrieval, or the "
         "served-feature logs joined with their labels")
 
+    # Rollout: a challenger (shadow or canary) served beside production.
+    shadow_budget_ms: float = Field(
+        50.0, gt=0, le=10_000, description="how long after a request its challenger score may "
+        "arrive; a later (or failed) one is logged as missing and counted. The response never "
+        "waits for it (with spool durability it waits at most this long)")
+    shadow_queue_rows: int = Field(
+        10_000, gt=0, description="rows waiting for their challenger score at most; beyond "
+        "it a row is logged without one (outcome overloaded)")
+    canary_key: str | None = Field(
+        None, description="the entity key whose stable hash picks the canary's requests "
+        "(default: the feature service's first entity key), so an entity stays with one "
+        "version")
+    # The rollout policy (`skewless rollout apply`): each limit on the challenger's evidence
+    # since its rollout started, on the same events as production.
+    rollout_min_events: int = Field(
+        500, ge=1, description="events the challenger scored before errors, latency and "
+        "score shift are judged")
+    rollout_max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="abort when more of the challenger's scores than this "
+        "share failed, were non-finite, late or skipped")
+    rollout_max_latency_p99_ms: float = Field(
+        25.0, gt=0, description="abort when the challenger's model time per row at p99 is "
+        "above this (milliseconds)")
+    rollout_max_score_psi: float = Field(
+        0.25, gt=0, description="abort when the challenger's scores shifted more than this "
+        "PSI against production's on the same events")
+    rollout_min_labels: int = Field(
+        1000, ge=1, description="labelled events before the paired ROC AUC difference decides")
+    rollout_promote_margin: float = Field(
+        0.0, ge=-1, le=1, description="promote (through the acceptance gate) when the paired "
+        "95% interval of ROC AUC(challenger) − ROC AUC(production) lies above this")
+    rollout_abort_margin: float = Field(
+        0.0, ge=0, le=1, description="abort when that interval lies below −this (the "
+        "challenger is worse)")
+
     # MLflow, for teams that track their runs there (the `mlflow` extra).
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI (http(s)://host:port, databricks, or a database "
@@ -390,6 +425,16 @@ class Settings(BaseSettings):
     def monitor_report_path(self) -> Path:
         """The latest monitor report of the feature service (read by /metrics)."""
         return self.monitor_dir / f"{self.feature_service}.json"
+
+    @property
+    def rollout_dir(self) -> Path:
+        """`skewless rollout status|apply` reports; the latest is read by /metrics and the
+        catalog."""
+        return self.var_dir / "rollout"
+
+    @property
+    def rollout_report_path(self) -> Path:
+        return self.rollout_dir / f"{self.feature_service}.json"
 
     @property
     def model_dir(self) -> Path:

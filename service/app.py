@@ -177,6 +177,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
         app.state.predictor = predictor
         predictor.logbook.start()  # with spool durability, replays what a killed process left
         metrics.log_replayed.inc(predictor.logbook.rows_replayed)
+        predictor.start()  # the shadow's scorer
         follower = asyncio.create_task(predictor.follow_registry(), name="registry follower")
         problem = await predictor.check_redis()
         if problem:
@@ -189,6 +190,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
             yield
         finally:
             follower.cancel()
+            await predictor.stop()  # rows waiting for a shadow score are logged first
             await predictor.logbook.close()
             await predictor.redis.aclose()
             predictor.close()

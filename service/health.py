@@ -29,6 +29,14 @@ async def read_readiness(request: Request) -> JSONResponse:
     else:
         checks["model_version"] = predictor.production.scorer.version
         checks["decision_threshold"] = predictor.production.scorer.threshold
+    challenger = predictor.challenger
+    if challenger is not None and (challenger.route is not None or challenger.problem):
+        route = challenger.route
+        checks["challenger"] = {
+            "version": route.version if route else None,
+            "stage": route.stage if route else None,
+            "traffic_percent": challenger.percent if route else None,
+            "problem": None if route else challenger.problem}
     redis_problem = await predictor.check_redis()
     if redis_problem:
         problems.append(redis_problem)

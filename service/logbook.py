@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from skewless import rollout
 from skewless.served_log import LOG_DATE, LOG_TIMESTAMP, REQUEST_ID
 
 if TYPE_CHECKING:
@@ -53,7 +54,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXTRA_FIELDS = [pa.field("model_version", pa.string()), pa.field("score", pa.float64())]
+EXTRA_FIELDS = [
+    pa.field("model_version", pa.string()), pa.field("score", pa.float64()),
+    # Who else scored the event (skewless/rollout.py): production, and the challenger.
+    pa.field(rollout.PRODUCTION_VERSION, pa.string()),
+    pa.field(rollout.PRODUCTION_SCORE, pa.float64()),
+    pa.field(rollout.PRODUCTION_MODEL_US, pa.float64()),
+    pa.field(rollout.CHALLENGER_VERSION, pa.string()),
+    pa.field(rollout.CHALLENGER_STAGE, pa.string()),
+    pa.field(rollout.CHALLENGER_SCORE, pa.float64()),
+    pa.field(rollout.CHALLENGER_OUTCOME, pa.string()),
+    pa.field(rollout.CHALLENGER_MODEL_US, pa.float64()),
+]
 CONVERT_SECONDS = 0.1
 _MICROS = pa.timestamp("us", tz="UTC")
 
@@ -71,6 +83,16 @@ class LoggedRow(NamedTuple):
     values: tuple[Any, ...]
     statuses: tuple[int, ...]
     timestamps: tuple[float | None, ...]  # event time of each value, epoch seconds
+    # Production's version, score and model time per row (µs), and the challenger's, when
+    # one was served; defaults, so rows spooled before these fields existed still load.
+    production_version: str | None = None
+    production_score: float | None = None
+    production_model_us: float | None = None
+    challenger_version: str | None = None
+    challenger_stage: str | None = None
+    challenger_score: float | None = None
+    challenger_outcome: str | None = None
+    challenger_model_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,15 @@ class LogLayout:
         put(REQUEST_ID, [r.request_id for r in rows])
         put("model_version", [r.model_version for r in rows])
         put("score", [r.score for r in rows])
+        put(rollout.PRODUCTION_VERSION,
+            [r.model_version if r.production_version is None else r.production_version
+             for r in rows])
+        put(rollout.PRODUCTION_SCORE,
+            [r.score if r.production_score is None else r.production_score for r in rows])
+        for name in (rollout.PRODUCTION_MODEL_US, rollout.CHALLENGER_VERSION,
+                     rollout.CHALLENGER_STAGE, rollout.CHALLENGER_SCORE,
+                     rollout.CHALLENGER_OUTCOME, rollout.CHALLENGER_MODEL_US):
+            put(name, [getattr(r, name) for r in rows])
         if self.event_id_column is not None:
             put(self.event_id_column, [r.event_id for r in rows])
         return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
@@ -311,6 +342,9 @@ class LogBook:
         self._on_dead_letter = on_dead_letter
         self._rows: list[LoggedRow] = []
         self._seqs: list[int] = []  # with a spool: each buffered row's spool sequence number
+        # Rows accepted and not yet appended (waiting for their shadow score): counted in
+        # :attr:`depth`, so the buffer's bound holds for them too.
+        self.held = 0
         self._converting = 0
         self._converting_first: int | None = None
         # Converted rows by UTC log date: each date's file is written, and retried, on its own.
@@ -333,6 +367,7 @@ class LogBook:
     def depth(self) -> int:
         """Accepted rows not yet on disk."""
         spooling = self.spool.in_flight if self.spool is not None else 0
+        spooling += self.held
         return (len(self._rows) + self._converting + self._batched_rows + len(self._rejected)
                 + spooling)
 

@@ -158,6 +158,17 @@ class Metrics:
         self.redis_errors = Counter("skewless_redis_errors_total",
                                     "Online store reads that failed", registry=r)
         self.model = Info("skewless_model", "The model being served", registry=r)
+        self.challenger = Info("skewless_challenger", "The challenger served beside "
+                               "production (shadow or canary; empty when none)", registry=r)
+        self.challenger_outcomes = Counter(
+            "skewless_challenger_scores_total", "Rows the challenger was asked to score, by "
+            "outcome (scored, late, error, nonfinite, overloaded)", ["outcome"], registry=r)
+        self.answers = Counter("skewless_answers_total", "Rows answered, by the role of the "
+                               "version that answered (production or canary)", ["role"],
+                               registry=r)
+        self.model_call_seconds = Histogram(
+            "skewless_model_call_seconds", "Duration of one model call (one or more rows), by "
+            "role (production, challenger)", ["role"], buckets=LATENCY_BUCKETS, registry=r)
         self.model_age = ModelAgeCollector()
         r.register(self.model_age)
         self.model_loads = Counter(

@@ -13,8 +13,12 @@ keeps serving. So does a registry that cannot be reached: each failed poll is co
 outage and the recovery are logged once each, and the follower polls on. Each request takes a
 slot's scorer once, so it is scored by one version throughout.
 
-The request path (``service/predictor.py``) never loads anything: a second model (a shadow or
-a canary) is a second slot following another stage.
+The request path (``service/predictor.py``) never loads anything. The challenger (a shadow or
+a canary) is a second slot, :class:`ChallengerSlot`, following the registry's challenger with
+the same verification and hot-swap rules; it publishes its scorer, stage and canary share as
+one :class:`Challenger`, so a request sees one consistent route. A challenger that fails
+verification is not served (production is unaffected); one that leaves its stage stops being
+served at the next poll or admin call.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from service.metrics import Metrics
 from service.scoring import Scorer
@@ -45,6 +50,7 @@ from skewless.registry import (
     load_registered,
     not_checked,
 )
+from skewless.rollout import canary_limit
 
 logger = logging.getLogger(__name__)
 CHECK_ACTOR = "skewless serve"  # who the audit names for a check the predictor ran itself
@@ -212,8 +218,141 @@ class ModelSlot:
         """Swap ``scorer`` in (one assignment); returns the one it replaced."""
         old, self.scorer, self.problem = self.scorer, scorer, None
         self.metrics.model_loads.labels("loaded").inc()
+        self._announce(scorer)
+        return old
+
+    def _announce(self, scorer: Scorer) -> None:
         self.metrics.model.info({"version": scorer.version,
                                  "feature_service": self.spec.feature_service,
                                  "fingerprint": self.spec.fingerprint})
         self.metrics.model_age.contract = scorer.artifact.contract
-        return old
+
+
+class Challenger(NamedTuple):
+    """What the request path reads of the challenger, in one assignment."""
+
+    scorer: Scorer
+    stage: str  # shadow or canary
+    limit: int  # a canary answers the entities whose bucket is below this; 0 for a shadow
+
+    @property
+    def version(self) -> str:
+        return self.scorer.version
+
+
+@dataclass
+class ChallengerSlot(ModelSlot):
+    """The registry's challenger of the model name (shadow or canary), if any.
+
+    ``route`` is what the request path reads: None while there is no challenger to serve
+    (none in the registry, or one that failed verification, named by ``problem``).
+    """
+
+    route: Challenger | None = None
+    percent: float | None = None  # a canary's share as the registry holds it
+
+    def load(self) -> None:
+        if self.registry is None:
+            return  # a pinned model has no registry, so no challenger
+        try:
+            found = self.registry.challenger_route(self.model_name)
+        except Exception as exc:  # the registry is down: serve production, poll on
+            self._registry_failed(exc, None)
+            return
+        if found is not None:
+            self._take(found, self._verified(found[0]))
+
+    def _verified(self, version: str) -> Scorer | None:
+        """A verified scorer for ``version``, or None (refused: logged, counted, not retried)."""
+        assert self.registry is not None
+        try:
+            row = self.registry.get(self.model_name, version)
+            return self.verified_scorer(load_registered(self.checked(row), self.limits))
+        except (ArtifactError, RegistryError) as exc:
+            self._refused.add(version)
+            self.problem = f"challenger {version} refused: {exc}"
+            self.metrics.model_loads.labels("refused").inc()
+            logger.error("refusing challenger %s of %s; production serves alone: %s",
+                         version, self.model_name, exc)
+            return None
+
+    def _take(self, found: tuple[str, str, float | None], scorer: Scorer | None) -> None:
+        """Publish ``scorer`` as the challenger in the stage and share ``found`` names."""
+        version, stage, percent = found
+        old = self.scorer
+        if scorer is None:
+            self.scorer, self.route = None, None
+        else:
+            self.scorer, self.problem, self.percent = scorer, None, percent
+            limit = canary_limit(percent) if stage == Stage.CANARY.value and percent else 0
+            self.route = Challenger(scorer, stage, limit)
+            if scorer is not old:
+                self.metrics.model_loads.labels("loaded").inc()
+            self._announce(scorer)
+        if old is not None and old is not scorer:
+            self._retire(old)
+
+    def _vacate(self) -> None:
+        old = self.scorer
+        self.scorer, self.route, self.percent = None, None, None
+        self.metrics.challenger.info({"version": "", "stage": ""})
+        if old is not None:
+            logger.warning("challenger %s of %s is no longer served", old.version,
+                           self.model_name)
+            self._retire(old)
+
+    def _retire(self, old: Scorer) -> None:
+        try:
+            asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
+        except RuntimeError:  # no loop (start-up): nothing can hold it yet
+            old.close()
+
+    def _announce(self, scorer: Scorer) -> None:
+        route = self.route
+        self.metrics.challenger.info({"version": scorer.version,
+                                      "stage": route.stage if route else ""})
+
+    async def refresh(self) -> str | None:
+        """Follow the registry's challenger: load a new one beside production, republish a
+        changed stage or share, stop serving one that left. Returns the version served."""
+        if self.registry is None:
+            return None
+        registry = self.registry
+        async with self._swap_lock:
+            current = self.version
+            try:
+                found = await asyncio.to_thread(registry.challenger_route, self.model_name)
+            except Exception as exc:  # keep the route as it is; production is unaffected
+                self._registry_failed(exc, current)
+                return current
+            self._registry_answered()
+            if found is None:
+                self.problem = None
+                if current is not None or self.route is not None:
+                    self._vacate()
+                return None
+            version = found[0]
+            if version == current:
+                if self.route is None or (found[1], found[2]) != (self.route.stage,
+                                                                  self.percent):
+                    self._take(found, self.scorer)
+                    logger.warning("challenger %s of %s is now %s%s", version,
+                                   self.model_name, found[1],
+                                   f" at {found[2]:g}%" if found[2] else "")
+                return version
+            if version in self._refused:
+                if current is not None:
+                    self._vacate()
+                return None
+            started = time.perf_counter()
+            scorer = await asyncio.to_thread(self._verified, version)
+            if scorer is None:
+                if current is not None:
+                    self._vacate()
+                return None
+            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            self._take(found, scorer)
+            logger.warning("challenger %s of %s loaded and verified in %.0f ms: %s%s",
+                           version, self.model_name, (time.perf_counter() - started) * 1e3,
+                           found[1], f" at {found[2]:g}%" if found[2] else "")
+            return version

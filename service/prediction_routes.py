@@ -89,9 +89,12 @@ class FeatureValue(BaseModel):
 
 
 class BatchPrediction(BaseModel):
-    """One row's answer inside a batch (the batch names the model version once)."""
+    """One row's answer inside a batch."""
 
     request_id: str
+    model_version: str = Field(
+        description="The model version that answered this row: production's, or the "
+        "canary's for the entities in its share.")
     score: float = Field(description="Probability of the positive class.")
     decision: bool = Field(
         description="Whether to act on the event: the score is at or above the model's "
@@ -104,17 +107,18 @@ class BatchPrediction(BaseModel):
 
 
 class PredictResponse(BatchPrediction):
-    model_version: str
+    pass
 
 
 class PredictBatchResponse(BaseModel):
-    model_version: str
+    model_version: str = Field(description="The production version (each row names the "
+                               "version that answered it).")
     predictions: list[BatchPrediction]
 
 
 def _payload(predictor: Predictor, p: Prediction, include_features: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"request_id": p.request_id, "score": p.score,
-                           "decision": p.decision}
+    out: dict[str, Any] = {"request_id": p.request_id, "model_version": p.model_version,
+                           "score": p.score, "decision": p.decision}
     if include_features:
         out["features"] = predictor.feature_payload(p)
     if p.contributions is not None:
@@ -161,10 +165,8 @@ def build_router(spec: ServiceSpec, settings: Settings) -> APIRouter:
         include_features: IncludeFeatures = False, explain: Explain = False,
     ) -> Response:
         """Score one event with the features Feast serves for its entities."""
-        predictions, version, timings = await run(request, [body.__dict__], explain)  # type: ignore[attr-defined]
-        content = _payload(predictor_of(request), predictions[0], include_features)
-        content["model_version"] = version
-        return _json(content, timings)
+        predictions, _, timings = await run(request, [body.__dict__], explain)  # type: ignore[attr-defined]
+        return _json(_payload(predictor_of(request), predictions[0], include_features), timings)
 
     @router.post("/predict/batch", response_model=PredictBatchResponse,
                  responses=ERROR_RESPONSES)

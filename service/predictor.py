@@ -6,11 +6,24 @@ LightGBM call and an append to the log buffer. No registry access, no pandas.
 The model comes from a slot (``service/model_slot.py``), which owns loading, verifying,
 swapping and following the registry; a request takes the slot's scorer once, so it is scored
 by one version throughout, and its logged row and response name that version.
+
+While a rollout is open, a second slot holds the challenger, scored on the very vector
+production scored (no second feature read):
+
+- a canary answers the rows whose entity (``SKEWLESS_CANARY_KEY``) hashes into its share
+  (:func:`skewless.rollout.canary_bucket`), so an entity stays with one version; production
+  scores those rows too, and answers them itself when the canary fails or scores non-finite;
+- every other row is answered by production and scored by the challenger off the request
+  path (``service/shadow.py``), within a budget, so a slow or failing challenger never fails
+  or delays a request;
+- every logged row carries the answering version and score, production's, and the
+  challenger's with its outcome (``skewless/rollout.py``), so comparisons are paired.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -28,19 +41,23 @@ from redis.exceptions import RedisError
 
 from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
-from service.model_slot import ModelSlot
+from service.model_slot import Challenger, ChallengerSlot, ModelSlot
 from service.online import NULL_VALUE, PRESENT, STATUS_NAMES, FeatureRows, OnlinePlan
 from service.scoring import Scorer
+from service.shadow import ShadowJob, ShadowScorer
 from service.spool import Spool, SpoolUnavailable
 from skewless.artifact import ArtifactLimits
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
 from skewless.requirements import require_servable
+from skewless.rollout import CANARY_ROLE, ERROR, NONFINITE, OVERLOADED, SCORED, canary_bucket
 from skewless.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteScore(SkewlessError):
@@ -90,10 +107,34 @@ class ModelPool:
 class Prediction:
     request_id: str
     score: float
-    decision: bool  # score at or above the model's decision threshold
+    decision: bool  # score at or above the answering model's decision threshold
     values: list[Any]
     statuses: list[int]
     contributions: dict[str, float] | None = None
+    model_version: str = ""  # the version that answered
+
+
+@dataclass
+class CanaryScores:
+    """The canary's answers for the rows it was picked for: row → (score or None, outcome)."""
+
+    route: Challenger
+    answers: dict[int, tuple[float | None, str]]
+    us: float | None  # model time per row, µs (None when the call raised)
+    contributions: dict[int, dict[str, float]] | None = None
+
+
+@dataclass
+class Scored:
+    """One request's vectors and scores: production's on every row, the canary's on its own."""
+
+    features: FeatureRows
+    scores: Any  # production's, one per row
+    contributions: list[dict[str, float]] | None
+    transform_ms: float
+    model_ms: float
+    production_us: float  # production's model time per row
+    canary: CanaryScores | None = None
 
 
 @dataclass
@@ -115,6 +156,29 @@ def _nonfinite(scores: Any) -> int:
     if len(scores) == 1:
         return 0 if math.isfinite(scores[0]) else 1
     return int(len(scores) - np.isfinite(scores).sum())
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any] | None) -> None:
+    if target is None or target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(None)
+
+
+def canary_key(settings: Settings, spec: ServiceSpec) -> str | None:
+    """The field a canary's share is hashed on: ``SKEWLESS_CANARY_KEY`` (an entity key or a
+    request field of the service), else the service's first entity key."""
+    names = [k.name for k in spec.entity_keys] + [r.name for r in spec.request_fields]
+    if settings.canary_key is not None:
+        if settings.canary_key not in names:
+            raise SkewlessError(f"SKEWLESS_CANARY_KEY={settings.canary_key!r} is not an entity "
+                                f"key or request field of {spec.feature_service} ({names})")
+        return settings.canary_key
+    return names[0] if names else None
 
 
 def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
@@ -144,7 +208,17 @@ class Predictor:
     metrics: Metrics
     production: ModelSlot
     pool: ModelPool
+    challenger: ChallengerSlot | None = None
+    shadow: ShadowScorer | None = None
+    canary_key: str | None = None  # the entity key (or request field) a canary share hashes
     _missing: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._answers = {role: self.metrics.answers.labels(role)
+                         for role in ("production", CANARY_ROLE)}
+        self._canary_outcomes = {o: self.metrics.challenger_outcomes.labels(o)
+                                 for o in (SCORED, ERROR, NONFINITE, OVERLOADED)}
+        self._production_seconds = self.metrics.model_call_seconds.labels("production")
 
     @classmethod
     def load(cls, settings: Settings, store: FeatureStore, spec: ServiceSpec,
@@ -187,13 +261,32 @@ class Predictor:
                                limits=ArtifactLimits.from_settings(settings),
                                fallback_threshold=settings.decision_threshold)
         production.load()
+        challenger = ChallengerSlot(spec, metrics, None if settings.model_path else registry,
+                                    limits=ArtifactLimits.from_settings(settings),
+                                    fallback_threshold=settings.decision_threshold)
+        challenger.load()
         pool = ModelPool(settings.model_workers, settings.model_queue)
         metrics.track_pool(lambda: pool.in_flight)
-        return cls(
+        predictor = cls(
             settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
             redis=redis_client(settings.redis, settings.redis_timeout_seconds),
             logbook=logbook, metrics=metrics, production=production, pool=pool,
+            challenger=challenger, canary_key=canary_key(settings, spec),
         )
+        predictor.shadow = ShadowScorer(settings.shadow_budget_ms / 1e3,
+                                        settings.shadow_queue_rows, metrics,
+                                        predictor._shadow_scored)
+        return predictor
+
+    def start(self) -> None:
+        """Start what runs beside requests (on the running loop): the shadow's scorer."""
+        if self.shadow is not None:
+            self.shadow.start()
+
+    async def stop(self) -> None:
+        """Log every row still waiting for its shadow score (before the log closes)."""
+        if self.shadow is not None:
+            await self.shadow.stop()
 
     @property
     def model_name(self) -> str:
@@ -201,11 +294,15 @@ class Predictor:
 
     @property
     def slots(self) -> tuple[ModelSlot, ...]:
-        return (self.production,)
+        return (self.production, self.challenger) if self.challenger else (self.production,)
 
     async def refresh(self) -> str | None:
-        """Check the registry now; returns the production version served."""
-        return await self.production.refresh()
+        """Check the registry now (production and challenger); returns the production
+        version served."""
+        version = await self.production.refresh()
+        if self.challenger is not None:
+            await self.challenger.refresh()
+        return version
 
     async def follow_registry(self) -> None:
         """Let every slot follow its registry stage until cancelled."""
@@ -223,6 +320,7 @@ class Predictor:
         scorer = self.production.scorer
         if scorer is None:
             raise ServiceUnavailable(f"model not loaded: {self.production.problem}")
+        route = self.challenger.route if self.challenger is not None else None
         n = len(rows)
         # A single row takes microseconds and stays on the loop; heavy work goes to the pool.
         heavy = explain or n > self.settings.model_offload_rows
@@ -233,12 +331,13 @@ class Predictor:
                 self.metrics.pool_refused.inc()
                 raise
         try:
-            return await self._predict(scorer, rows, explain, heavy)
+            return await self._predict(scorer, route, rows, explain, heavy)
         finally:
             if heavy:
                 self.pool.release()
 
-    async def _predict(self, scorer: Scorer, rows: Sequence[dict[str, Any]], explain: bool,
+    async def _predict(self, scorer: Scorer, route: Challenger | None,
+                       rows: Sequence[dict[str, Any]], explain: bool,
                        heavy: bool) -> tuple[list[Prediction], str, Timings]:
         n = len(rows)
         try:
@@ -253,16 +352,16 @@ class Predictor:
         t1 = time.perf_counter()
         self.metrics.redis_latency.observe(t1 - t0)
         if heavy:
-            scored = await self.pool.run(self._score, scorer, replies, rows, now, explain)
+            scored = await self.pool.run(self._score, scorer, route, replies, rows, now,
+                                         explain)
         else:
-            scored = self._score(scorer, replies, rows, now, explain)
-        features, scores, contributions, timings.transform, timings.model = scored
+            scored = self._score(scorer, route, replies, rows, now, explain)
+        timings.transform, timings.model = scored.transform_ms, scored.model_ms
         t3 = time.perf_counter()
-        predictions, durable = self._log(rows, features, scores, now, scorer.version,
-                                         scorer.threshold, contributions)
-        if durable is not None:  # spool durability: answer once the rows are synced
+        predictions, durable = self._log(rows, scored, now, scorer, route)
+        for pending in durable:  # spool durability: answer once the rows are synced
             try:
-                await durable
+                await pending
             except SpoolUnavailable as exc:
                 self.metrics.spool_failures.inc()
                 raise ServiceUnavailable(str(exc)) from exc
@@ -271,11 +370,10 @@ class Predictor:
         timings.features, timings.log = (t1 - t0) * 1e3, (t4 - t3) * 1e3
         return predictions, scorer.version, timings
 
-    def _score(self, scorer: Scorer, replies: list[Any], rows: Sequence[dict[str, Any]],
-               now: float, explain: bool,
-               ) -> tuple[FeatureRows, Any, list[dict[str, float]] | None, float, float]:
-        """Decode, transform and score: the vectors, scores, contributions and the transform
-        and model stages' milliseconds."""
+    def _score(self, scorer: Scorer, route: Challenger | None, replies: list[Any],
+               rows: Sequence[dict[str, Any]], now: float, explain: bool) -> Scored:
+        """Decode, transform and score: the vectors, production's scores (and the canary's
+        on its rows), contributions and the transform and model stages' milliseconds."""
         n = len(rows)
         t1 = time.perf_counter()
         features = self.plan.decode(replies, n, now)
@@ -283,14 +381,53 @@ class Predictor:
         t2 = time.perf_counter()
         x = scorer.matrix(features.values)
         scores = [scorer.predict_one(x[0])] if n == 1 and not explain else scorer.predict(x)
+        t_model = time.perf_counter()
+        self._production_seconds.observe(t_model - t2)
         nonfinite = _nonfinite(scores)
         if nonfinite:
             self.metrics.nonfinite_predictions.inc(nonfinite)
             raise NonFiniteScore(f"model returned a non-finite score ({nonfinite} of {n} rows; "
                                  f"model {scorer.version})")
         contributions = scorer.contributions(x) if explain else None
+        production_us = (t_model - t2) * 1e6 / n
+        canary = None
+        if route is not None and route.limit and self.canary_key is not None:
+            key, limit = self.canary_key, route.limit
+            picked = [i for i, row in enumerate(rows) if canary_bucket(row[key]) < limit]
+            if picked:
+                canary = self._canary(route, features.values, picked, explain)
         t3 = time.perf_counter()
-        return features, scores, contributions, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        return Scored(features, scores, contributions, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                      production_us, canary)
+
+    def _canary(self, route: Challenger, values: list[list[Any]], picked: list[int],
+                explain: bool) -> CanaryScores:
+        """The canary's scores on its rows; a call that raises answers none of them (production
+        does), a non-finite score answers not its row."""
+        challenger = route.scorer
+        started = time.perf_counter()
+        try:
+            x = challenger.matrix([values[i] for i in picked])
+            raw = ([challenger.predict_one(x[0])] if len(picked) == 1 and not explain
+                   else [float(s) for s in challenger.predict(x)])
+            contributions = challenger.contributions(x) if explain else None
+        except Exception:  # the canary fails no request: production answers these rows
+            logger.exception("the canary %s failed to score %d rows", challenger.version,
+                             len(picked))
+            self._canary_outcomes[ERROR].inc(len(picked))
+            return CanaryScores(route, {i: (None, ERROR) for i in picked}, None)
+        seconds = time.perf_counter() - started
+        self.metrics.model_call_seconds.labels("challenger").observe(seconds)
+        answers: dict[int, tuple[float | None, str]] = {}
+        for i, score in zip(picked, raw, strict=True):
+            answers[i] = (score, SCORED) if math.isfinite(score) else (None, NONFINITE)
+        bad = sum(1 for _, outcome in answers.values() if outcome == NONFINITE)
+        if bad:
+            self._canary_outcomes[NONFINITE].inc(bad)
+        self._canary_outcomes[SCORED].inc(len(picked) - bad)
+        return CanaryScores(
+            route, answers, seconds * 1e6 / len(picked),
+            dict(zip(picked, contributions, strict=True)) if contributions else None)
 
     async def _read(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
         try:
@@ -302,19 +439,26 @@ class Predictor:
             self.metrics.redis_errors.inc()
             raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
-    def _log(self, rows: Sequence[dict[str, Any]], features: FeatureRows, scores: Any,
-             now: float, version: str, threshold: float,
-             contributions: list[dict[str, float]] | None,
-             ) -> tuple[list[Prediction], asyncio.Future[None] | None]:
-        """The predictions, their rows handed to the log, and with spool durability the
-        future to await before answering."""
+    def _log(self, rows: Sequence[dict[str, Any]], scored: Scored, now: float,
+             scorer: Scorer, route: Challenger | None,
+             ) -> tuple[list[Prediction], list[asyncio.Future[Any]]]:
+        """The predictions, their rows handed to the log (or to the shadow, to wait for the
+        challenger's scores), and with spool durability the futures to await before
+        answering."""
         layout = self.logbook.layout
         keys, requests, event_id = layout.key_columns, layout.request_columns, \
             layout.event_id_column
         keep = self.settings.feature_log_enabled
+        features, scores, contributions = scored.features, scored.scores, scored.contributions
+        canary = scored.canary.answers if scored.canary is not None else {}
+        shadow = self.shadow if route is not None and keep else None
+        production, production_us = scorer.version, scored.production_us
         served_us = round(now * 1e6)
-        logged = []
+        logged: list[LoggedRow] = []
+        waiting: list[LoggedRow] = []
+        vectors: list[list[Any]] = []
         predictions = []
+        answered_by_canary = 0
         for i, row in enumerate(rows):
             request_id = uuid.uuid4().hex
             score = float(scores[i])
@@ -323,19 +467,74 @@ class Predictor:
                        for pos, status in enumerate(statuses) if status != PRESENT}
             for view_status in missing:
                 self._count_missing(view_status)
+            answer, version, threshold, explained = score, production, scorer.threshold, \
+                contributions[i] if contributions else None
+            mine = canary.get(i)
+            if mine is not None and mine[0] is not None:
+                assert route is not None and scored.canary is not None
+                answer, version, threshold = mine[0], route.version, route.scorer.threshold
+                if scored.canary.contributions is not None:
+                    explained = scored.canary.contributions[i]
+                answered_by_canary += 1
             if keep:
                 ident = row.get(event_id) if event_id else None
-                logged.append(LoggedRow(
-                    request_id, served_us, version, score,
+                entry = LoggedRow(
+                    request_id, served_us, version, answer,
                     None if ident is None else str(ident), tuple(row[k] for k in keys),
                     tuple(row[r] for r in requests), tuple(features.values[i]),
                     tuple(statuses), tuple(features.timestamps[i]),
-                ))
-            predictions.append(Prediction(request_id, score, score >= threshold,
-                                          features.values[i], statuses,
-                                          contributions[i] if contributions else None))
-        durable = self.logbook.append(logged) if logged else None
+                    production, score, production_us)
+                if route is None:
+                    logged.append(entry)
+                elif mine is not None:  # scored by the canary already
+                    assert scored.canary is not None
+                    logged.append(entry._replace(
+                        challenger_version=route.version, challenger_stage=route.stage,
+                        challenger_score=mine[0], challenger_outcome=mine[1],
+                        challenger_model_us=None if mine[1] == ERROR else scored.canary.us))
+                else:
+                    waiting.append(entry._replace(challenger_version=route.version,
+                                                  challenger_stage=route.stage))
+                    vectors.append(features.values[i])
+            predictions.append(Prediction(request_id, answer, answer >= threshold,
+                                          features.values[i], statuses, explained, version))
+        if answered_by_canary:
+            self._answers[CANARY_ROLE].inc(answered_by_canary)
+        if answered_by_canary < len(rows):
+            self._answers["production"].inc(len(rows) - answered_by_canary)
+        durable: list[asyncio.Future[Any]] = []
+        if waiting and shadow is not None and route is not None:
+            if shadow.has_room(len(waiting)):
+                job = ShadowJob(route.scorer, vectors, waiting,
+                                time.monotonic() + shadow.budget)
+                if self.logbook.spool is not None:
+                    job.logged = asyncio.get_running_loop().create_future()
+                    durable.append(job.logged)
+                self.logbook.held += len(waiting)
+                shadow.submit(job)
+            else:
+                self._canary_outcomes[OVERLOADED].inc(len(waiting))
+                logged.extend(r._replace(challenger_outcome=OVERLOADED) for r in waiting)
+        if logged:
+            appended = self.logbook.append(logged)
+            if appended is not None:
+                durable.insert(0, appended)
         return predictions, durable
+
+    def _shadow_scored(self, job: ShadowJob, scores: list[float | None], outcomes: list[str],
+                       us: float | None) -> None:
+        """Rows back from the shadow (on the loop): logged with the challenger's scores."""
+        self.logbook.held -= len(job.rows)
+        rows = [row._replace(challenger_score=score, challenger_outcome=outcome,
+                             challenger_model_us=us if score is not None or outcome == NONFINITE
+                             else None)
+                for row, score, outcome in zip(job.rows, scores, outcomes, strict=True)]
+        durable = self.logbook.append(rows)
+        if job.logged is not None and not job.logged.done():
+            if durable is None:
+                job.logged.set_result(None)
+            else:  # the answer waits for the spool's sync of these rows too
+                durable.add_done_callback(lambda f: _chain(f, job.logged))
 
     def _count_missing(self, view_status: tuple[str, int]) -> None:
         child = self._missing.get(view_status)

@@ -79,7 +79,9 @@ def decode(data: bytes) -> tuple[list[LoggedRow], int]:
             if int(crc, 16) != zlib.crc32(body):
                 raise ValueError("checksum mismatch")
             fields = json.loads(body, object_hook=_object)
-            rows.append(LoggedRow._make(tuple(f) if isinstance(f, list) else f for f in fields))
+            # Positional: a row spooled before later fields existed takes their defaults.
+            values: list[Any] = [tuple(f) if isinstance(f, list) else f for f in fields]
+            rows.append(LoggedRow(*values))
         except (ValueError, TypeError):
             skipped += 1
     return rows, skipped

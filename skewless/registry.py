@@ -378,6 +378,15 @@ class Registry(MetadataStore):
         with self.reading() as session:
             return session.scalar(self._challenger_query(name))
 
+    def challenger_route(self, name: str) -> tuple[str, str, float | None] | None:
+        """The challenger's version, stage and traffic share (what the predictor polls)."""
+        with self.reading() as session:
+            row = session.execute(select(
+                ModelVersion.version, ModelVersion.stage, ModelVersion.traffic_percent,
+            ).where(ModelVersion.name == name, ModelVersion.stage.in_(
+                [s.value for s in CHALLENGER_STAGES]))).first()
+            return None if row is None else (row[0], row[1], row[2])
+
     def rollout(self, name: str) -> RolloutStatus:
         """Where the rollout of ``name`` stands: production, its challenger, since when and
         by whom; :class:`NotFound` when no version of ``name`` is registered."""

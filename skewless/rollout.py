@@ -49,3 +49,5 @@ def canary_limit(percent: float) -> int:
 
 def on_canary(value: Any, percent: float) -> bool:
     return canary_bucket(value) < canary_limit(percent)
+
+CANARY_ROLE = "canary"

@@ -19,6 +19,10 @@ Servers, each started for one run and stopped after it, so only one is ever busy
                    written in pandas mode (Feast's default; the same logic over DataFrames),
                    with its own model trained on it: the cost of pandas mode per request
   feast batch      the same `feast serve`, only the 17 batch feature refs (no on-demand view)
+  ours (shadow)    `skewless serve` (log on) with a challenger in shadow: a second model of
+                   the same size scored on every request off the request path
+  ours (canary)    the same challenger as a canary answering CANARY_PERCENT% of the cards
+                   (and scored in the shadow on the rest)
 
 They run in the order of ``--variants``, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
 script that rotates through pre-generated request bodies (real cards, merchants, amounts,
@@ -72,6 +76,7 @@ VERIFY_ROWS = 100  # requests per server checked one by one before it is timed
 REPO_FILES = ("feature_store.yaml", ".feastignore", "entities.py", "data_sources.py",
               "features.py", "on_demand.py", "feature_services.py")
 JSON_MARK = "BENCH_JSON "
+CANARY_PERCENT = 20.0
 
 # Rotates through request bodies (one JSON document per line of the file named after `--`)
 # and prints wrk's summary as one JSON line. With a second argument "timing" it also reads
@@ -558,6 +563,7 @@ class Variant:
     checkout: Path | None = None  # run `skewless serve` from this checkout of another commit
     spool: bool = False  # SKEWLESS_FEATURE_LOG_DURABILITY=spool
     pandas: bool = False  # the repo whose on-demand view is in pandas mode
+    rollout: str | None = None  # "shadow" or "canary": a challenger beside production
 
 
 VARIANTS = (
@@ -565,6 +571,10 @@ VARIANTS = (
     Variant("ours_pandas", "skewless /predict (pandas-mode)", "ours", logging=True,
             pandas=True),
     Variant("ours_spool", "skewless /predict (spool)", "ours", logging=True, spool=True),
+    Variant("ours_shadow", "skewless /predict (shadow)", "ours", logging=True,
+            rollout="shadow"),
+    Variant("ours_canary", f"skewless /predict (canary {CANARY_PERCENT:g}%)", "ours",
+            logging=True, rollout="canary"),
     Variant("feast", "feast serve (service)", "feast"),
     Variant("feast_pandas", "feast serve (pandas-mode)", "feast", pandas=True),
     Variant("ours_log_off", "skewless /predict (log off)", "ours", logging=False),
@@ -593,6 +603,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
         if variant.spool:
             env.update(SKEWLESS_FEATURE_LOG_DURABILITY="spool",
                        SKEWLESS_FEATURE_LOG_SPOOL_DIR=str(run_dir / "spool"))
+        if variant.rollout is not None:  # its registry is made by rollout_registry
+            env.update(SKEWLESS_DATABASE_URL=f"sqlite:///{run_dir / 'rollout.db'}")
         if variant.checkout is not None:  # its packages shadow the installed ones
             # An earlier commit may know fewer migrations: it gets a database of its own,
             # migrated by its own code, and serves the fixture's model pinned.
@@ -611,6 +623,35 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
                "-p", str(port), "--no-access-log", "-w", "1", "--max-requests", "0"]
         ready = "/health"
     return Server(variant.label, cmd, env, run_dir, run_dir / "server.log", port, ready)
+
+
+def rollout_registry(fx: Fixture, env: dict[str, str], run_dir: Path, stage: str) -> None:
+    """A metadata database of the run's own: the fixture's model in production and a copy of
+    it registered as another version (so the challenger costs what production costs), in
+    ``stage``."""
+    from skewless.registry import Registry, bootstrap_production
+    from skewless.settings import Settings
+
+    url = env["SKEWLESS_DATABASE_URL"]
+    subprocess.run([str(BIN / "skewless"), "db", "upgrade"], env=env, check=True,
+                   capture_output=True)
+    settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=fx.redis, database_url=url,
+                        feature_service=FEATURE_SERVICE, model_path=None)
+    bootstrap_production(settings, fx.model_dir)
+    challenger = run_dir / "challenger"
+    shutil.copytree(fx.model_dir, challenger)
+    contract = json.loads((challenger / "contract.json").read_text())
+    contract["model"]["version"] = "challenger"
+    (challenger / "contract.json").write_text(json.dumps(contract))
+    registry = Registry.from_settings(settings)
+    try:
+        registry.register(challenger)
+        if stage == "shadow":
+            registry.shadow(FEATURE_SERVICE, "challenger", "bench", "bench")
+        else:
+            registry.canary(FEATURE_SERVICE, "challenger", CANARY_PERCENT, "bench", "bench")
+    finally:
+        registry.close()
 
 
 def request_path(variant: Variant) -> str:
@@ -725,6 +766,8 @@ def one_run(variant: Variant, round_no: int, fx: Fixture, bodies: Bodies, args: 
     run_dir = fx.tmp / "runs" / tag
     run_dir.mkdir(parents=True)
     server = make_server(variant, fx, run_dir)
+    if variant.rollout is not None:
+        rollout_registry(fx, server.env, run_dir, variant.rollout)
     problems: list[str] = []
     facts: dict[str, Any] = {}
     url = server.base_url + request_path(variant)
@@ -799,8 +842,28 @@ def log_check(variant: Variant, fx: Fixture, run_dir: Path, verified: int, warm:
             f"{book.get('rows_written')} buffered_rows={book.get('buffered_rows')} after "
             f"{predictions:,} predictions"
         )
+    if variant.rollout is not None:
+        check["challenger"] = challenger_outcomes(run_dir / "feature_log")
+        check["line"] += f"; challenger {check['challenger']}"
+        ok = ok and set(check["challenger"]["outcomes"]) <= {"scored"}
     check["ok"] = ok
     return check
+
+
+def challenger_outcomes(directory: Path) -> dict[str, Any]:
+    """How the logged rows' challenger scores fared, and who answered them."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    files = [str(p) for p in directory.rglob("*.parquet") if not p.name.startswith(".")]
+    table = pads.dataset(files, format="parquet").to_table(
+        columns=["model_version", "challenger_outcome"])
+
+    def counts(column: str) -> dict[str, int]:
+        return {str(v["values"]): int(v["counts"])
+                for v in pc.value_counts(table[column]).to_pylist()}
+
+    return {"outcomes": counts("challenger_outcome"), "answered_by": counts("model_version")}
 
 
 def idle_server_timing(server: Server, bodies: Bodies, n: int = 300) -> dict[str, dict[str, float]]:
@@ -938,8 +1001,8 @@ def parse_args() -> argparse.Namespace:
                         help="seconds of the Server-Timing run (0: skip it)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
     parser.add_argument("--variants",
-                        default="ours_log_on,ours_pandas,ours_spool,feast,feast_pandas,"
-                                "ours_log_off,feast_batch",
+                        default="ours_log_on,ours_shadow,ours_canary,ours_pandas,ours_spool,"
+                                "feast,feast_pandas,ours_log_off,feast_batch",
                         help="which servers to run, comma-separated, in this order")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run `skewless serve` as of git REF (log on), right after "
@@ -1067,6 +1130,14 @@ def main() -> int:
                   f"(p50 {off['p50_ms']:.2f} → {on['p50_ms']:.2f} ms, "
                   f"p99 {off['p99_ms']:.2f} → {on['p99_ms']:.2f} ms)"
                   + ("; the rounds' req/s ranges overlap: within run-to-run noise" if overlap else ""))
+        for key in ("ours_shadow", "ours_canary"):
+            challenged = table.get(key)
+            if on and challenged:
+                print(f"{challenged['label']}: {on['rps_median']:,.0f} → "
+                      f"{challenged['rps_median']:,.0f} req/s = "
+                      f"{100 * (1 - challenged['rps_median'] / on['rps_median']):.1f}% "
+                      f"throughput lost to the challenger (p99 {on['p99_ms']:.2f} → "
+                      f"{challenged['p99_ms']:.2f} ms)")
         pandas = table.get("ours_pandas")
         if on and pandas:
             print(f"pandas-mode view: {on['rps_median']:,.0f} → {pandas['rps_median']:,.0f} req/s "

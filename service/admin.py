@@ -190,8 +190,8 @@ CHALLENGE_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/models/{name}/versions/{version}/shadow", responses=CHALLENGE_ERRORS)
 async def create_shadow(name: str, version: str, body: Reason, actor: Actor, request: Request,
                         registry: RegistryDep) -> RolloutChange:
-    """Make a candidate (or the canary) the shadow: scored beside production, never
-    answering. The predictor does not score challengers yet."""
+    """Make a candidate (or the canary) the shadow: scored beside production on the same
+    vectors, never answering."""
     request.state.audit_detail = body.model_dump()
     row = await asyncio.to_thread(registry.shadow, name, version, actor, body.reason)
     return await _rollout_change(registry, name, row.version, row.stage)
@@ -201,7 +201,7 @@ async def create_shadow(name: str, version: str, body: Reason, actor: Actor, req
 async def create_canary(name: str, version: str, body: CanaryRequest, actor: Actor,
                         request: Request, registry: RegistryDep) -> RolloutChange:
     """Make a candidate or the shadow the canary at ``percent`` per cent of requests, or change
-    the canary's share. The predictor does not route to challengers yet."""
+    the canary's share: it answers the entities whose key hashes into its share."""
     request.state.audit_detail = body.model_dump()
     row = await asyncio.to_thread(registry.canary, name, version, body.percent, actor,
                                   body.reason)

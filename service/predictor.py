@@ -129,6 +129,7 @@ class Scored:
     """One request's vectors and scores: production's on every row, the canary's on its own."""
 
     features: FeatureRows
+    x: np.ndarray  # the rows as production encoded them
     scores: Any  # production's, one per row
     contributions: list[dict[str, float]] | None
     transform_ms: float
@@ -219,6 +220,16 @@ class Predictor:
         self._canary_outcomes = {o: self.metrics.challenger_outcomes.labels(o)
                                  for o in (SCORED, ERROR, NONFINITE, OVERLOADED)}
         self._production_seconds = self.metrics.model_call_seconds.labels("production")
+        self._challenger_seconds = self.metrics.model_call_seconds.labels("challenger")
+        self._alike: tuple[Scorer, Scorer, bool] | None = None  # last encoding comparison
+
+    def _encodes_alike(self, production: Scorer, challenger: Scorer) -> bool:
+        """Whether the challenger can score production's encoded rows (cached per pair)."""
+        alike = self._alike
+        if alike is None or alike[0] is not production or alike[1] is not challenger:
+            alike = (production, challenger, production.encodes_like(challenger))
+            self._alike = alike
+        return alike[2]
 
     @classmethod
     def load(cls, settings: Settings, store: FeatureStore, spec: ServiceSpec,
@@ -395,19 +406,21 @@ class Predictor:
             key, limit = self.canary_key, route.limit
             picked = [i for i, row in enumerate(rows) if canary_bucket(row[key]) < limit]
             if picked:
-                canary = self._canary(route, features.values, picked, explain)
+                canary = self._canary(route, features.values, x, picked, explain,
+                                      self._encodes_alike(scorer, route.scorer))
         t3 = time.perf_counter()
-        return Scored(features, scores, contributions, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+        return Scored(features, x, scores, contributions, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
                       production_us, canary)
 
-    def _canary(self, route: Challenger, values: list[list[Any]], picked: list[int],
-                explain: bool) -> CanaryScores:
+    def _canary(self, route: Challenger, values: list[list[Any]], encoded: np.ndarray,
+                picked: list[int], explain: bool, alike: bool) -> CanaryScores:
         """The canary's scores on its rows; a call that raises answers none of them (production
         does), a non-finite score answers not its row."""
         challenger = route.scorer
         started = time.perf_counter()
         try:
-            x = challenger.matrix([values[i] for i in picked])
+            x = (encoded[picked] if alike
+                 else challenger.matrix([values[i] for i in picked]))
             raw = ([challenger.predict_one(x[0])] if len(picked) == 1 and not explain
                    else [float(s) for s in challenger.predict(x)])
             contributions = challenger.contributions(x) if explain else None
@@ -417,7 +430,7 @@ class Predictor:
             self._canary_outcomes[ERROR].inc(len(picked))
             return CanaryScores(route, {i: (None, ERROR) for i in picked}, None)
         seconds = time.perf_counter() - started
-        self.metrics.model_call_seconds.labels("challenger").observe(seconds)
+        self._challenger_seconds.observe(seconds)
         answers: dict[int, tuple[float | None, str]] = {}
         for i, score in zip(picked, raw, strict=True):
             answers[i] = (score, SCORED) if math.isfinite(score) else (None, NONFINITE)
@@ -455,8 +468,8 @@ class Predictor:
         production, production_us = scorer.version, scored.production_us
         served_us = round(now * 1e6)
         logged: list[LoggedRow] = []
-        waiting: list[LoggedRow] = []
-        vectors: list[list[Any]] = []
+        waiting: list[tuple[Any, ...]] = []  # rows' fields up to production's, by position
+        positions: list[int] = []
         predictions = []
         answered_by_canary = 0
         for i, row in enumerate(rows):
@@ -478,24 +491,21 @@ class Predictor:
                 answered_by_canary += 1
             if keep:
                 ident = row.get(event_id) if event_id else None
-                entry = LoggedRow(
-                    request_id, served_us, version, answer,
-                    None if ident is None else str(ident), tuple(row[k] for k in keys),
-                    tuple(row[r] for r in requests), tuple(features.values[i]),
-                    tuple(statuses), tuple(features.timestamps[i]),
-                    production, score, production_us)
+                served = (request_id, served_us, version, answer,
+                          None if ident is None else str(ident), tuple(row[k] for k in keys),
+                          tuple(row[r] for r in requests), tuple(features.values[i]),
+                          tuple(statuses), tuple(features.timestamps[i]),
+                          production, score, production_us)
                 if route is None:
-                    logged.append(entry)
+                    logged.append(LoggedRow(*served))
                 elif mine is not None:  # scored by the canary already
                     assert scored.canary is not None
-                    logged.append(entry._replace(
-                        challenger_version=route.version, challenger_stage=route.stage,
-                        challenger_score=mine[0], challenger_outcome=mine[1],
-                        challenger_model_us=None if mine[1] == ERROR else scored.canary.us))
+                    logged.append(LoggedRow(
+                        *served, route.version, route.stage, mine[0], mine[1],
+                        None if mine[1] == ERROR else scored.canary.us))
                 else:
-                    waiting.append(entry._replace(challenger_version=route.version,
-                                                  challenger_stage=route.stage))
-                    vectors.append(features.values[i])
+                    waiting.append(served)
+                    positions.append(i)
             predictions.append(Prediction(request_id, answer, answer >= threshold,
                                           features.values[i], statuses, explained, version))
         if answered_by_canary:
@@ -505,7 +515,10 @@ class Predictor:
         durable: list[asyncio.Future[Any]] = []
         if waiting and shadow is not None and route is not None:
             if shadow.has_room(len(waiting)):
-                job = ShadowJob(route.scorer, vectors, waiting,
+                alike = self._encodes_alike(scorer, route.scorer)
+                vectors = (scored.x if len(positions) == len(rows) else scored.x[positions]) \
+                    if alike else [features.values[i] for i in positions]
+                job = ShadowJob(route.scorer, route.stage, vectors, waiting,
                                 time.monotonic() + shadow.budget)
                 if self.logbook.spool is not None:
                     job.logged = asyncio.get_running_loop().create_future()
@@ -514,7 +527,8 @@ class Predictor:
                 shadow.submit(job)
             else:
                 self._canary_outcomes[OVERLOADED].inc(len(waiting))
-                logged.extend(r._replace(challenger_outcome=OVERLOADED) for r in waiting)
+                logged.extend(LoggedRow(*(served + (route.version, route.stage, None, OVERLOADED)))
+                              for served in waiting)
         if logged:
             appended = self.logbook.append(logged)
             if appended is not None:
@@ -525,10 +539,11 @@ class Predictor:
                        us: float | None) -> None:
         """Rows back from the shadow (on the loop): logged with the challenger's scores."""
         self.logbook.held -= len(job.rows)
-        rows = [row._replace(challenger_score=score, challenger_outcome=outcome,
-                             challenger_model_us=us if score is not None or outcome == NONFINITE
-                             else None)
-                for row, score, outcome in zip(job.rows, scores, outcomes, strict=True)]
+        version, stage = job.scorer.version, job.stage
+        rows = [LoggedRow(*(served + (version, stage, score, outcome,
+                                      us if score is not None or outcome == NONFINITE
+                                      else None)))
+                for served, score, outcome in zip(job.rows, scores, outcomes, strict=True)]
         durable = self.logbook.append(rows)
         if job.logged is not None and not job.logged.done():
             if durable is None:

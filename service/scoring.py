@@ -64,6 +64,11 @@ class Scorer:
     def close(self) -> None:
         self._fast.close()
 
+    def encodes_like(self, other: Scorer) -> bool:
+        """Whether ``other`` turns a vector into the same matrix row (same features, same
+        category codes), so one encoded row serves both."""
+        return self.feature_names == other.feature_names and self._codes == other._codes
+
     def matrix(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         x = np.empty((len(rows), len(self.feature_names)), dtype=np.float64)
         codes = self._codes

@@ -2,18 +2,20 @@
 
 A request scored by production hands its rows to :class:`ShadowScorer` and is answered at
 once; its logged rows wait here for the challenger's scores. One thread scores what is
-waiting, in batches (one matrix and one model call per batch), and posts the scores back to
-the event loop. A row whose score is not back within the budget (``SKEWLESS_SHADOW_BUDGET_MS``)
-is logged without it, as ``late``, by a reaper on the loop: a slow or hung challenger never
-holds a row (or, with spool durability, its answer) longer than the budget, and a score that
-arrives after its row was logged is dropped and counted. A challenger that raises, or
+waiting, in batches, on the vectors production scored (already encoded when both models
+encode their inputs alike, the usual case), and leaves the scores in a queue that a ticker
+on the event loop drains every few milliseconds — no wake-up of the loop per score. A row
+whose score was not back within the budget (``SKEWLESS_SHADOW_BUDGET_MS``) is logged without
+it, as ``late``: a slow or hung challenger never holds a row (or, with spool durability, its
+answer) much longer than the budget, and a score that arrives after its row was logged is
+dropped. A challenger that raises, or
 returns a non-finite score, costs its rows their challenger score (``error``, ``nonfinite``)
 and nothing else. At most ``max_rows`` rows wait; beyond that a row is logged at once
 without a challenger score (``overloaded``).
 
-Ownership: the request path and the reaper run on the event loop and are the only ones to
+Ownership: the request path and the ticker run on the event loop and are the only ones to
 change a job's ``done`` flag or the list of open jobs; the thread only reads a job's vectors
-and posts results, so no lock is needed beyond the thread-safe queue between them.
+and appends results, so no lock is needed beyond the thread-safe queues between them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from service.metrics import Metrics
 from service.scoring import Scorer
 from skewless.rollout import ERROR, LATE, NONFINITE, SCORED
@@ -36,6 +40,8 @@ from skewless.rollout import ERROR, LATE, NONFINITE, SCORED
 logger = logging.getLogger(__name__)
 
 BATCH_JOBS = 64  # jobs the thread takes in one go at most
+ROW_BY_ROW = 64  # up to this many rows a batch is scored row by row (LightGBM's fast path)
+TICK_SECONDS = 0.005  # how often the loop collects scores and finishes late rows, at most
 
 
 @dataclass(eq=False)
@@ -43,7 +49,9 @@ class ShadowJob:
     """One request's rows waiting for their challenger scores."""
 
     scorer: Scorer
-    values: Sequence[Sequence[Any]]  # the served vectors, in the model's feature order
+    stage: str  # the challenger's stage when the request was served
+    # The served vectors: values in the model's feature order, or already encoded rows.
+    values: Sequence[Sequence[Any]] | np.ndarray
     rows: list[Any]  # what the finisher logs (opaque here)
     deadline: float  # time.monotonic() after which the rows are logged as late
     logged: asyncio.Future[Any] | None = None  # spool durability: the finisher's result
@@ -65,8 +73,9 @@ class ShadowScorer:
         self._finish = finish
         self._queue: queue.SimpleQueue[ShadowJob | None] = queue.SimpleQueue()
         self._open: deque[ShadowJob] = deque()  # submission (so deadline) order
+        # (jobs, scores or None, seconds, when they were back), appended by the thread
+        self._results: deque[tuple[list[ShadowJob], list[float] | None, float, float]] = deque()
         self.waiting = 0  # rows of open jobs not yet finished
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._outcomes = {o: metrics.challenger_outcomes.labels(o)
@@ -75,12 +84,11 @@ class ShadowScorer:
 
     def start(self) -> None:
         """Start the thread and the reaper (on the running loop)."""
-        self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._work, name="shadow scorer", daemon=True)
         self._thread.start()
-        # Checked several times per budget, so a late row waits at most 1.25 budgets.
-        self._reaper = asyncio.create_task(self._reap_every(self.budget / 4),
-                                           name="shadow reaper")
+        # Several times per budget: a late row waits at most 1.25 budgets.
+        self._reaper = asyncio.create_task(
+            self._reap_every(min(self.budget / 4, TICK_SECONDS)), name="shadow ticker")
 
     def has_room(self, rows: int) -> bool:
         return self.waiting + rows <= self.max_rows
@@ -97,7 +105,7 @@ class ShadowScorer:
         if self._reaper is not None:
             self._reaper.cancel()
         self._queue.put(None)
-        await asyncio.sleep(0)  # let scores already posted land first
+        self._collect()
         self._reap(math.inf)
 
     # The loop's side --------------------------------------------------------------------
@@ -106,8 +114,9 @@ class ShadowScorer:
         while True:
             await asyncio.sleep(seconds)
             try:
+                self._collect()
                 self._reap(time.monotonic())
-            except Exception:  # never let the reaper die: rows would wait forever
+            except Exception:  # never let the ticker die: rows would wait forever
                 logger.exception("finishing late shadow rows failed")
 
     def _reap(self, now: float) -> None:
@@ -119,8 +128,13 @@ class ShadowScorer:
                 self._outcomes[LATE].inc(n)
                 self._done(job, [None] * n, [LATE] * n, None)
 
+    def _collect(self) -> None:
+        results = self._results
+        while results:
+            self._resolve(*results.popleft())
+
     def _resolve(self, jobs: list[ShadowJob], scores: list[float] | None,
-                 seconds: float) -> None:
+                 seconds: float, arrived: float) -> None:
         """Scores of ``jobs`` back from the thread (None: the call raised)."""
         offset = 0
         us = seconds * 1e6 / max(1, sum(len(j.values) for j in jobs))
@@ -128,7 +142,7 @@ class ShadowScorer:
             n = len(job.values)
             mine = scores[offset:offset + n] if scores is not None else None
             offset += n
-            if job.done:  # logged as late already: this score is dropped
+            if job.done or arrived > job.deadline:  # late: _reap logs the rows without it
                 continue
             if mine is None:
                 self._outcomes[ERROR].inc(n)
@@ -172,32 +186,31 @@ class ShadowScorer:
                 batch.append(nxt)
             now = time.monotonic()
             live = [j for j in batch if j.deadline > now]  # the rest are reaped on the loop
-            by_scorer: dict[int, list[ShadowJob]] = {}
-            for j in live:
-                by_scorer.setdefault(id(j.scorer), []).append(j)
-            for jobs in by_scorer.values():
-                self._score(jobs)
+            if len({id(j.scorer) for j in live}) > 1:  # a swap in between: one call each
+                for j in live:
+                    self._score([j])
+            elif live:
+                self._score(live)
 
     def _score(self, jobs: list[ShadowJob]) -> None:
         scorer = jobs[0].scorer
-        values = [v for j in jobs for v in j.values]
+        n = sum(len(j.values) for j in jobs)
         started = time.perf_counter()
         scores: list[float] | None
         try:
-            x = scorer.matrix(values)
-            scores = ([scorer.predict_one(x[0])] if len(values) == 1
-                      else [float(s) for s in scorer.predict(x)])
-            if len(scores) != len(values):
-                raise ValueError(f"{len(scores)} scores for {len(values)} rows")
+            parts: list[np.ndarray] = [
+                j.values if isinstance(j.values, np.ndarray) else scorer.matrix(j.values)
+                for j in jobs]
+            if n <= ROW_BY_ROW:
+                predict = scorer.predict_one
+                scores = [predict(row) for part in parts for row in part]
+            else:
+                scores = [float(s) for s in scorer.predict(np.vstack(parts))]
+            if len(scores) != n:
+                raise ValueError(f"{len(scores)} scores for {n} rows")
         except Exception:  # a failing challenger costs its rows their score, nothing else
-            logger.exception("the shadow %s failed to score %d rows", scorer.version,
-                             len(values))
+            logger.exception("the shadow %s failed to score %d rows", scorer.version, n)
             scores = None
         seconds = time.perf_counter() - started
         self._seconds.observe(seconds)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._resolve, jobs, scores, seconds)
-            except RuntimeError:  # the loop closed meanwhile: stop() reaped them already
-                pass
+        self._results.append((jobs, scores, seconds, time.monotonic()))

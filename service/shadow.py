@@ -40,7 +40,7 @@ from skewless.rollout import ERROR, LATE, NONFINITE, SCORED
 logger = logging.getLogger(__name__)
 
 BATCH_JOBS = 64  # jobs the thread takes in one go at most
-ROW_BY_ROW = 64  # up to this many rows a batch is scored row by row (LightGBM's fast path)
+NAP_SECONDS = 0.002  # the thread lets jobs gather this long after the first, at most
 TICK_SECONDS = 0.005  # how often the loop collects scores and finishes late rows, at most
 
 
@@ -68,6 +68,7 @@ class ShadowScorer:
     def __init__(self, budget_seconds: float, max_rows: int, metrics: Metrics,
                  finish: Finisher) -> None:
         self.budget = budget_seconds
+        self._nap = min(NAP_SECONDS, budget_seconds / 10)
         self.max_rows = max_rows
         self.metrics = metrics
         self._finish = finish
@@ -174,6 +175,9 @@ class ShadowScorer:
             job = self._queue.get()
             if job is None:
                 return
+            # Under load, jobs gather while it naps: one model call (and one hand-over of
+            # the interpreter lock) serves many requests instead of one each.
+            time.sleep(self._nap)
             batch = [job]
             while len(batch) < BATCH_JOBS:
                 try:
@@ -201,9 +205,8 @@ class ShadowScorer:
             parts: list[np.ndarray] = [
                 j.values if isinstance(j.values, np.ndarray) else scorer.matrix(j.values)
                 for j in jobs]
-            if n <= ROW_BY_ROW:
-                predict = scorer.predict_one
-                scores = [predict(row) for part in parts for row in part]
+            if n == 1:
+                scores = [scorer.predict_one(parts[0][0])]
             else:
                 scores = [float(s) for s in scorer.predict(np.vstack(parts))]
             if len(scores) != n:

@@ -589,21 +589,31 @@ class Registry(MetadataStore):
         :meth:`shadow` is."""
         return self._challenge(name, version, Stage.CANARY, percent, actor, reason)
 
-    def end_rollout(self, name: str, actor: str, reason: str) -> ModelVersion:
+    def end_rollout(self, name: str, actor: str, reason: str, *, action: str = "end rollout",
+                    evidence: dict[str, Any] | None = None,
+                    expected: str | None = None) -> ModelVersion:
         """Send the challenger of ``name`` back to candidate (it stays registered, so it can
-        be tried again, promoted or archived); :class:`Conflict` when there is none."""
-        with self._refusals_audited(actor, "end rollout", name, {"reason": reason}), \
+        be tried again, promoted or archived); :class:`Conflict` when there is none, or when
+        it is not the ``expected`` version (the one a decision was made on). The transition
+        and the audit event (``action``: the rollout policy's is ``abort``) carry
+        ``evidence``."""
+        with self._refusals_audited(actor, action, name, {"reason": reason}), \
                 self.session() as session:
             self._known(session, name)
             row = session.scalar(self._challenger_query(name).with_for_update())
             if row is None:
                 raise Conflict(f"model {name} has no challenger (shadow or canary): no rollout "
                                "to end")
+            if expected is not None and row.version != expected:
+                raise Conflict(f"the challenger of {name} changed to {row.version} while the "
+                               f"rollout of {expected} was judged; nothing changed")
             ended = {"stage": row.stage, "traffic_percent": row.traffic_percent}
             self._move(session, row, Stage.CANDIDATE, actor, f"rollout ended: {reason}",
-                       {"ended_rollout": ended}, False)
-            session.add(self._event(actor, "end rollout", f"{name}/{row.version}", "done",
-                                    {"reason": reason, **ended}))
+                       {"ended_rollout": ended, **({"evidence": evidence} if evidence else {})},
+                       False)
+            session.add(self._event(actor, action, f"{name}/{row.version}", "done",
+                                    {"reason": reason, **ended,
+                                     **({"evidence": evidence} if evidence else {})}))
             return row
 
     def audit(self, actor: str, action: str, target: str, outcome: str,

@@ -351,10 +351,11 @@ def _version_report(settings: Settings, version: str, served: pa.Table, row: Any
     return out
 
 
-def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
-              extra: list[str]) -> pa.Table:
-    """Each (version, event) scored in the window once — its first scoring — with its label
-    when known at ``known_at`` (null when still outstanding)."""
+def labelled_events(settings: Settings, served: pa.Table, known_at: datetime,
+                    extra: list[str], per: tuple[str, ...] = ("model_version",)) -> pa.Table:
+    """Each event (per ``per`` columns: by default each (version, event)) scored in the
+    window once — its first scoring — with its label when known at ``known_at`` (null when
+    still outstanding)."""
     import duckdb
 
     from training.dataset import LabelSource, check_unique_labels, first_scorings, ident
@@ -365,7 +366,7 @@ def _labelled(settings: Settings, served: pa.Table, known_at: datetime,
     try:
         con.execute("SET TimeZone = 'UTC'")
         check_unique_labels(con, source)
-        first_scorings(con, served, source.id_column, ["score", *extra], per=["model_version"])
+        first_scorings(con, served, source.id_column, ["score", *extra], per=list(per))
         return con.sql(
             f"""WITH known AS (
                     SELECT CAST({key} AS VARCHAR) AS label_key,
@@ -392,7 +393,7 @@ def _performance(settings: Settings, served: pa.Table, window: Window,
     present = [g for g in subgroups if g.column in served.column_names]
     amount = settings.decision_amount_column
     logged_amount = amount if amount and amount in served.column_names else None
-    joined = _labelled(settings, served, window.labels_known_at,
+    joined = labelled_events(settings, served, window.labels_known_at,
                        list(dict.fromkeys([*(g.column for g in present),
                                            *([logged_amount] if logged_amount else [])])))
     versions = np.asarray(joined["model_version"].to_numpy(zero_copy_only=False), dtype=object)

@@ -245,13 +245,17 @@ def decide(settings: Settings, registry: Registry, name: str, version: str,
 
 
 def promote(settings: Settings, registry: Registry, name: str, version: str, actor: str,
-            reason: str | None = None, force: bool = False) -> tuple[ModelVersion, GateDecision | None]:
-    """Promote ``version`` through the gate (or past it with ``force`` and a reason)."""
+            reason: str | None = None, force: bool = False,
+            evidence: dict[str, Any] | None = None,
+            ) -> tuple[ModelVersion, GateDecision | None]:
+    """Promote ``version`` through the gate (or past it with ``force`` and a reason);
+    ``evidence`` (e.g. the rollout's) is recorded beside the gate's."""
+    extra = {"rollout": evidence} if evidence else {}
     if force:
         if not reason:
             raise RegistryError("a forced promotion needs a reason (--reason): it is audited")
         return registry.force_promote(name, version, actor, reason,
-                                      {"gate": "skipped (forced)"}), None
+                                      {"gate": "skipped (forced)", **extra}), None
     try:
         decision = decide(settings, registry, name, version)
     except PromotionRefused as exc:
@@ -264,5 +268,5 @@ def promote(settings: Settings, registry: Registry, name: str, version: str, act
         raise refused
     expected = decision.production["version"] if decision.production else None
     row = registry.promote(name, version, actor, reason or "passed the acceptance gate",
-                           decision.evidence(), expected_production=expected)
+                           {**decision.evidence(), **extra}, expected_production=expected)
     return row, decision

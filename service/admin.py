@@ -4,8 +4,8 @@
 ``X-Skewless-Actor`` (recorded as ``<name> (admin token)``). Every call — accepted, refused
 or unauthenticated — is written to the audit table with its status, by a small middleware
 that sees the final status code. A promotion or rollback makes the predictor reload at once
-instead of at its next registry poll. Shadow, canary and the end of a rollout change the
-registry only: the predictor does not score challengers yet. Registry errors carry their own
+instead of at its next registry poll. Shadow, canary and the end of a rollout reach the
+predictor at its next poll (``SKEWLESS_REGISTRY_POLL_SECONDS``). Registry errors carry their own
 status (404 unknown, 409 refused or raced, 400 otherwise, 503 when the metadata database
 cannot be reached); the app answers them, no route maps them. While the database is down a
 call cannot be audited either: it is logged instead and counted in

@@ -316,7 +316,11 @@ class Settings(BaseSettings):
         "score shift are judged")
     rollout_max_error_rate: float = Field(
         0.01, ge=0, le=1, description="abort when more of the challenger's scores than this "
-        "share failed, were non-finite, late or skipped")
+        "share failed (it raised) or were non-finite")
+    rollout_max_missing_rate: float = Field(
+        0.05, ge=0, le=1, description="abort when more of the challenger's shadow scores than "
+        "this share came after SKEWLESS_SHADOW_BUDGET_MS or were skipped (its queue full): a "
+        "challenger too slow for the traffic (a loaded host misses a few)")
     rollout_max_latency_p99_ms: float = Field(
         25.0, gt=0, description="abort when the challenger's model time per row at p99 is "
         "above this (milliseconds)")

@@ -60,6 +60,7 @@ from skewless.reports.monitor import (
     Policy,
     Quality,
     Retraining,
+    RolloutPart,
     SchemaCheck,
     ScoreDrift,
     Thresholds,
@@ -355,7 +356,7 @@ def labelled_events(settings: Settings, served: pa.Table, known_at: datetime,
                     extra: list[str], per: tuple[str, ...] = ("model_version",)) -> pa.Table:
     """Each event (per ``per`` columns: by default each (version, event)) scored in the
     window once — its first scoring — with its label when known at ``known_at`` (null when
-    still outstanding)."""
+    still outstanding); in the order they were served, so a bootstrap over them repeats."""
     import duckdb
 
     from training.dataset import LabelSource, check_unique_labels, first_scorings, ident
@@ -374,7 +375,8 @@ def labelled_events(settings: Settings, served: pa.Table, known_at: datetime,
                     FROM read_parquet(?)
                     WHERE CAST({ident(source.label_timestamp_column)} AS TIMESTAMPTZ) <= ?)
                 SELECT f.*, k.label AS "__label" FROM firsts f
-                LEFT JOIN known k ON CAST(f.{key} AS VARCHAR) = k.label_key""",
+                LEFT JOIN known k ON CAST(f.{key} AS VARCHAR) = k.label_key
+                ORDER BY f."{LOG_TIMESTAMP}", f."{REQUEST_ID}" """,
             params=[str(source.labels_path), known_at]).to_arrow_table()
     finally:
         con.close()
@@ -590,7 +592,27 @@ def monitor(settings: Settings, window: Window, log_dir: Path | None = None,
     )
     if registry_problem:
         report.registry = registry_problem
+    else:
+        report.rollout = _rollout(settings, log_dir, window.labels_known_at)
     return report
+
+
+def _rollout(settings: Settings, log_dir: Path, known_at: datetime) -> RolloutPart | None:
+    """The open rollout of the feature service's model, compared as `skewless rollout
+    status` does (None when there is none)."""
+    from skewless.registry import Registry, RegistryError
+    from training.rollout import compare, judge
+
+    registry = Registry.from_settings(settings)
+    try:
+        comparison = compare(settings, registry, log_dir=log_dir, now=known_at)
+    except RegistryError:  # no version of the model registered: no rollout
+        return None
+    finally:
+        registry.close()
+    if comparison.challenger is None:
+        return None
+    return RolloutPart(comparison=comparison, decision=judge(settings, comparison))
 
 
 def findings(versions: list[VersionReport]) -> list[str]:

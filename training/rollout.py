@@ -5,9 +5,9 @@ The predictor logs, for every event it scores while a rollout is open, productio
 score and model time and the challenger's (``skewless.rollout``). Over the rows logged since
 the challenger left candidate, with the current production version:
 
-- **errors**: the share of events without a usable challenger score (it raised, returned a
-  non-finite score, came later than the shadow's budget, or was skipped when the shadow's
-  queue was full);
+- **errors**: the share of events the challenger failed (it raised or returned a non-finite
+  score), and apart from them the share whose shadow score came later than the shadow's
+  budget or was skipped when its queue was full (a challenger too slow for the traffic);
 - **latency**: each version's model time per row, p50 and p99;
 - **score shift**: PSI of the challenger's scores against production's on the events both
   scored (on production's score deciles), and how often both decide the same, each at its
@@ -18,7 +18,7 @@ the challenger left candidate, with the current production version:
   (``evaluation_bootstrap`` resamples, seeded), so both are judged on the same resampled rows.
 
 The policy (every limit its own setting) aborts when, on at least ``rollout_min_events``
-events, the error rate, the p99 or the score PSI passes its limit, or when, on at least
+events, the error rate, the missing rate, the p99 or the score PSI passes its limit, or when, on at least
 ``rollout_min_labels`` labels, the AUC interval lies below −``rollout_abort_margin``; it
 promotes through the acceptance gate when the interval's lower bound lies above
 ``rollout_promote_margin`` on at least that many labels and nothing calls for an abort. An
@@ -54,7 +54,11 @@ from skewless.rollout import (
     CHALLENGER_OUTCOME,
     CHALLENGER_SCORE,
     CHALLENGER_VERSION,
+    ERROR,
+    LATE,
+    NONFINITE,
     OUTCOMES,
+    OVERLOADED,
     PRODUCTION_MODEL_US,
     PRODUCTION_SCORE,
     PRODUCTION_VERSION,
@@ -224,7 +228,8 @@ def compare(settings: Settings, registry: Registry, name: str | None = None,
     counts = dict(zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(),
                       strict=True))
     out.outcomes = {o: counts.pop(o, 0) for o in OUTCOMES} | counts
-    out.error_rate = 1.0 - out.outcomes[SCORED] / events
+    out.error_rate = (out.outcomes[ERROR] + out.outcomes[NONFINITE]) / events
+    out.missing_rate = (out.outcomes[LATE] + out.outcomes[OVERLOADED]) / events
     contracts = {v: registry.get(name, v).contract for v in (status.production,
                                                             status.challenger)}
     out.thresholds = {v: _threshold(settings, c) for v, c in contracts.items()}
@@ -262,6 +267,8 @@ def judge(settings: Settings, comparison: Comparison) -> Decision:
         for setting, value, limit, what in (
                 ("rollout_max_error_rate", c.error_rate, settings.rollout_max_error_rate,
                  "error rate"),
+                ("rollout_max_missing_rate", c.missing_rate, settings.rollout_max_missing_rate,
+                 "late or skipped shadow scores"),
                 ("rollout_max_latency_p99_ms", p99, settings.rollout_max_latency_p99_ms,
                  "model ms/row p99"),
                 ("rollout_max_score_psi", c.score_psi, settings.rollout_max_score_psi,

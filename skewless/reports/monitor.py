@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 from rich.console import Console
 
 from skewless.documents import JsonDocument
+from skewless.reports.rollout import Comparison, Decision, print_comparison
 
 # Drift -------------------------------------------------------------------------------------
 
@@ -241,6 +242,11 @@ class Retraining(JsonDocument):
     production: str | None = None
 
 
+class RolloutPart(JsonDocument):
+    comparison: Comparison
+    decision: Decision
+
+
 class MonitorReport(JsonDocument):
     feature_service: str
     log_dir: str
@@ -255,6 +261,9 @@ class MonitorReport(JsonDocument):
     findings: list[str]
     trigger: Trigger
     retraining: Retraining | None = None  # only when a retraining ran
+    # The open rollout's challenger against production since it started, and what the
+    # rollout policy would decide (`skewless rollout apply` acts on it).
+    rollout: RolloutPart | None = None
 
     @classmethod
     def from_json(cls, doc: Any) -> MonitorReport:
@@ -301,6 +310,8 @@ def print_monitor(report: MonitorReport, console: Console) -> None:
     console.print(table)
     for line in report.findings:
         console.print(f"  [yellow]•[/] {line}")
+    if report.rollout is not None:
+        print_comparison(report.rollout.comparison, report.rollout.decision, console)
     trigger = report.trigger
     if not trigger.retrain:
         console.print("[green]nothing calls for retraining[/]"

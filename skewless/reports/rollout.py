@@ -62,7 +62,8 @@ class Comparison(JsonDocument):
     events: int = 0  # logged rows with this challenger and this production version
     answered_by_challenger: int = 0  # a canary's share of them
     outcomes: dict[str, int] = {}  # the challenger's outcome per event (scored, late, …)
-    error_rate: float | None = None  # events without a usable challenger score
+    error_rate: float | None = None  # events the challenger failed (raised, non-finite)
+    missing_rate: float | None = None  # events its shadow score came late or was skipped
     paired: int = 0  # events both scored
     score_psi: float | None = None  # the challenger's scores against production's
     agreement: float | None = None  # same decision, each at its own threshold
@@ -114,9 +115,14 @@ def _difference(d: Difference | None, digits: int = 4) -> str:
 
 def print_rollout(report: RolloutReport, console: Console) -> None:
     """The comparison, version beside version, and the decision."""
+    print_comparison(report.comparison, report.decision, console, report.command == "status")
+
+
+def print_comparison(c: Comparison, d: Decision, console: Console,
+                     due: bool = True) -> None:
+    """The comparison, version beside version, and the decision (``due``: not acted on)."""
     from rich.table import Table
 
-    c = report.comparison
     if c.challenger is None:
         console.print(f"model {c.name}: no challenger (production {c.production or 'none'})")
         return
@@ -148,17 +154,16 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
                               _difference(figure))
     console.print(table)
     console.print(
-        f"  error rate {'—' if c.error_rate is None else f'{c.error_rate:.4f}'}, score PSI "
+        f"  error rate {'—' if c.error_rate is None else f'{c.error_rate:.4f}'}, missing "
+        f"{'—' if c.missing_rate is None else f'{c.missing_rate:.4f}'}, score PSI "
         f"{'—' if c.score_psi is None else f'{c.score_psi:.4f}'}, agreement "
         f"{'—' if c.agreement is None else f'{c.agreement:.4f}'}; labels "
         + (f"{labelled.labels:,} ({labelled.positives:,} positive, {labelled.outstanding:,} "
            "outstanding)" if labelled is not None else "not joined")
         + (f"; {c.note}" if c.note else ""), highlight=False)
-    d = report.decision
     colour = {"abort": "red", "promote": "green", "hold": "yellow"}.get(d.action, "cyan")
     done = " (done)" if d.applied else (" (due: `skewless rollout apply` acts on it)"
-                                        if report.command == "status"
-                                        and d.action in ("abort", "promote") else "")
+                                        if due and d.action in ("abort", "promote") else "")
     console.print(f"[{colour}]{d.action}[/]{done}: " + "; ".join(d.reasons), highlight=False)
     if d.gate:
         console.print(f"  the gate: {d.gate}", highlight=False)

@@ -117,7 +117,7 @@ def test_the_comparison_equals_an_independent_computation(world):
     assert (c.challenger, c.production, c.stage, c.events) == ("v2", "v1", "shadow", N)
     assert c.outcomes == {"scored": N - 40, "late": 10, "error": 10, "nonfinite": 10,
                           "overloaded": 10}
-    assert c.error_rate == pytest.approx(40 / N)
+    assert c.error_rate == pytest.approx(20 / N) and c.missing_rate == pytest.approx(20 / N)
     ok = np.array([o == "scored" for o in outcomes])
     assert c.paired == ok.sum()
     p, q = production[ok], challenger[ok]
@@ -177,7 +177,7 @@ def test_a_gate_refusal_holds_the_challenger_and_is_audited(world, monkeypatch):
     assert held[0].detail["evidence"]["comparison"]["labelled"]["labels"] == 3_000
 
 
-@pytest.mark.parametrize("case", ["errors", "latency", "shift", "worse"])
+@pytest.mark.parametrize("case", ["errors", "missing", "latency", "shift", "worse"])
 def test_the_policy_aborts_on_each_limit_with_the_evidence_in_the_history(world, case):
     settings, registry = world
     y = labels()
@@ -185,6 +185,8 @@ def test_the_policy_aborts_on_each_limit_with_the_evidence_in_the_history(world,
     challenger, outcomes, us = scores(3, y, 3, 1.0), None, None
     if case == "errors":
         outcomes = ["error" if i % 50 == 0 else "scored" for i in range(N)]  # 2% > 1%
+    elif case == "missing":  # 6% > 5%, none failed
+        outcomes = [("late", "overloaded")[i % 2] if i % 50 < 3 else "scored" for i in range(N)]
     elif case == "latency":
         us = np.full(N, 30_000.0)  # 30 ms a row > 25
     elif case == "shift":
@@ -197,7 +199,8 @@ def test_the_policy_aborts_on_each_limit_with_the_evidence_in_the_history(world,
     report = rollout.apply(settings, registry)
     decision = report.decision
     assert (decision.action, decision.applied) == ("abort", True), decision.reasons
-    setting = {"errors": "rollout_max_error_rate", "latency": "rollout_max_latency_p99_ms",
+    setting = {"errors": "rollout_max_error_rate", "missing": "rollout_max_missing_rate",
+               "latency": "rollout_max_latency_p99_ms",
                "shift": "rollout_max_score_psi", "worse": "rollout_abort_margin"}[case]
     assert [c.name for c in decision.checks if c.breached] == [setting]
     assert registry.rollout("fraud").challenger is None
@@ -241,3 +244,22 @@ def test_without_a_challenger_there_is_nothing_to_decide_and_the_cli_says_so(wor
     doc = json.loads(result.output)
     assert doc["decision"]["action"] == "none" and doc["comparison"]["challenger"] is None
     assert json.loads(settings.rollout_report_path.read_text()) == doc
+
+
+def test_the_monitor_report_carries_the_comparison(world):
+    from training.monitor import default_window, monitor
+    from training.monitor_report import render_html
+
+    settings, registry = world
+    y = labels()
+    ids = write_log(settings, scores(2, y, 1.5, 1.5), scores(3, y, 3, 1.4))
+    write_labels(settings, ids, y, known=3_000)
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    report = monitor(settings, default_window(settings, None, now), settings.feature_log_dir)
+    expected = rollout.compare(settings, registry, now=now)
+    assert report.rollout is not None
+    assert report.rollout.comparison.to_json() == expected.to_json()
+    assert report.rollout.decision.action == "promote"
+    html = render_html(report)
+    assert "Rollout: v2 (shadow) against v1" in html
+    assert f"{expected.labelled.roc_auc.difference:+.4f}" in html

@@ -28,10 +28,12 @@ from pydantic import SecretStr
 from service.app import create_app, serve_in_thread
 from skewless.artifact import sha256_file
 from skewless.registry import Registry, bootstrap_production
+from skewless.reports.rollout import RolloutReport
 from skewless.rollout import on_canary
 from skewless.settings import Settings
 from tests.support.service_harness import ROW, ServeProcess, read_logs, serve_env
 from training.evaluation.gate import promote
+from training.rollout import apply as apply_rollout_policy
 from training.train import train_model
 
 pytestmark = pytest.mark.redis
@@ -276,6 +278,10 @@ def test_a_challenger_scoring_nan_fails_no_request(rollout):
         assert (bad["model_version"] == rollout.v1).all()  # production answered them
         assert (bad["score"] == bad["production_score"]).all()
         assert (log["challenger_stage"] == stage).all()
+    # The rollout policy aborts it on the shadow's 600 events: nearly all non-finite.
+    aborted = abort_by_policy(rollout, rollout.settings, NAN_VERSION)
+    assert aborted.comparison.events == len(cards)
+    assert {c.name for c in aborted.decision.checks if c.breached} >= {"rollout_max_error_rate"}
     challenge(rollout, None)
     with httpx.Client(base_url=rollout.server.url, timeout=30) as http:
         metrics = http.get("/metrics").text
@@ -335,7 +341,27 @@ def test_a_challenger_that_raises_or_hangs_fails_and_delays_no_request(rollout, 
     assert (errors["challenger_outcome"] == "error").all()
     assert (errors["score"] == errors["production_score"]).all()
     assert len(log) == len(rows) * 3  # every answered row logged once, none lost
+    # The rollout policy aborts it: 60 of its 90 events failed, 30 came late.
+    aborted = abort_by_policy(rollout, settings.model_copy(update={"rollout_min_events": 90}),
+                              rollout.v2)
+    assert aborted.comparison.outcomes["error"] == 60 and aborted.comparison.outcomes["late"] == 30
+    assert {c.name for c in aborted.decision.checks if c.breached} == {
+        "rollout_max_error_rate", "rollout_max_missing_rate"}
     challenge(rollout, None)
+
+
+def abort_by_policy(rollout: Rollout, settings: Settings, version: str) -> RolloutReport:
+    """`skewless rollout apply`'s policy, run once: it must abort ``version``."""
+    registry = Registry.from_settings(settings)
+    try:
+        report = apply_rollout_policy(settings, registry, NAME)
+        assert (report.decision.action, report.decision.applied) == ("abort", True), report
+        assert registry.get(NAME, version).stage == "candidate"
+        last = registry.get(NAME, version).details()["transitions"][-1]
+        assert last["actor"] == "skewless rollout" and last["evidence"]["evidence"]["checks"]
+    finally:
+        registry.close()
+    return report
 
 
 def asyncio_refresh(url: str) -> None:

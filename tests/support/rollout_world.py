@@ -62,6 +62,13 @@ class RolloutWorld:
     def registry(self) -> Registry:
         return Registry.from_settings(self.settings)
 
+    def registry_stage(self, version: str) -> str:
+        registry = self.registry()
+        try:
+            return registry.get(NAME, version).stage
+        finally:
+            registry.close()
+
     def serve_days(self, server: ServeProcess, first: int, last: int,
                    clients: int = 4) -> None:
         """Score the events of served days [first, last) through ``server``, each day after
@@ -95,7 +102,7 @@ def shuffled_labels(ts: TrainingSet, seed: int = 3) -> TrainingSet:
                        ts.id_column, ts.origin)
 
 
-def build_rollout_world(root: Path, redis: str) -> RolloutWorld:
+def build_rollout_world(root: Path, redis: str, drift_bonus: float = 2.0) -> RolloutWorld:
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     repo = copy_feature_repo(root / "feature_repo")
     views = repo / "features.py"
@@ -104,7 +111,7 @@ def build_rollout_world(root: Path, redis: str) -> RolloutWorld:
     settings = Settings(repo_path=repo, var_dir=root / "var", redis=redis,
                         feature_log_dir=root / "feature_logs", feature_log_flush_seconds=0.2)
     data = generate(GenerateConfig(cards=CARDS, days=DAYS, end=now, drift_day=DRIFT_DAY,
-                                   holdout_days=settings.holdout_days))
+                                   drift_bonus=drift_bonus, holdout_days=settings.holdout_days))
     write_generated(data, settings.raw_dir)
     paths = PipelinePaths.from_settings(settings)
     build_feature_tables(paths)

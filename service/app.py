@@ -166,7 +166,8 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     spec = resolve_service(store, settings.feature_service)
     require_servable(store.config, spec)  # before anything is opened: the doctor's words
     metrics = Metrics(skew_report=settings.skew_report_path,
-                      monitor_report=settings.monitor_report_path)
+                      monitor_report=settings.monitor_report_path,
+                      rollout_report=settings.rollout_report_path)
     # The registry's schema must be migrated already (`skewless db upgrade`): migrations are
     # an explicit step, never run by the service.
     registry = Registry.from_settings(settings)

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from skewless.contract import ModelContract
 from skewless.files import JsonFiles
 from skewless.reports.monitor import MonitorReport
+from skewless.reports.rollout import RolloutReport
 from skewless.reports.skew import SkewReport
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -108,6 +109,82 @@ class MonitorCollector:
         yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, due, ran)
 
 
+class RolloutCollector:
+    """The last `skewless rollout status|apply` report: the challenger against production on
+    the same events and the policy's decision, read at scrape time (parsed again only when
+    the file changes). Without a challenger only the report's time is exported."""
+
+    def __init__(self, report_path: Path) -> None:
+        self.report_path = report_path
+        self.files = JsonFiles()
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.files.read_model(self.report_path, RolloutReport)
+        if report is None:
+            return
+        c, d = report.comparison, report.decision
+        ran = GaugeMetricFamily("skewless_rollout_report_timestamp_seconds",
+                                "When the last rollout report was made", labels=["model"])
+        ran.add_metric([c.name], datetime.fromisoformat(report.generated_at).timestamp())
+        if c.challenger is None:
+            yield ran
+            return
+        pair = ["model", "challenger"]
+        values = [c.name, c.challenger]
+        events = GaugeMetricFamily("skewless_rollout_events",
+                                   "Events logged with the challenger and production since "
+                                   "the rollout started", labels=pair)
+        error_rate = GaugeMetricFamily("skewless_rollout_error_rate",
+                                       "Share of those events without a usable challenger "
+                                       "score", labels=pair)
+        score_psi = GaugeMetricFamily("skewless_rollout_score_psi",
+                                      "PSI of the challenger's scores against production's on "
+                                      "the events both scored", labels=pair)
+        agreement = GaugeMetricFamily("skewless_rollout_agreement",
+                                      "Share of the events both scored where both decide the "
+                                      "same, each at its own threshold", labels=pair)
+        # "percentile", not "quantile": promtool's linter keeps that label for summaries.
+        model_seconds = GaugeMetricFamily(
+            "skewless_rollout_model_seconds", "Model time per row of each version on the "
+            "compared events, by percentile (50, 99)", labels=[*pair, "version", "percentile"])
+        labels = GaugeMetricFamily("skewless_rollout_labels",
+                                   "Compared events whose label arrived", labels=pair)
+        auc = GaugeMetricFamily(
+            "skewless_rollout_auc_difference", "ROC AUC of the challenger minus production's "
+            "on the same labelled events, with its paired bootstrap 95% interval",
+            labels=[*pair, "bound"])
+        decision = GaugeMetricFamily("skewless_rollout_decision",
+                                     "1 for the rollout policy's decision (none, wait, abort, "
+                                     "promote or hold)", labels=[*pair, "action"])
+        applied = GaugeMetricFamily("skewless_rollout_decision_applied",
+                                    "1 when the decision was applied (the registry changed or "
+                                    "the hold audited)", labels=pair)
+        events.add_metric(values, c.events)
+        if c.error_rate is not None:
+            error_rate.add_metric(values, c.error_rate)
+        if c.score_psi is not None:
+            score_psi.add_metric(values, c.score_psi)
+        if c.agreement is not None:
+            agreement.add_metric(values, c.agreement)
+        for version, latency in c.latency.items():
+            for percentile, ms in (("50", latency.p50_ms), ("99", latency.p99_ms)):
+                if ms is not None:
+                    model_seconds.add_metric([*values, version, percentile], ms / 1000)
+        labelled = c.labelled
+        if labelled is not None:
+            labels.add_metric(values, labelled.labels)
+            roc = labelled.roc_auc
+            if roc is not None and roc.difference is not None:
+                for bound, value in (("estimate", roc.difference), ("low", roc.low),
+                                     ("high", roc.high)):
+                    if value is not None:
+                        auc.add_metric([*values, bound], value)
+        decision.add_metric([*values, d.action], 1.0)
+        applied.add_metric(values, 1.0 if d.applied else 0.0)
+        yield from (m for m in (events, error_rate, score_psi, agreement, model_seconds, labels,
+                                auc, decision, applied, ran) if m.samples)
+
+
 class ModelAgeCollector:
     """The served model's age (now − its training cut-off), computed at scrape time, and the
     maximum useful age its contract carries from a backtest (not exported without one: an
@@ -137,8 +214,8 @@ class ModelAgeCollector:
 
 
 class Metrics:
-    def __init__(self, skew_report: Path | None = None,
-                 monitor_report: Path | None = None) -> None:
+    def __init__(self, skew_report: Path | None = None, monitor_report: Path | None = None,
+                 rollout_report: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("skewless_http_requests_total", "HTTP requests by route and status",
@@ -195,6 +272,8 @@ class Metrics:
             r.register(SkewCollector(skew_report))
         if monitor_report is not None:
             r.register(MonitorCollector(monitor_report))
+        if rollout_report is not None:
+            r.register(RolloutCollector(rollout_report))
         self.log_refused = Counter("skewless_feature_log_refused_total",
                                    "Predictions refused because the log buffer was full",
                                    registry=r)

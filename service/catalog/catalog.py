@@ -2,8 +2,9 @@
 
 Sources, each read cheaply per request and each optional ("not yet computed" where absent):
 the statistics document of `skewless catalog refresh`, the last skew report of each feature
-service, and the metadata database's model versions (lineage). Nothing is computed from
-feature data here: a page costs dictionary lookups, a stat or two and one small query.
+service, the latest rollout report and the metadata database's model versions (lineage).
+Nothing is computed from feature data here: a page costs dictionary lookups, a stat or two
+and one small query.
 
 An experiment's page is nothing but the metadata database's rows (the search, its runs,
 Optuna's importances), so it does not degrade like a feature's: without the database it
@@ -55,6 +56,7 @@ from service.catalog.schemas import (
     ModelRef,
     OnlineSample,
     ParameterImportance,
+    RolloutInfo,
     ServiceDetail,
     ServingHealth,
     SkewResult,
@@ -80,6 +82,7 @@ from skewless.registry import (
     load_registered,
     not_checked,
 )
+from skewless.reports.rollout import RolloutReport
 from skewless.reports.skew import SkewReport
 from skewless.settings import Settings
 
@@ -466,7 +469,32 @@ class Catalog:
             experiment=self._experiment_link(row, notes), gate=self._gate_verdicts(row, notes),
             decision=row.contract.decision.to_json() if row.contract.decision else None,
             staleness=row.contract.staleness.to_json() if row.contract.staleness else None,
-            not_computed=notes)
+            rollout=self.rollout(name, version), not_computed=notes)
+
+    def rollout(self, name: str, version: str) -> RolloutInfo | None:
+        """The latest rollout report, when it names ``version`` of ``name`` as its challenger
+        or its production version."""
+        report = self.files.read_model(self.settings.rollout_report_path, RolloutReport)
+        if report is None:
+            return None
+        c, d = report.comparison, report.decision
+        if c.name != name or c.challenger is None or version not in (c.challenger, c.production):
+            return None
+        p99 = {v: latency.p99_ms for v, latency in c.latency.items()}
+        auc = c.labelled.roc_auc if c.labelled is not None else None
+        return RolloutInfo(
+            role="challenger" if version == c.challenger else "production",
+            challenger=c.challenger, production=c.production, stage=c.stage,
+            traffic_percent=c.traffic_percent, started_at=_moment(c.started_at),
+            events=c.events, error_rate=c.error_rate, score_psi=c.score_psi,
+            agreement=c.agreement, production_p99_ms=p99.get(c.production or ""),
+            challenger_p99_ms=p99.get(c.challenger),
+            labels=c.labelled.labels if c.labelled is not None else None,
+            roc_auc_difference=auc.difference if auc is not None else None,
+            roc_auc_low=auc.low if auc is not None else None,
+            roc_auc_high=auc.high if auc is not None else None,
+            action=d.action, reasons=d.reasons, gate=d.gate, applied=d.applied,
+            command=report.command, generated_at=_moment(report.generated_at))
 
     def _gate_verdicts(self, row: ModelVersion, notes: dict[str, str]) -> list[GateVerdict]:
         """The gate's verdicts on ``row``: promotions from its transitions, refusals from the
@@ -520,6 +548,14 @@ class Catalog:
                  for p, v in importances.items()),
                 key=lambda i: -i.importance) if importances is not None else None,
             not_computed=_experiment_notes(found))
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO-8601 time of a report (None when absent or unreadable)."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _verdict(at: datetime, actor: str, outcome: str, gate: dict[str, Any],

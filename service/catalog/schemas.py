@@ -269,6 +269,34 @@ class GateVerdict(BaseModel):
     criteria: list[GateCriterion]
 
 
+class RolloutInfo(BaseModel):
+    """The latest rollout report (`skewless rollout status|apply`), on the page of a version
+    it names: the challenger against production on the same events, and the decision."""
+
+    role: str = Field(description="this version's part in it: challenger or production")
+    challenger: str
+    production: str | None
+    stage: str | None = Field(description="the challenger's: shadow or canary")
+    traffic_percent: float | None = Field(description="a canary's share of the traffic")
+    started_at: datetime | None
+    events: int = Field(description="events logged with both versions since it started")
+    error_rate: float | None = Field(description="events without a usable challenger score")
+    score_psi: float | None = Field(description="the challenger's scores against production's")
+    agreement: float | None = Field(description="same decision, each at its own threshold")
+    production_p99_ms: float | None = Field(description="production's model time per row, p99")
+    challenger_p99_ms: float | None = Field(description="the challenger's model time per row, p99")
+    labels: int | None = Field(description="compared events whose label arrived")
+    roc_auc_difference: float | None = Field(description="challenger − production")
+    roc_auc_low: float | None = Field(description="its paired bootstrap 95% interval")
+    roc_auc_high: float | None
+    action: str = Field(description="the policy's decision: none, wait, abort, promote, hold")
+    reasons: list[str]
+    gate: str | None = Field(description="the acceptance gate's refusal, when held")
+    applied: bool = Field(description="the registry was changed (or the hold audited)")
+    command: str = Field(description="the report's command: status or apply")
+    generated_at: datetime | None
+
+
 class ModelDetail(BaseModel):
     model: ModelRef
     fingerprint: str
@@ -290,6 +318,9 @@ class ModelDetail(BaseModel):
         description="the cost-optimal decision threshold chosen at training, with its costs")
     staleness: dict[str, Any] | None = Field(
         description="the maximum useful age the latest backtest found when it was trained")
+    rollout: RolloutInfo | None = Field(
+        default=None, description="the latest rollout report, when it names this version as "
+        "its challenger or its production version")
     not_computed: dict[str, str]
 
 

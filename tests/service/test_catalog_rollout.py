@@ -2,10 +2,10 @@
 it names.
 
 A registry (SQLite) with fraud v1 in production, v2 its canary and v3 a candidate; the
-catalog over an empty Feast registry (no feature is needed to show a model version). A
-report is written as `skewless rollout apply` writes it; the JSON API and the page must show
-its figures on v2's and v1's pages, and nothing on v3's, on another model's report or without
-one.
+catalog over a Feast repo with nothing applied (no feature is needed to show a model
+version). A report is written as `skewless rollout apply` writes it; the JSON API and the
+page must show its figures on v2's and v1's pages, and nothing on v3's, on another model's
+report or without one.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from feast import FeatureStore
 
 from service.app import install_error_handlers, serve_in_thread
 from service.catalog.catalog import Catalog
@@ -39,16 +39,14 @@ from training.rollout import write_report
 GATE = 'slice card_type=<script>alert("x")</script>: ROC AUC 0.81 under the floor 0.85'
 
 
-class EmptyFeastRegistry:
-    """What the catalog reads of a Feast store: a registry proto, here holding nothing."""
-
-    def refresh(self, project: str) -> None:
-        pass
-
-    def proto(self):
-        from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
-
-        return RegistryProto()
+def empty_feast_repo(root: Path) -> FeatureStore:
+    """A real Feast repo with nothing applied: no feature is needed to show a model version."""
+    root.mkdir(parents=True)
+    (root / "feature_store.yaml").write_text(
+        "project: skewless\nregistry: data/registry.db\nprovider: local\n"
+        "online_store:\n  type: sqlite\n  path: data/online.db\n"
+        "entity_key_serialization_version: 3\n")
+    return FeatureStore(repo_path=str(root))
 
 
 @pytest.fixture
@@ -61,10 +59,7 @@ def catalog(tmp_path: Path):
         registry.register(write_artifact(tmp_path / "models" / v, v), actor="trainer")
     registry.promote("fraud", "v1", "alice", "first", {}, expected_production=None)
     registry.canary("fraud", "v2", 10, "bob", "shadow looked fine")
-    store = SimpleNamespace(
-        project="skewless", repo_path=str(tmp_path / "repo"), registry=EmptyFeastRegistry(),
-        config=SimpleNamespace(registry=SimpleNamespace(registry_type="file",
-                                                        path=str(tmp_path / "registry.db"))))
+    store = empty_feast_repo(tmp_path / "repo")
     app = FastAPI()
     install_catalog(app, Catalog(settings, store, registry))
     install_error_handlers(app)

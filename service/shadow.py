@@ -40,8 +40,8 @@ from skewless.rollout import ERROR, LATE, NONFINITE, SCORED
 logger = logging.getLogger(__name__)
 
 BATCH_JOBS = 64  # jobs the thread takes in one go at most
-NAP_SECONDS = 0.002  # the thread lets jobs gather this long after the first, at most
-TICK_SECONDS = 0.005  # how often the loop collects scores and finishes late rows, at most
+NAP_SECONDS = 0.010  # the thread lets jobs gather this long after the first, at most
+TICK_SECONDS = 0.010  # how often the loop collects scores and finishes late rows, at most
 
 
 @dataclass(eq=False)
@@ -68,7 +68,7 @@ class ShadowScorer:
     def __init__(self, budget_seconds: float, max_rows: int, metrics: Metrics,
                  finish: Finisher) -> None:
         self.budget = budget_seconds
-        self._nap = min(NAP_SECONDS, budget_seconds / 10)
+        self._nap = min(NAP_SECONDS, budget_seconds / 5)
         self.max_rows = max_rows
         self.metrics = metrics
         self._finish = finish

@@ -48,9 +48,12 @@ merchant_stats_source = FileSource(
 transaction_request = RequestSource(
     name="transaction_request",
     schema=[
-        Field(name="amount", dtype=Float64, description="Transaction amount."),
-        Field(name="channel", dtype=String, description="pos, online or atm."),
-        Field(name="local_hour", dtype=Int64, description="Hour of day, 0-23."),
+        Field(name="amount", dtype=Float64, description="Transaction amount.",
+              tags={"privacy": "pseudonymous"}),
+        Field(name="channel", dtype=String, description="pos, online or atm.",
+              tags={"privacy": "pseudonymous"}),
+        Field(name="local_hour", dtype=Int64, description="Hour of day, 0-23.",
+              tags={"privacy": "pseudonymous"}),
     ],
     description="Fields known only when the transaction is being authorised.",
     owner="risk-ml@skewless.example",

@@ -8,7 +8,9 @@ card = Entity(
     value_type=ValueType.INT64,
     description="A payment card; the customer-side key of every transaction.",
     owner="risk-data@skewless.example",
-    tags={"domain": "payments", "pii": "false"},
+    # The card number never leaves the issuer: card_id is a key that does not name its
+    # holder, and what is known under it is about that person.
+    tags={"domain": "payments", "privacy": "pseudonymous"},
 )
 
 merchant = Entity(
@@ -17,5 +19,5 @@ merchant = Entity(
     value_type=ValueType.INT64,
     description="An acquiring merchant that receives card payments.",
     owner="risk-data@skewless.example",
-    tags={"domain": "payments"},
+    tags={"domain": "payments", "privacy": "none"},  # a business, not a person
 )

@@ -42,7 +42,8 @@ card_activity_fv = FeatureView(
     online=True,
     description="How the card has been used recently, as of each UTC midnight.",
     owner=RISK_DATA,
-    tags={"team": "risk", "cadence": "daily"},
+    # The card holder's spending, under the card's pseudonymous key: every feature.
+    tags={"team": "risk", "cadence": "daily", "privacy": "pseudonymous"},
 )
 
 card_profile_fv = FeatureView(
@@ -54,9 +55,10 @@ card_profile_fv = FeatureView(
     ttl=timedelta(days=3650),
     schema=[
         Field(name="card_type", dtype=String, description="debit, credit or prepaid.",
-              tags={"kind": "categorical"}),
+              tags={"kind": "categorical", "privacy": "pseudonymous"}),
+        # What the issuer judged the holder could repay: financial data about a person.
         Field(name="credit_limit", dtype=Float64, description="Credit limit at issue.",
-              tags={"kind": "attribute"}),
+              tags={"kind": "attribute", "privacy": "personal"}),
     ],
     source=card_profile_source,
     online=True,
@@ -88,5 +90,5 @@ merchant_stats_fv = FeatureView(
     description="Merchant volume and fraud history from matured labels, as of each UTC "
     "midnight.",
     owner=RISK_DATA,
-    tags={"team": "risk", "cadence": "daily"},
+    tags={"team": "risk", "cadence": "daily", "privacy": "none"},
 )

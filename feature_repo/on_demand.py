@@ -30,6 +30,8 @@ from features import card_activity_fv
     tags={
         "team": "risk",
         "stage": "request",
+        # The transaction against the card's own history (python mode: in the view's tags).
+        "privacy": "pseudonymous",
         "feature:log_amount": "Natural log of (1 + amount).",
         "feature:amount_to_mean_28d": "Amount divided by the card's 28-day mean amount; "
         "missing without history.",

@@ -74,6 +74,7 @@ def diagnose(settings: Settings, now: datetime | None = None) -> DoctorReport:
     findings.append(found)
     spec = None
     if registry is not None:
+        findings.append(privacy_finding(registry))
         spec, more = service_findings(settings, registry)
         findings += more
     findings += label_source_findings(settings, spec, registry, now)
@@ -266,6 +267,26 @@ def read_definitions(settings: Settings, config: Any) -> tuple[RegistrySnapshot 
         found=f"{note}: the definitions below were read from the repo's Python files, imported "
               "as `feast plan` imports them",
         change="run `skewless apply` (or `feast apply`): serving and training read the registry")
+
+
+def privacy_finding(registry: RegistrySnapshot) -> Finding:
+    """Every entity key, feature and request field with a privacy class (a warning, never a
+    block: the class documents the data, nothing reads it to serve)."""
+    from skewless.privacy import CLASSES, PRIVACY_TAG, unclassified
+
+    missing = unclassified(registry.entities(), registry.feature_views(),
+                           [d.view for d in registry.on_demand_views()])
+    if not missing:
+        return Finding(item="privacy classes", status="ok",
+                       found="every entity key, feature and request field has one")
+    shown = "; ".join(m.describe() for m in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return Finding(
+        item="privacy classes", status="warn",
+        found=f"{len(missing)} without a class: {shown}{more}",
+        change=f"tag each with {PRIVACY_TAG}={'|'.join(CLASSES)} (a field's tags, an entity's "
+               f"tags, or its view's tags `{PRIVACY_TAG}` / `{PRIVACY_TAG}:<feature>`); the "
+               "catalog shows and filters by it")
 
 
 # The feature service ---------------------------------------------------------------------

@@ -297,6 +297,12 @@ class Settings(BaseSettings):
         description="a retraining's training set: Feast point-in-time retrieval, or the "
         "served-feature logs joined with their labels")
 
+    # Retention of the served-feature log (`skewless logs prune`).
+    log_retention_days: float = Field(
+        90.0, gt=0, description="`skewless logs prune` deletes the served-feature log's days "
+        "older than this, unless an open rollout, the monitor's or the retraining's window or "
+        "rows the skew check has not replayed yet still need them")
+
     # Rollout: a challenger (shadow or canary) served beside production.
     shadow_budget_ms: float = Field(
         50.0, gt=0, le=10_000, description="how long after a request its challenger score may "

@@ -230,12 +230,12 @@ class Catalog:
     # The index ---------------------------------------------------------------------------
 
     def index(self, query: str = "", tag: str | None = None, owner: str | None = None,
-              entity: str | None = None) -> CatalogIndex:
+              entity: str | None = None, privacy: str | None = None) -> CatalogIndex:
         snap = self.snapshot
-        features = snap.search(query, tag, owner, entity)
+        features = snap.search(query, tag, owner, entity, privacy)
         words = query.lower().split()
-        filtered = bool(words or tag or owner or entity)
-        text_only = bool(words) and not (tag or owner or entity)
+        filtered = bool(words or tag or owner or entity or privacy)
+        text_only = bool(words) and not (tag or owner or entity or privacy)
 
         def keep(name: str, related: set[str], text: str) -> bool:
             """Unfiltered, or holding a matching feature, or (text search only) matching."""
@@ -249,10 +249,10 @@ class Catalog:
         def keep_view(v: ViewInfo) -> bool:
             return keep(v.name, views, f"{v.name} {v.description} {v.owner}")
 
-        tags, owners, entity_names = snap.facets
+        tags, owners, entity_names, classes = snap.facets
         stats = self.stats()
         return CatalogIndex(
-            query=query, tag=tag, owner=owner, entity=entity,
+            query=query, tag=tag, owner=owner, entity=entity, privacy=privacy,
             entities=[e for e in snap.entities.values()
                       if keep(e.name, entities, f"{e.name} {e.description}")],
             feature_views=[v for v in snap.views.values() if v.kind == "batch" and keep_view(v)],
@@ -261,7 +261,7 @@ class Catalog:
             feature_services=[s for s in snap.services.values()
                               if keep(s.name, services, f"{s.name} {s.description}")],
             features=features, total_features=len(snap.features),
-            facets=Facets(tags=tags, owners=owners, entities=entity_names),
+            facets=Facets(tags=tags, owners=owners, entities=entity_names, privacy=classes),
             stats_computed_at=stats.get("computed_at") if stats else None,
         )
 

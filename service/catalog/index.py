@@ -30,6 +30,7 @@ from service.catalog.schemas import (
     ViewInfo,
 )
 from skewless.definitions import RegistrySnapshot
+from skewless.privacy import CLASSES, PRIVACY_TAG, privacy_class
 
 # Fields of python-mode on-demand views cannot carry descriptions (Feast compares declared
 # and inferred fields including them), so a view tag "feature:<name>" may describe one.
@@ -74,6 +75,9 @@ def _source(source: Any) -> SourceInfo:
         description=source.description or "")
 
 
+UNCLASSIFIED = "unclassified"  # the privacy filter's value for features without a class
+
+
 @dataclass
 class Snapshot:
     """Everything the registry holds, as catalog entries, plus a search text per feature."""
@@ -96,7 +100,8 @@ class Snapshot:
             entities[e.name] = EntityInfo(
                 name=e.name, description=e.description or "", owner=e.owner or "",
                 tags=dict(e.tags), url=entity_url(e.name),
-                join_keys=[JoinKey(name=e.join_key, dtype=e.value_type.name)])
+                join_keys=[JoinKey(name=e.join_key, dtype=e.value_type.name)],
+                privacy=privacy_class(e.tags))
         join_keys = {name: [k.name for k in e.join_keys] for name, e in entities.items()}
 
         views: dict[str, ViewInfo] = {}
@@ -119,7 +124,8 @@ class Snapshot:
             inputs = [f"{p.name}:{f.name}" for p in odfv.source_feature_view_projections.values()
                       for f in p.features]
             request = [RequestField(source=rs.name, name=f.name, dtype=str(f.dtype),
-                                    description=f.description or "")
+                                    description=f.description or "",
+                                    privacy=privacy_class(f.tags))
                        for rs in odfv.source_request_sources.values() for f in rs.schema]
             upstream = [views[p] for p in odfv.source_feature_view_projections if p in views]
             names = list(dict.fromkeys(e for v in upstream for e in v.entities))
@@ -161,7 +167,8 @@ class Snapshot:
                     ref=ref, view=view.name, name=name, kind=view.kind, dtype=str(f.dtype),
                     description=description, owner=view.owner, tags=dict(f.tags),
                     view_tags=view.tags, entities=view.entities, join_keys=view.join_keys,
-                    feature_services=in_services.get(ref, []), url=feature_url(view.name, name))
+                    feature_services=in_services.get(ref, []), url=feature_url(view.name, name),
+                    privacy=privacy_class(f.tags, view.tags, name))
                 features[ref] = info
                 haystacks[ref] = " ".join([
                     ref, description, view.description, view.owner,
@@ -176,9 +183,10 @@ class Snapshot:
         return {**feature.view_tags, **feature.tags}
 
     def search(self, query: str = "", tag: str | None = None, owner: str | None = None,
-               entity: str | None = None) -> list[FeatureInfo]:
+               entity: str | None = None, privacy: str | None = None) -> list[FeatureInfo]:
         """Features matching every word of ``query`` (names, descriptions, tags, owners)
-        and every filter. ``tag`` is ``key`` or ``key=value``."""
+        and every filter. ``tag`` is ``key`` or ``key=value``; ``privacy`` a class or
+        ``unclassified``."""
         words = query.lower().split()
         tag_key, _, tag_value = (tag or "").partition("=")
         hits = []
@@ -189,6 +197,8 @@ class Snapshot:
                 continue
             if entity and entity not in feature.entities:
                 continue
+            if privacy and (feature.privacy or UNCLASSIFIED) != privacy:
+                continue
             if tag_key:
                 tags = self.all_tags(feature)
                 if tag_key not in tags or ("=" in (tag or "") and tags[tag_key] != tag_value):
@@ -197,13 +207,15 @@ class Snapshot:
         return hits
 
     @functools.cached_property
-    def facets(self) -> tuple[list[str], list[str], list[str]]:
-        """Every tag (key=value), owner and entity: the index's filter choices."""
+    def facets(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """Every tag (key=value), owner, entity and privacy class: the index's filters."""
         tags = sorted({f"{k}={v}" for f in self.features.values()
                        for k, v in self.all_tags(f).items() if not k.startswith(
-                           (FEATURE_DESCRIPTION_TAG, "monotone:"))})
+                           (FEATURE_DESCRIPTION_TAG, "monotone:", f"{PRIVACY_TAG}:"))})
         owners = sorted({f.owner for f in self.features.values() if f.owner})
-        return tags, owners, sorted(self.entities)
+        present = {f.privacy or UNCLASSIFIED for f in self.features.values()}
+        privacy = [c for c in (*CLASSES, UNCLASSIFIED) if c in present]
+        return tags, owners, sorted(self.entities), privacy
 
 
 class RegistryWatcher:

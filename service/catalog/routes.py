@@ -69,6 +69,10 @@ SearchText = Annotated[str, Query(max_length=200, description="words that must a
 TagFilter = Annotated[str | None, Query(max_length=200, description="key or key=value")]
 OwnerFilter = Annotated[str | None, Query(max_length=200)]
 EntityFilter = Annotated[str | None, Query(max_length=200)]
+PrivacyFilter = Annotated[str | None, Query(
+    pattern="^(none|pseudonymous|personal|unclassified)?$",
+    description="features of this privacy class only (none, pseudonymous, personal, or "
+    "unclassified); empty: any")]
 ServiceFilter = Annotated[str | None, Query(max_length=200, description="a feature service's "
                                             "name: its experiments only")]
 ExperimentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an experiment's id")]
@@ -83,10 +87,11 @@ def _blank(value: str | None) -> str | None:
 
 @api.get("", response_model=CatalogIndex)
 def read_catalog(catalog: CatalogDep, q: SearchText = "", tag: TagFilter = None,
-                 owner: OwnerFilter = None, entity: EntityFilter = None) -> CatalogIndex:
+                 owner: OwnerFilter = None, entity: EntityFilter = None,
+                 privacy: PrivacyFilter = None) -> CatalogIndex:
     """Entities, feature views, on-demand views, feature services and features; searched by
-    ``q`` and filtered by tag, owner and entity."""
-    return catalog.index(q, _blank(tag), _blank(owner), _blank(entity))
+    ``q`` and filtered by tag, owner, entity and privacy class."""
+    return catalog.index(q, _blank(tag), _blank(owner), _blank(entity), _blank(privacy))
 
 
 @api.get("/features/{view}/{feature}", response_model=FeatureDetail, responses=NOT_FOUND)
@@ -145,8 +150,9 @@ def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
 
 @pages.get("", response_class=HTMLResponse)
 def show_catalog(request: Request, catalog: CatalogDep, q: SearchText = "", tag: TagFilter = None,
-                 owner: OwnerFilter = None, entity: EntityFilter = None) -> HTMLResponse:
-    index = catalog.index(q, _blank(tag), _blank(owner), _blank(entity))
+                 owner: OwnerFilter = None, entity: EntityFilter = None,
+                 privacy: PrivacyFilter = None) -> HTMLResponse:
+    index = catalog.index(q, _blank(tag), _blank(owner), _blank(entity), _blank(privacy))
     return _page(request, "index.html", index=index, title="Feature catalog")
 
 

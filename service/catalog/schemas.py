@@ -13,6 +13,10 @@ class JoinKey(BaseModel):
     dtype: str
 
 
+PRIVACY = Field(description="the privacy class (the Feast tag privacy): none, pseudonymous "
+                "or personal; null when unclassified")
+
+
 class EntityInfo(BaseModel):
     name: str
     description: str
@@ -20,6 +24,7 @@ class EntityInfo(BaseModel):
     tags: dict[str, str]
     join_keys: list[JoinKey]
     url: str
+    privacy: str | None = PRIVACY
 
 
 class SourceInfo(BaseModel):
@@ -36,6 +41,7 @@ class RequestField(BaseModel):
     name: str
     dtype: str
     description: str
+    privacy: str | None = PRIVACY
 
 
 class Transformation(BaseModel):
@@ -59,6 +65,7 @@ class FeatureInfo(BaseModel):
     join_keys: list[str]
     feature_services: list[str]
     url: str
+    privacy: str | None = PRIVACY
 
 
 class ViewInfo(BaseModel):
@@ -94,6 +101,8 @@ class Facets(BaseModel):
     tags: list[str] = Field(description="key=value of every tag on a feature or its view")
     owners: list[str]
     entities: list[str]
+    privacy: list[str] = Field(description="the features' privacy classes ('unclassified' for "
+                               "those without one)")
 
 
 class CatalogIndex(BaseModel):
@@ -101,6 +110,7 @@ class CatalogIndex(BaseModel):
     tag: str | None
     owner: str | None
     entity: str | None
+    privacy: str | None
     entities: list[EntityInfo]
     feature_views: list[ViewInfo]
     on_demand_feature_views: list[ViewInfo]

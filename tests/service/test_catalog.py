@@ -87,6 +87,9 @@ def test_index_lists_everything_the_registry_holds(catalog, demo):
     assert index["total_features"] == len(expected) == 22
     assert "risk-ml@skewless.example" in index["facets"]["owners"]
     assert "kind=categorical" in index["facets"]["tags"]
+    assert index["facets"]["privacy"] == ["none", "pseudonymous", "personal"]
+    assert {e["name"]: e["privacy"] for e in index["entities"]} == {
+        "card": "pseudonymous", "merchant": "none"}
     assert datetime.fromisoformat(index["stats_computed_at"]) == datetime.fromisoformat(
         catalog["doc"]["computed_at"])
 
@@ -103,6 +106,10 @@ def test_index_lists_everything_the_registry_holds(catalog, demo):
     ({"entity": "merchant", "q": "mean"}, {"merchant_stats:merchant_amount_mean_28d"}),
     ({"q": "28 days", "tag": "kind=max"}, {"card_activity:amount_max_28d"}),
     ({"q": "no such words anywhere"}, set()),
+    ({"privacy": "personal"}, {"card_profile:credit_limit"}),
+    ({"privacy": "none", "q": "known labels"}, {"merchant_stats:merchant_labels_known_56d",
+                                                "merchant_stats:merchant_fraud_rate_56d"}),
+    ({"privacy": "unclassified"}, set()),
 ])
 def test_search_and_filters(catalog, params, expected):
     index = get(catalog, "/api/catalog", **params)

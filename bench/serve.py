@@ -23,6 +23,8 @@ Servers, each started for one run and stopped after it, so only one is ever busy
                    the same size scored on every request off the request path
   ours (canary)    the same challenger as a canary answering CANARY_PERCENT% of the cards
                    (and scored in the shadow on the rest)
+  ours (ages off)  `skewless serve` (log on) with SKEWLESS_FEATURE_AGE_METRICS=false: the cost
+                   of observing each served value's age
 
 They run in the order of ``--variants``, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
 script that rotates through pre-generated request bodies (real cards, merchants, amounts,
@@ -564,6 +566,7 @@ class Variant:
     spool: bool = False  # SKEWLESS_FEATURE_LOG_DURABILITY=spool
     pandas: bool = False  # the repo whose on-demand view is in pandas mode
     rollout: str | None = None  # "shadow" or "canary": a challenger beside production
+    ages: bool = True  # SKEWLESS_FEATURE_AGE_METRICS: each served value's age observed
 
 
 VARIANTS = (
@@ -575,6 +578,7 @@ VARIANTS = (
             rollout="shadow"),
     Variant("ours_canary", f"skewless /predict (canary {CANARY_PERCENT:g}%)", "ours",
             logging=True, rollout="canary"),
+    Variant("ours_ages_off", "skewless /predict (ages off)", "ours", logging=True, ages=False),
     Variant("feast", "feast serve (service)", "feast"),
     Variant("feast_pandas", "feast serve (pandas-mode)", "feast", pandas=True),
     Variant("ours_log_off", "skewless /predict (log off)", "ours", logging=False),
@@ -619,7 +623,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
         repo, var = ((fx.pandas_repo, fx.pandas_var) if variant.pandas else (fx.repo, fx.var))
         env.update(SKEWLESS_REPO_PATH=str(repo), SKEWLESS_VAR_DIR=str(var),
                    SKEWLESS_FEATURE_LOG_DIR=str(run_dir / "feature_log"),
-                   SKEWLESS_FEATURE_LOG_ENABLED="true" if variant.logging else "false")
+                   SKEWLESS_FEATURE_LOG_ENABLED="true" if variant.logging else "false",
+                   SKEWLESS_FEATURE_AGE_METRICS="true" if variant.ages else "false")
         if variant.spool:
             env.update(SKEWLESS_FEATURE_LOG_DURABILITY="spool",
                        SKEWLESS_FEATURE_LOG_SPOOL_DIR=str(run_dir / "spool"))
@@ -1035,8 +1040,8 @@ def parse_args() -> argparse.Namespace:
                         help="seconds of the Server-Timing run (0: skip it)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the request sample")
     parser.add_argument("--variants",
-                        default="ours_log_on,ours_shadow,ours_canary,ours_pandas,ours_spool,"
-                                "feast,feast_pandas,ours_log_off,feast_batch",
+                        default="ours_log_on,ours_shadow,ours_canary,ours_ages_off,ours_pandas,"
+                                "ours_spool,feast,feast_pandas,ours_log_off,feast_batch",
                         help="which servers to run, comma-separated, in this order")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run `skewless serve` as of git REF (log on), right after "
@@ -1174,6 +1179,13 @@ def main() -> int:
                       f"{challenged['p99_ms']:.2f} ms; server CPU per request "
                       f"{on['cpu_ms_per_request']:.3f} → {challenged['cpu_ms_per_request']:.3f}"
                       f" ms = {100 * (cpu_ratio(challenged, on) - 1):+.1f}%)")
+        ages_off = table.get("ours_ages_off")
+        if on and ages_off:
+            print(f"feature age histogram: {ages_off['rps_median']:,.0f} req/s without it → "
+                  f"{on['rps_median']:,.0f} with it "
+                  f"({100 * (on['rps_median'] / ages_off['rps_median'] - 1):+.1f}%); server CPU "
+                  f"per request {ages_off['cpu_ms_per_request']:.3f} → "
+                  f"{on['cpu_ms_per_request']:.3f} ms")
         pandas = table.get("ours_pandas")
         if on and pandas:
             print(f"pandas-mode view: {on['rps_median']:,.0f} → {pandas['rps_median']:,.0f} req/s "

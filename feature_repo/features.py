@@ -43,7 +43,10 @@ card_activity_fv = FeatureView(
     description="How the card has been used recently, as of each UTC midnight.",
     owner=RISK_DATA,
     # The card holder's spending, under the card's pseudonymous key: every feature.
-    tags={"team": "risk", "cadence": "daily", "privacy": "pseudonymous"},
+    # A snapshot each UTC midnight: a served value is at most a day old, plus the hours the
+    # pipeline and the materialization may take.
+    tags={"team": "risk", "cadence": "daily", "privacy": "pseudonymous",
+          "freshness-objective": "30h"},
 )
 
 card_profile_fv = FeatureView(
@@ -64,7 +67,8 @@ card_profile_fv = FeatureView(
     online=True,
     description="Static attributes of the card from its issue.",
     owner=RISK_DATA,
-    tags={"team": "risk", "cadence": "on-change"},
+    # Attributes hold until replaced: no age is too old.
+    tags={"team": "risk", "cadence": "on-change", "freshness-objective": "none"},
 )
 
 merchant_stats_fv = FeatureView(
@@ -90,5 +94,6 @@ merchant_stats_fv = FeatureView(
     description="Merchant volume and fraud history from matured labels, as of each UTC "
     "midnight.",
     owner=RISK_DATA,
-    tags={"team": "risk", "cadence": "daily", "privacy": "none"},
+    tags={"team": "risk", "cadence": "daily", "privacy": "none",
+          "freshness-objective": "30h"},
 )

@@ -27,6 +27,11 @@ from skewless.reports.skew import SkewReport
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5)
+# A served value's age (seconds): minutes for streaming views, hours and days for daily
+# snapshots, months and years for attributes.
+AGE_BUCKETS = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 6 * 3600, 12 * 3600, 86400,
+               26 * 3600, 30 * 3600, 36 * 3600, 2 * 86400, 3 * 86400, 7 * 86400, 30 * 86400,
+               365 * 86400)
 
 
 class SkewCollector:
@@ -232,6 +237,13 @@ class Metrics:
         self.redis_latency = Histogram("skewless_redis_seconds",
                                        "Online store round trip per prediction request",
                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.feature_age = Histogram(
+            "skewless_feature_age_seconds", "Age of each served feature value by view: the "
+            "request's time minus the event time stored with it online", ["view"],
+            buckets=AGE_BUCKETS, registry=r)
+        self.freshness_objective = Gauge(
+            "skewless_feature_freshness_objective_seconds", "How old a view's served values "
+            "may be (its freshness-objective tag)", ["view"], registry=r)
         self.redis_errors = Counter("skewless_redis_errors_total",
                                     "Online store reads that failed", registry=r)
         self.model = Info("skewless_model", "The model being served", registry=r)

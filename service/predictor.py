@@ -222,6 +222,11 @@ class Predictor:
         self._production_seconds = self.metrics.model_call_seconds.labels("production")
         self._challenger_seconds = self.metrics.model_call_seconds.labels("challenger")
         self._alike: tuple[Scorer, Scorer, bool] | None = None  # last encoding comparison
+        # Each batch view's age histogram and a position holding its event time (every
+        # feature of a view shares it): ages come from what the read returned.
+        self._ages = [(self.metrics.feature_age.labels(view.name), view.output[0])
+                      for group in self.plan.groups for view in group.views if view.output
+                      ] if self.settings.feature_age_metrics else []
 
     def _encodes_alike(self, production: Scorer, challenger: Scorer) -> bool:
         """Whether the challenger can score production's encoded rows (cached per pair)."""
@@ -284,6 +289,12 @@ class Predictor:
             logbook=logbook, metrics=metrics, production=production, pool=pool,
             challenger=challenger, canary_key=canary_key(settings, spec),
         )
+        from skewless.freshness import objectives
+
+        for view, seconds in objectives(
+                [definitions.feature_view(v) for v, d in spec.definitions["views"].items()
+                 if d["kind"] == "batch"]).items():
+            metrics.freshness_objective.labels(view).set(seconds)
         predictor.shadow = ShadowScorer(settings.shadow_budget_ms / 1e3,
                                         settings.shadow_queue_rows, metrics,
                                         predictor._shadow_scored)
@@ -388,6 +399,11 @@ class Predictor:
         n = len(rows)
         t1 = time.perf_counter()
         features = self.plan.decode(replies, n, now)
+        for histogram, position in self._ages:
+            for stamps in features.timestamps:
+                stamp = stamps[position]
+                if stamp is not None:
+                    histogram.observe(now - stamp)
         self.plan.transform(features, rows, now)
         t2 = time.perf_counter()
         x = scorer.matrix(features.values)

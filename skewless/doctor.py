@@ -75,6 +75,7 @@ def diagnose(settings: Settings, now: datetime | None = None) -> DoctorReport:
     spec = None
     if registry is not None:
         findings.append(privacy_finding(registry))
+        findings.append(freshness_finding(registry))
         spec, more = service_findings(settings, registry)
         findings += more
     findings += label_source_findings(settings, spec, registry, now)
@@ -287,6 +288,24 @@ def privacy_finding(registry: RegistrySnapshot) -> Finding:
         change=f"tag each with {PRIVACY_TAG}={'|'.join(CLASSES)} (a field's tags, an entity's "
                f"tags, or its view's tags `{PRIVACY_TAG}` / `{PRIVACY_TAG}:<feature>`); the "
                "catalog shows and filters by it")
+
+
+def freshness_finding(registry: RegistrySnapshot) -> Finding:
+    """Each batch view's freshness objective parses (the predictor refuses to start on one
+    that does not)."""
+    from skewless.freshness import FRESHNESS_TAG, FreshnessError, objectives
+
+    views = registry.feature_views()
+    try:
+        declared = objectives(views)
+    except FreshnessError as exc:
+        return Finding(item="freshness objectives", status="blocks", found=str(exc),
+                       change=f"set {FRESHNESS_TAG} to a duration such as 30h, or none")
+    if not declared:
+        return Finding(item="freshness objectives", status="ok",
+                       found="none declared: no alert on the served values' age")
+    return Finding(item="freshness objectives", status="ok", found="; ".join(
+        f"{view} {seconds / 3600:g} h" for view, seconds in sorted(declared.items())))
 
 
 # The feature service ---------------------------------------------------------------------

@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     feature_log_enabled: bool = Field(
         True, description="log every served feature vector (off only to measure its cost)"
     )
+    feature_age_metrics: bool = Field(
+        True, description="export each served value's age by view "
+        "(skewless_feature_age_seconds; off only to measure its cost)")
     feature_log_dir: Path | None = Field(
         None, description="where served features are logged (default: the feature service's "
         "logging destination in the Feast repo)"

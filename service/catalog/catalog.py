@@ -288,11 +288,20 @@ class Catalog:
                 found=online.get("found", 0), age_seconds_min=ages.get("min"),
                 age_seconds_median=ages.get("median"), age_seconds_max=ages.get("max"),
                 past_ttl=online.get("past_ttl", 0), error=online.get("error"))
+        from skewless.freshness import FRESHNESS_TAG, FreshnessError, parse_objective
+
+        try:
+            objective = parse_objective(view.name, view.tags.get(FRESHNESS_TAG))
+        except FreshnessError:  # the doctor names it; the page shows none
+            objective = None
+        median = sample.age_seconds_median if sample is not None else None
         return Freshness(
             latest_event_offline=offline.get("latest_event"),
             earliest_event_offline=offline.get("earliest_event"),
             offline_rows=offline.get("rows"), last_materialized=view.last_materialized,
-            online=sample)
+            online=sample, objective_seconds=objective,
+            objective_met=(None if objective is None or median is None
+                           else median <= objective))
 
     def statistics(self, ref: str) -> FeatureStatistics | None:
         stats = self.stats()

@@ -138,6 +138,11 @@ class Freshness(BaseModel):
     offline_rows: int | None
     last_materialized: datetime | None
     online: OnlineSample | None
+    objective_seconds: float | None = Field(
+        None, description="how old its online values may be (the view's freshness-objective "
+        "tag); null without one")
+    objective_met: bool | None = Field(
+        None, description="the sampled online values' median age within the objective")
 
 
 class Histogram(BaseModel):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from skewless.definitions import RegistrySnapshot, parse_repo_definitions
 from skewless.doctor import privacy_finding
 from skewless.privacy import CLASSES, privacy_class, unclassified
@@ -49,7 +51,7 @@ def test_a_definition_without_a_class_is_named_and_the_doctor_warns(tmp_path):
     edits = {
         "features.py": [('tags={"kind": "attribute", "privacy": "personal"}',
                          'tags={"kind": "attribute"}'),
-                        ('"cadence": "daily", "privacy": "none"}', '"cadence": "daily"}')],
+                        ('"cadence": "daily", "privacy": "none",', '"cadence": "daily",')],
         "data_sources.py": [('description="pos, online or atm.",\n              '
                              'tags={"privacy": "pseudonymous"}',
                              'description="pos, online or atm.",\n              '
@@ -73,3 +75,18 @@ def test_a_definition_without_a_class_is_named_and_the_doctor_warns(tmp_path):
     ])
     finding = privacy_finding(snapshot)
     assert finding.status == "warn" and finding.found.startswith(f"{len(merchant) + 3} without")
+
+
+def test_freshness_objectives_parse_and_a_bad_one_is_named():
+    from skewless.doctor import freshness_finding
+    from skewless.freshness import FreshnessError, parse_objective
+
+    assert parse_objective("v", "30h") == 108000 and parse_objective("v", "90m") == 5400
+    assert parse_objective("v", "2d") == 172800 and parse_objective("v", "3600") == 3600
+    assert parse_objective("v", "none") is None and parse_objective("v", None) is None
+    for bad in ("soon", "-1h", "0", "3 weeks"):
+        with pytest.raises(FreshnessError, match="feature view v: freshness-objective"):
+            parse_objective("v", bad)
+    finding = freshness_finding(definitions(PROJECT_ROOT / "feature_repo"))
+    assert finding.status == "ok"
+    assert finding.found == "card_activity 30 h; merchant_stats 30 h"

@@ -169,6 +169,9 @@ def test_feature_page_data_equals_an_independent_computation(catalog, demo):
     oldest = sampled_at - online["age_seconds_max"]
     assert min(abs(oldest - ts) for ts in latest) < 1
     assert online["age_seconds_min"] <= online["age_seconds_median"] <= online["age_seconds_max"]
+    # The view's objective (30 h) beside the sample's median age (the demo's data is old).
+    assert fresh["objective_seconds"] == 30 * 3600
+    assert fresh["objective_met"] is (online["age_seconds_median"] <= 30 * 3600)
     assert "statistics" not in d["not_computed"] and "freshness" not in d["not_computed"]
     assert d["histogram_url"] == f"/catalog/features/{view}/{name}/histogram.svg"
 

@@ -14,8 +14,8 @@ from features import card_activity_fv
         card_activity_fv[["amount_mean_28d", "amount_max_28d"]],
         transaction_request,
     ],
-    # Feast's python-mode inference compares declared output Fields with inferred ones
-    # including description and tags, so per-feature documentation lives in the view's
+    # Feast python-mode inference compares declared output Fields with inferred ones
+    # including description and tags, so per-feature documentation lives in the view
     # tags under "feature:<name>" instead of on each Field.
     schema=[
         Field(name="log_amount", dtype=Float64),
@@ -30,7 +30,9 @@ from features import card_activity_fv
     tags={
         "team": "risk",
         "stage": "request",
-        # The transaction against the card's own history (python mode: in the view's tags).
+        # The transaction against the history of its card (python mode: so in the view tags).
+        # Comments in this decorator hold no single quote: Feast strips the decorator from
+        # the registered text with a scanner that reads one as the start of a string.
         "privacy": "pseudonymous",
         "feature:log_amount": "Natural log of (1 + amount).",
         "feature:amount_to_mean_28d": "Amount divided by the card's 28-day mean amount; "

@@ -90,3 +90,15 @@ def test_freshness_objectives_parse_and_a_bad_one_is_named():
     finding = freshness_finding(definitions(PROJECT_ROOT / "feature_repo"))
     assert finding.status == "ok"
     assert finding.found == "card_activity 30 h; merchant_stats 30 h"
+
+
+def test_feast_rehydrates_the_demos_on_demand_text_without_its_pickled_body():
+    """Feast defines an on-demand view from its registered text first and falls back to the
+    pickled body without a word when the text does not run: a lone single quote in a comment
+    inside the decorator is enough (its decorator scanner reads it as a string). The demo's
+    text must define the function on its own."""
+    from feast.transformation.udf_rehydrate import rehydrate_udf_from_source
+
+    odfv = definitions(PROJECT_ROOT / "feature_repo").on_demand_views()[0]
+    function = rehydrate_udf_from_source(odfv.source.text, preferred_name=odfv.name)
+    assert callable(function) and function.__name__ == odfv.name

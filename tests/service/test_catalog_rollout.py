@@ -24,16 +24,10 @@ from service.catalog.catalog import Catalog
 from service.catalog.routes import install_catalog
 from skewless.db import upgrade
 from skewless.registry import Registry
-from skewless.reports.rollout import (
-    Comparison,
-    Decision,
-    Difference,
-    Labelled,
-    Latency,
-    RolloutReport,
-)
+from skewless.reports.rollout import Comparison, Decision, RolloutReport
 from skewless.settings import Settings
 from tests.support.artifacts import write_artifact
+from tests.support.rollout_reports import held_report
 from training.rollout import write_report
 
 GATE = 'slice card_type=<script>alert("x")</script>: ROC AUC 0.81 under the floor 0.85'
@@ -72,28 +66,12 @@ def held(registry: Registry, name: str = "fraud") -> RolloutReport:
     """v2's rollout as `skewless rollout apply` reports it: better on its labels, but the
     gate refused its promotion, so held."""
     status = registry.rollout("fraud")
-    now = datetime.now(UTC).isoformat()
-    return RolloutReport(
-        feature_service="fraud", generated_at=now, labels_known_at=now, command="apply",
-        comparison=Comparison(
-            name=name, production=status.production, challenger=status.challenger,
-            stage=status.stage, traffic_percent=status.traffic_percent,
-            started_at=status.started_at.isoformat() if status.started_at else None,
-            events=48_213, answered_by_challenger=4_790,
-            outcomes={"scored": 48_090, "late": 101, "error": 0, "nonfinite": 0,
-                      "overloaded": 22},
-            error_rate=123 / 48_213, paired=48_090, score_psi=0.0312, agreement=0.9874,
-            thresholds={"v1": 0.41, "v2": 0.38},
-            latency={"v1": Latency(rows=48_213, p50_ms=0.021, p99_ms=0.087),
-                     "v2": Latency(rows=48_090, p50_ms=0.034, p99_ms=0.142)},
-            labelled=Labelled(
-                events=48_213, labels=31_420, positives=612, outstanding=16_793,
-                roc_auc=Difference(production=0.9012, challenger=0.9147, difference=0.0135,
-                                   low=0.0061, high=0.0208))),
-        decision=Decision(
-            action="hold", applied=True, gate=GATE,
-            reasons=["ROC AUC difference [+0.0061, +0.0208] on 31,420 labels lies above "
-                     "0.005 (rollout_promote_margin)"]))
+    assert status.production is not None and status.challenger is not None
+    return held_report(
+        name, status.production, status.challenger, datetime.now(UTC), gate=GATE,
+        traffic_percent=status.traffic_percent,
+        started_at=status.started_at.isoformat() if status.started_at else None,
+        feature_service="fraud")
 
 
 class Facts(HTMLParser):

@@ -15,15 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import Metrics
 from skewless.files import write_json_atomic
-from skewless.reports.rollout import (
-    Check,
-    Comparison,
-    Decision,
-    Difference,
-    Labelled,
-    Latency,
-    RolloutReport,
-)
+from skewless.reports.rollout import Comparison, Decision, Latency, RolloutReport
+from tests.support import rollout_reports
 from tests.support.debian import ensure_commands
 
 GENERATED = datetime(2026, 11, 3, 9, 30, 15, 250000, tzinfo=UTC)
@@ -31,30 +24,9 @@ GENERATED = datetime(2026, 11, 3, 9, 30, 15, 250000, tzinfo=UTC)
 
 def held_report() -> RolloutReport:
     """v7 on a 10% canary against v6: better on its labels, but refused by the gate."""
-    return RolloutReport(
-        feature_service="fraud_model_v1", generated_at=GENERATED.isoformat(),
-        labels_known_at=GENERATED.isoformat(), command="apply",
-        comparison=Comparison(
-            name="fraud_model_v1", production="v6", challenger="v7", stage="canary",
-            traffic_percent=10.0, started_at="2026-11-01T08:00:00+00:00", events=48_213,
-            answered_by_challenger=4_790,
-            outcomes={"scored": 48_090, "late": 101, "error": 0, "nonfinite": 0,
-                      "overloaded": 22},
-            error_rate=123 / 48_213, paired=48_090, score_psi=0.0312, agreement=0.9874,
-            thresholds={"v6": 0.41, "v7": 0.38},
-            latency={"v6": Latency(rows=48_213, p50_ms=0.021, p99_ms=0.087),
-                     "v7": Latency(rows=48_090, p50_ms=0.034, p99_ms=0.142)},
-            labelled=Labelled(
-                events=48_213, labels=31_420, positives=612, outstanding=16_793,
-                roc_auc=Difference(production=0.9012, challenger=0.9147, difference=0.0135,
-                                   low=0.0061, high=0.0208))),
-        decision=Decision(
-            action="hold", applied=True,
-            reasons=["ROC AUC difference [+0.0061, +0.0208] on 31,420 labels lies above 0.005 "
-                     "(rollout_promote_margin)"],
-            checks=[Check(name="rollout_max_error_rate", value=123 / 48_213, limit=0.01,
-                          breached=False)],
-            gate="slice card_type=prepaid: ROC AUC 0.81 under the floor 0.85"))
+    return rollout_reports.held_report(
+        "fraud_model_v1", "v6", "v7", GENERATED,
+        gate="slice card_type=prepaid: ROC AUC 0.81 under the floor 0.85")
 
 
 def write(path: Path, report: RolloutReport) -> Path:

@@ -604,6 +604,15 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid``'s main thread (the event loop's, for our server) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def base_env(fx: Fixture) -> dict[str, str]:
     # No SKEWLESS_* of the developer's shell may redirect the servers; nor the Prometheus
     # multiprocess directory that importing Feast here put in this process's environment
@@ -808,11 +817,17 @@ def one_run(variant: Variant, round_no: int, fx: Fixture, bodies: Bodies, args: 
             verified += facts["idle_server_timing_ms"]["client"]["n"]
         warm = run_wrk(wrk, script, url, bodies_path, args.warmup, args.connections, args.threads)
         cpu_before = group_cpu_seconds(server.pid)
+        loop_before = main_thread_cpu_seconds(server.pid)
         measured = run_wrk(wrk, script, url, bodies_path, args.duration, args.connections,
                            args.threads, timing=timing)
         if measured.requests:  # the server's CPU per answered request, whatever else ran
             facts["cpu_ms_per_request"] = round(
                 (group_cpu_seconds(server.pid) - cpu_before) * 1e3 / measured.requests, 4)
+            # Of which the main thread's (for our server, the event loop's): the rest is the
+            # log writer's, the shadow scorer's and worker threads'.
+            facts["main_thread_cpu_ms_per_request"] = round(
+                (main_thread_cpu_seconds(server.pid) - loop_before) * 1e3 / measured.requests,
+                4)
         if variant.kind == "ours":
             time.sleep(0.5)  # let answers to wrk's last in-flight requests finish
             metrics = http("GET", server.base_url + "/metrics")[2].decode()
@@ -955,6 +970,8 @@ def aggregate(runs: list[RunResult], variants: tuple[Variant, ...]) -> dict[str,
             "flagged": any(r.problems for r in mine),
             "cpu_ms_per_request": round(statistics.median(
                 r.facts.get("cpu_ms_per_request", math.nan) for r in mine), 4),
+            "main_thread_cpu_ms_per_request": round(statistics.median(
+                r.facts.get("main_thread_cpu_ms_per_request", math.nan) for r in mine), 4),
         }
     base = out.get(BASELINE, {}).get("rps_median")
     for row in out.values():
@@ -968,7 +985,7 @@ def cpu_ratio(row: dict[str, Any], base: dict[str, Any]) -> float:
 
 def print_table(table: dict[str, dict[str, Any]]) -> None:
     header = (f"{'server':<30} {'req/s':>8} {'(rounds)':<17} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'CPU ms/req':>10} {'non-2xx':>7} {'errors':>6}  {'vs feast serve':<14}")
+              f"{'CPU ms/req':>10} {'(main)':>7} {'non-2xx':>7} {'errors':>6}  {'vs feast serve':<14}")
     print(header)
     print("-" * len(header))
     for row in table.values():
@@ -976,7 +993,8 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
         ratio = f"{row['ratio_to_feast']:.2f}x" if row["ratio_to_feast"] is not None else "-"
         flag = "  ! flagged" if row["flagged"] else ""
         print(f"{row['label']:<30} {row['rps_median']:>8,.0f} {rounds:<17} {row['p50_ms']:>7.2f} "
-              f"{row['p99_ms']:>7.2f} {row['cpu_ms_per_request']:>10.3f} {row['non_2xx']:>7} "
+              f"{row['p99_ms']:>7.2f} {row['cpu_ms_per_request']:>10.3f} "
+              f"{row['main_thread_cpu_ms_per_request']:>7.3f} {row['non_2xx']:>7} "
               f"{row['socket_errors']:>6}  {ratio:<14}{flag}")
 
 

@@ -57,4 +57,6 @@ transaction_request = RequestSource(
     ],
     description="Fields known only when the transaction is being authorised.",
     owner="risk-ml@skewless.example",
+    # Their ranges and categories, checked on the label events and enforced by /predict.
+    tags={"expectations": "expectations.transaction_request"},
 )

@@ -46,7 +46,7 @@ card_activity_fv = FeatureView(
     # A snapshot each UTC midnight: a served value is at most a day old, plus the hours the
     # pipeline and the materialization may take.
     tags={"team": "risk", "cadence": "daily", "privacy": "pseudonymous",
-          "freshness-objective": "30h"},
+          "freshness-objective": "30h", "expectations": "expectations.card_activity"},
 )
 
 card_profile_fv = FeatureView(
@@ -68,7 +68,8 @@ card_profile_fv = FeatureView(
     description="Static attributes of the card from its issue.",
     owner=RISK_DATA,
     # Attributes hold until replaced: no age is too old.
-    tags={"team": "risk", "cadence": "on-change", "freshness-objective": "none"},
+    tags={"team": "risk", "cadence": "on-change", "freshness-objective": "none",
+          "expectations": "expectations.card_profile"},
 )
 
 merchant_stats_fv = FeatureView(
@@ -95,5 +96,5 @@ merchant_stats_fv = FeatureView(
     "midnight.",
     owner=RISK_DATA,
     tags={"team": "risk", "cadence": "daily", "privacy": "none",
-          "freshness-objective": "30h"},
+          "freshness-objective": "30h", "expectations": "expectations.merchant_stats"},
 )

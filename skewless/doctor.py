@@ -227,6 +227,22 @@ def _ping(address: str) -> str | None:
 
 # The definitions -------------------------------------------------------------------------
 
+def definitions(settings: Settings) -> RegistrySnapshot:
+    """The project's definitions: the registry when applied, else the repo's files (raises
+    :class:`~skewless.definitions.DefinitionsError` when neither can be read)."""
+    from feast.repo_config import load_repo_config
+
+    from skewless.definitions import DefinitionsError
+
+    repo = settings.repo_path.absolute()
+    with _feast_environment(settings):
+        config = load_repo_config(repo, repo / "feature_store.yaml")
+    snapshot, finding = read_definitions(settings, config)
+    if snapshot is None:
+        raise DefinitionsError(f"{finding.found}; {finding.change}")
+    return snapshot
+
+
 def read_definitions(settings: Settings, config: Any) -> tuple[RegistrySnapshot | None, Finding]:
     """The registry when `feast apply` wrote one for the project, else the repo's files.
 

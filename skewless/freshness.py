@@ -26,15 +26,23 @@ class FreshnessError(InvalidInput):
     """A freshness objective that is not a duration (the message names the view)."""
 
 
+def duration_seconds(value: str) -> float | None:
+    """Seconds of a positive duration (``26h``, ``90m``, ``2d``, ``3600``); None if it is not one."""
+    match = _DURATION.match(value)
+    if match is None or float(match.group(1)) <= 0:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
 def parse_objective(view: str, value: str | None) -> float | None:
     """Seconds of ``value`` (None: no objective declared, or ``none``)."""
     if value is None or value.strip().lower() == NONE:
         return None
-    match = _DURATION.match(value)
-    if match is None or float(match.group(1)) <= 0:
+    seconds = duration_seconds(value)
+    if seconds is None:
         raise FreshnessError(f"feature view {view}: {FRESHNESS_TAG}={value!r} is not a "
                              "positive duration such as 26h, 90m, 2d or 3600 (seconds), or none")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return seconds
 
 
 def objectives(views: list[Any]) -> dict[str, float]:

@@ -130,6 +130,24 @@ def ident(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def newest_event(settings: Settings, cutoff: datetime) -> datetime | None:
+    """The newest label event at or before ``cutoff`` (None: none, or no events file)."""
+    import duckdb
+
+    source = LabelSource.from_settings(settings)
+    if not source.events_path.exists():
+        return None
+    column = ident(source.timestamp_column)
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        found = con.execute(f"SELECT max({column}) FROM read_parquet(?) WHERE {column} <= ?",
+                            [str(source.events_path), cutoff]).fetchone()
+    value = found[0] if found else None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def check_unique_labels(con: Any, source: LabelSource) -> None:
     key = ident(source.id_column)
     duplicates = con.sql(

@@ -26,6 +26,7 @@ def run_demo(
     from skewless.feast_cli import run_feast
     from skewless.gate import PromotionRefused
     from skewless.registry import Registry, current_user
+    from skewless.validations import ValidationFailed, check_expectations
     from training.dataset import TrainingSet, write_training_set
     from training.evaluation.gate import promote
     from training.evaluation.plan import EvaluationPlan
@@ -67,6 +68,15 @@ def run_demo(
             # would otherwise be partly shadowed.
             step("feast teardown (previous demo)", lambda: run_feast(settings, "teardown"))
         step("feast apply", lambda: run_feast(settings, "apply"))
+        step("metadata database migrations (alembic upgrade)",
+             lambda: upgrade(settings.resolved_database_url))
+        # The tables must hold what their expectations say before they go online.
+        checked, _ = step("expectations (skewless validate)",
+                          lambda: check_expectations(settings, "materialize", now))
+        if not checked.passed:
+            raise ValidationFailed(checked)
+        facts["expectations"] = (f"{len(checked.results)} tables passed"
+                                 if checked.results else "none declared")
         # The data was just regenerated, so the whole history is materialized (card profiles
         # date from the card's issue, years back): an incremental run would start where a
         # previous demo's left off and skip it.
@@ -78,8 +88,6 @@ def run_demo(
         step("point-in-time training set (Feast, duckdb)",
              lambda: write_training_set(settings, dataset_path, cutoff=now))
         ts = TrainingSet.read(dataset_path)
-        step("metadata database migrations (alembic upgrade)",
-             lambda: upgrade(settings.resolved_database_url))
         result = step("train LightGBM", lambda: train_model(
             ts, settings.model_dir, settings.holdout_days, settings.validation_days,
             seed=settings.seed, truth_path=settings.resolved_truth_path,
@@ -117,6 +125,7 @@ def run_demo(
     auc = f"{holdout.roc_auc:.4f}"
     if holdout.bayes_auc is not None and holdout.auc_to_bayes is not None:
         auc += f" vs Bayes {holdout.bayes_auc:.4f} (ratio {holdout.auc_to_bayes:.3f})"
+    table.add_row("expectations", facts["expectations"])
     table.add_row("holdout ROC AUC", auc)
     table.add_row("holdout PR AUC / log loss", f"{holdout.pr_auc:.4f} / {holdout.log_loss:.4f}")
     table.add_row("model", f"{result.directory / 'model.txt'} (+ contract.json)")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from skewless.cli.common import console, load_settings, open_registry, parse_time
+from skewless.cli.quality import AcceptFailures, Reason, expectations_gate
 
 if TYPE_CHECKING:
     from skewless.contract import ModelContract
@@ -87,14 +88,19 @@ def apply() -> None:
 @app.command()
 def materialize(
     end: Annotated[str, typer.Option(help="Materialize up to this time.")] = "now",
+    accept_failures: AcceptFailures = False,
+    reason: Reason = None,
 ) -> None:
-    """`feast materialize-incremental` up to END into the online store."""
+    """Check the feature tables' expectations (a failure stops here), then `feast
+    materialize-incremental` up to END into the online store."""
     from skewless.embedded_redis import redis_for
     from skewless.feast_cli import run_feast
 
     settings = load_settings()
     stamp = parse_time(end, "--end")
     assert stamp is not None
+    # Freshness is judged against END: what is being materialized must be recent by then.
+    expectations_gate("materialize", stamp, None, accept_failures, reason)
     with redis_for(settings):
         run_feast(settings, "materialize-incremental", stamp.strftime("%Y-%m-%dT%H:%M:%S"))
     console.print(f"[green]materialized[/] up to {stamp.isoformat()}")
@@ -114,19 +120,33 @@ def dataset(
     log_dir: Annotated[Path | None, typer.Option(
         help="With --from-logs: served-feature logs (default: the feature service's "
         "logging destination).")] = None,
+    accept_failures: AcceptFailures = False,
+    reason: Reason = None,
 ) -> None:
-    """Build a training set: point-in-time through Feast, or from the served-feature log."""
-    from training.dataset import write_from_logs, write_training_set
+    """Build a training set: point-in-time through Feast (after checking the expectations of
+    the tables it reads; a failure stops here), or from the served-feature log."""
+    from training.dataset import newest_event, write_from_logs, write_training_set
 
     settings = load_settings()
     stamp = parse_time(cutoff, "--cutoff")
+    assert stamp is not None
     if not from_logs:
         if since or until or log_dir:
             raise typer.BadParameter("--since, --until and --log-dir need --from-logs",
                                      param_hint="--from-logs")
+        # Freshness is judged against the newest label event the set takes: a set built today
+        # from old events has features as old as its events, which is right.
+        expectations_gate("dataset", newest_event(settings, stamp) or stamp, None,
+                          accept_failures, reason, service=settings.feature_service)
         rows = write_training_set(settings, output, cutoff=stamp)
         console.print(f"[green]training set[/]: {rows:,} label events → {output}")
         return
+    if accept_failures or reason:
+        raise typer.BadParameter("--accept-failures and --reason go with the point-in-time "
+                                 "set: a set from the served log is not checked against the "
+                                 "tables' expectations", param_hint="--accept-failures")
+    console.print("[dim]expectations not checked: a set from the served log holds what was "
+                  "served, checked when it was materialized[/]", highlight=False)
     counts = write_from_logs(settings, output, stamp, parse_time(since, "--since"),
                              parse_time(until, "--until"), log_dir)
     console.print(

@@ -1,7 +1,8 @@
-"""Does serving hold its promise: the skew check and the monitor."""
+"""Does the data, and serving, hold the promise: expectations, the skew check, the monitor."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -89,3 +90,56 @@ def monitor(
         return
     print_monitor(report, console)
     console.print(f"report: {html_path} (JSON: {json_path})")
+
+
+AcceptFailures = Annotated[bool, typer.Option(
+    "--accept-failures", help="Go on although expectations fail (needs --reason; audited).")]
+Reason = Annotated[str | None, typer.Option(
+    help="Why failing expectations are accepted (with --accept-failures).")]
+
+
+def expectations_gate(step: str, reference_time: datetime, views: list[str] | None,
+                      accept_failures: bool, reason: str | None, as_json: bool = False,
+                      service: str | None = None) -> None:
+    """Check the expectations before ``step`` and store the result; print the report. Exits 1
+    when one failed and was not accepted with a reason."""
+    import json
+
+    from skewless.reports.validation import print_validation
+    from skewless.validations import check_expectations
+
+    if accept_failures and not (reason and reason.strip()):
+        raise typer.BadParameter("--accept-failures needs --reason TEXT: the audit records why",
+                                 param_hint="--reason")
+    if reason is not None and not accept_failures:
+        raise typer.BadParameter("--reason goes with --accept-failures",
+                                 param_hint="--accept-failures")
+    settings = load_settings()
+    report, run_id = check_expectations(settings, step, reference_time, views,
+                                        reason.strip() if accept_failures and reason else None,
+                                        service=service)
+    if as_json:
+        typer.echo(json.dumps({**report.to_json(), "run_id": run_id,
+                               "accepted": accept_failures and not report.passed}, indent=2))
+    else:
+        print_validation(report, console, run_id, accepted=accept_failures)
+    if not report.passed and not accept_failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    view: Annotated[list[str] | None, typer.Option(
+        help="Only this feature view or request source (repeatable; default: all with "
+        "expectations).")] = None,
+    as_of: Annotated[str, typer.Option(
+        help="Freshness is judged against this time (ISO-8601, default now).")] = "now",
+    accept_failures: AcceptFailures = False,
+    reason: Reason = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the feature tables against their expectations (the views' `expectations` tags);
+    store the result; exit 1 when one fails."""
+    stamp = parse_time(as_of, "--as-of")
+    assert stamp is not None
+    expectations_gate("validate", stamp, view or None, accept_failures, reason, as_json)

@@ -24,7 +24,8 @@ from training.train import TrainResult, train_model
 
 DEMO_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 REPO_FILES = ("feature_store.yaml", ".feastignore", "entities.py", "data_sources.py",
-              "features.py", "on_demand.py", "feature_services.py", "skewless.env")
+              "features.py", "on_demand.py", "feature_services.py", "expectations.py",
+              "skewless.env")
 
 
 def copy_feature_repo(target: Path) -> Path:

@@ -28,6 +28,7 @@ from service.prediction_routes import build_router
 from service.predictor import Predictor
 from skewless.contract import resolve_service
 from skewless.errors import SkewlessError
+from skewless.expectations import request_limits
 from skewless.feast_cli import open_store
 from skewless.gate import Promoter
 from skewless.registry import Registry
@@ -209,7 +210,11 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.registry = registry
     app.state.promote = promote
-    app.include_router(build_router(spec, settings))
+    app.include_router(build_router(spec, settings, request_limits(
+        settings.repo_path.absolute(),
+        [source for definition in spec.on_demand.values()
+         for source in definition.view.source_request_sources.values()],
+        [f.name for f in spec.request_fields])))
     app.include_router(health_router)
     app.include_router(admin_router)
     install_catalog(app, Catalog.open(settings, registry))

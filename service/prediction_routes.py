@@ -3,12 +3,14 @@
 Every field is bounded by its Feast type, so whatever is accepted can be read from Redis,
 scored and logged in Feast's schema: integers within Int32/Int64, Float32 within its range,
 floats finite, strings valid UTF-8 (pydantic refuses a lone surrogate) and at most
-``SKEWLESS_MAX_STRING_LENGTH`` characters. Anything else is a 422 naming the field.
+``SKEWLESS_MAX_STRING_LENGTH`` characters; a request field also within the range, or among the
+categories, of its request source's expectations (feature_repo/expectations.py). Anything else
+is a 422 naming the field.
 """
 
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 from service.online import PYTHON_TYPES
 from service.predictor import Prediction, Predictor, Timings
 from skewless.contract import ServiceSpec
+from skewless.expectations import FieldLimits
 from skewless.settings import Settings
 
 # What /predict answers besides 200 and 422, for OpenAPI.
@@ -33,13 +36,18 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 EVENT_ID_MAX_LENGTH = 256
 
 
-def bounded_type(dtype: str, max_string_length: int) -> Any:
-    """The Python type of a Feast type, with the bounds the type's storage has."""
+def bounded_type(dtype: str, max_string_length: int, limits: FieldLimits | None = None) -> Any:
+    """The Python type of a Feast type, with the bounds the type's storage has, narrowed by
+    the field's expectations (``limits``: a range, allowed values) when it has them."""
+    if limits is not None and limits.allowed is not None:
+        return Literal[limits.allowed]  # strict: of the field's JSON type too
     if dtype in INT_LIMITS:
         limit = INT_LIMITS[dtype]
-        return Annotated[int, Field(ge=-limit, le=limit - 1)]
+        return Annotated[int, Field(**_narrowed(-limit, limit - 1, limits))]
     if dtype == "Float32":
-        return Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+        return Annotated[float, Field(**_narrowed(-FLOAT32_MAX, FLOAT32_MAX, limits))]
+    if dtype == "Float64" and limits is not None and limits.bounds:
+        return Annotated[float, Field(**limits.bounds)]
     if dtype == "String":
         # pydantic refuses a lone surrogate itself (string_unicode): the text must be UTF-8.
         return Annotated[str, Field(max_length=max_string_length)]
@@ -48,25 +56,44 @@ def bounded_type(dtype: str, max_string_length: int) -> Any:
     return PYTHON_TYPES[dtype]
 
 
+def _narrowed(low: float, high: float, limits: FieldLimits | None) -> dict[str, Any]:
+    """The type's bounds [low, high], and the expectations' where they are tighter."""
+    bounds: dict[str, Any] = dict(limits.bounds) if limits is not None else {}
+    if max(bounds.get("ge", low), bounds.get("gt", low)) <= low:
+        bounds.pop("gt", None)
+        bounds["ge"] = low
+    if min(bounds.get("le", high), bounds.get("lt", high)) >= high:
+        bounds.pop("lt", None)
+        bounds["le"] = high
+    return bounds
+
+
 EventId = (Annotated[StrictInt, Field(ge=-INT_LIMITS["Int64"], le=INT_LIMITS["Int64"] - 1)]
            | Annotated[str, Field(min_length=1, max_length=EVENT_ID_MAX_LENGTH)])
 
 
 def request_models(spec: ServiceSpec, batch_max_rows: int, event_id: str | None = None,
-                   max_string_length: int = 1024) -> tuple[type[BaseModel], type[BaseModel]]:
+                   max_string_length: int = 1024,
+                   limits: dict[str, FieldLimits] | None = None,
+                   ) -> tuple[type[BaseModel], type[BaseModel]]:
     """Pydantic models for one row and for a batch: the service's entity keys and request fields,
     and optionally ``event_id``, the client's id of the event being scored.
 
     Unknown fields are refused (a misspelt field must not be silently ignored), floats must be
-    finite, and every value must fit its Feast type (:func:`bounded_type`).
+    finite, and every value must fit its Feast type (:func:`bounded_type`) and the range or
+    categories its request source's expectations give it (``limits``).
     """
+    limits = limits or {}
     fields: dict[str, Any] = {}
     for key in spec.entity_keys:
         fields[key.name] = (bounded_type(key.dtype, max_string_length), Field(
             description=f"Entity key ({key.dtype}) of feature service {spec.feature_service}."))
     for req in spec.request_fields:
-        fields[req.name] = (bounded_type(req.dtype, max_string_length), Field(
-            description=f"Request-time field ({req.dtype}) read by an on-demand feature view."))
+        found = limits.get(req.name)
+        fields[req.name] = (bounded_type(req.dtype, max_string_length, found), Field(
+            description=f"Request-time field ({req.dtype}) read by an on-demand feature view"
+            + (f"; its range and categories are the expectations {found.reference}."
+               if found else ".")))
     if event_id and event_id not in fields:
         fields[event_id] = (EventId | None, Field(
             None, description="Optional id of the scored event (integer or string). It is "
@@ -139,9 +166,11 @@ IncludeFeatures = Annotated[bool, Query(description="Return the feature vector a
 Explain = Annotated[bool, Query(description="Return each feature's contribution to the score.")]
 
 
-def build_router(spec: ServiceSpec, settings: Settings) -> APIRouter:
+def build_router(spec: ServiceSpec, settings: Settings,
+                 limits: dict[str, FieldLimits] | None = None) -> APIRouter:
     row_model, batch_model = request_models(spec, settings.batch_max_rows,
-                                            settings.event_id_column, settings.max_string_length)
+                                            settings.event_id_column, settings.max_string_length,
+                                            limits)
     explain_max_rows = settings.explain_max_rows
     router = APIRouter(tags=["predict"])
 

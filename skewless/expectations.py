@@ -380,3 +380,58 @@ def _metadata_findings(schema: Any, rows: int, newest: datetime | None,
                 f"{rows:,} rows, {change:+.1%} on the previous run's {previous_rows:,} "
                 f"(tolerance ±{float(tolerance):.0%})",)))
     return findings
+
+
+# What /predict enforces -----------------------------------------------------------------------
+
+# pandera checks that translate to a request field's bounds: check name → pydantic constraint.
+_BOUNDS = {"greater_than_or_equal_to": ("ge", "min_value"), "greater_than": ("gt", "min_value"),
+           "less_than_or_equal_to": ("le", "max_value"), "less_than": ("lt", "max_value")}
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """A request field's bounds and allowed values from its request source's expectations."""
+
+    reference: str  # the schema, module.attribute
+    bounds: dict[str, Any] = field(default_factory=dict)  # ge, gt, le, lt (numbers)
+    allowed: tuple[Any, ...] | None = None
+
+    @classmethod
+    def of(cls, reference: str, column: Any) -> FieldLimits:
+        """The checks of a pandera column that bound a value: ranges and allowed values
+        (others — patterns, custom checks — are checked on the events table only)."""
+        bounds: dict[str, Any] = {}
+        allowed: tuple[Any, ...] | None = None
+        for check in column.checks:
+            stats = check.statistics or {}
+            if check.name in _BOUNDS:
+                key, stat = _BOUNDS[check.name]
+                bounds[key] = stats[stat]
+            elif check.name == "in_range":
+                bounds["ge" if stats.get("include_min", True) else "gt"] = stats["min_value"]
+                bounds["le" if stats.get("include_max", True) else "lt"] = stats["max_value"]
+            elif check.name == "isin":
+                allowed = tuple(stats["allowed_values"])
+            elif check.name == "equal_to":
+                allowed = (stats["value"],)
+        return cls(reference, bounds, allowed)
+
+
+def request_limits(repo: Path, request_sources: Iterable[Any],
+                   fields: Iterable[str]) -> dict[str, FieldLimits]:
+    """Bounds and allowed values of ``fields`` from the expectations of the request sources
+    that carry the tag (the same schemas `skewless validate` checks the label events with)."""
+    wanted = set(fields)
+    modules: dict[str, ModuleType] = {}
+    limits: dict[str, FieldLimits] = {}
+    for source in request_sources:
+        reference = (source.tags or {}).get(EXPECTATIONS_TAG)
+        if reference is None:
+            continue
+        target = Target(source.name, REQUEST_SOURCE, reference, Path())
+        schema = load_schema(repo, target, modules)
+        for name, column in schema.columns.items():
+            if name in wanted:
+                limits[name] = FieldLimits.of(reference, column)
+    return limits

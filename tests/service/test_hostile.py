@@ -46,8 +46,11 @@ HOSTILE = [
     pytest.param({**ROW, "local_hour": -(2**63) - 1}, "local_hour", "greater_than_equal",
                  id="int64-underflow"),
     pytest.param({**ROW, "card_id": 2**63}, "card_id", "less_than_equal", id="key-past-2^63"),
+    # channel takes only its expectations' categories: nothing else gets as far as Arrow.
     pytest.param({**ROW, "channel": "\ud800"}, "channel", "string_unicode", id="lone-surrogate"),
-    pytest.param({**ROW, "channel": "x" * 200_000}, "channel", "string_too_long", id="200kB-string"),
+    pytest.param({**ROW, "channel": "x" * 200_000}, "channel", "literal_error", id="200kB-string"),
+    pytest.param({**ROW, "transaction_id": "x" * 200_000}, "transaction_id", "string_too_long",
+                 id="200kB-event-id"),
     pytest.param({**ROW, "transaction_id": 2**64}, "transaction_id", "less_than_equal",
                  id="event-id-overflow"),
     pytest.param({**ROW, "transaction_id": "t-\udc00"}, "transaction_id", "string_unicode",
@@ -67,6 +70,36 @@ def test_a_value_its_feast_type_cannot_hold_is_422_naming_the_field(served, body
     batch = post(http, "/predict/batch", {"rows": [ROW, body]})
     assert batch.status_code == 422
     assert {tuple(e["loc"][:4]) for e in batch.json()["detail"]} == {("body", "rows", 1, field)}
+
+
+# The request source's expectations (feature_repo/expectations.py), as /predict enforces them.
+OUTSIDE = [
+    pytest.param({**ROW, "channel": "mail"}, "channel", "literal_error", id="unknown-channel"),
+    pytest.param({**ROW, "local_hour": 24}, "local_hour", "less_than_equal", id="hour-24"),
+    pytest.param({**ROW, "local_hour": -1}, "local_hour", "greater_than_equal", id="hour-minus-1"),
+    pytest.param({**ROW, "amount": -0.01}, "amount", "greater_than_equal", id="negative-amount"),
+    pytest.param({**ROW, "amount": 1_000_000.5}, "amount", "less_than_equal", id="huge-amount"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "kind"), OUTSIDE)
+def test_a_request_field_outside_its_expectations_is_422_naming_it(served, body, field, kind):
+    http, _ = served
+    response = post(http, "/predict", body)
+    assert response.status_code == 422, response.text
+    assert [(e["loc"][:2], e["type"]) for e in response.json()["detail"]] == [
+        (["body", field], kind)]
+
+
+def test_the_openapi_schema_states_the_expectations(served):
+    http, _ = served
+    row = http.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]
+    fields = row["properties"]
+    assert fields["channel"]["enum"] == ["pos", "online", "atm"]
+    assert (fields["local_hour"]["minimum"], fields["local_hour"]["maximum"]) == (0, 23)
+    assert (fields["amount"]["minimum"], fields["amount"]["maximum"]) == (0, 1_000_000)
+    assert "expectations.transaction_request" in fields["amount"]["description"]
+    assert fields["card_id"]["minimum"] == -(2**63)  # a key keeps its type's bounds only
 
 
 @pytest.mark.parametrize("rows", [1000, 260_000], ids=["1000-empty-rows", "800kB-of-empty-rows"])

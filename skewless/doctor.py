@@ -235,8 +235,15 @@ def definitions(settings: Settings) -> RegistrySnapshot:
     from skewless.definitions import DefinitionsError
 
     repo = settings.repo_path.absolute()
-    with _feast_environment(settings):
-        config = load_repo_config(repo, repo / "feature_store.yaml")
+    yaml_path = repo / "feature_store.yaml"
+    if not yaml_path.is_file():
+        raise DefinitionsError(f"{yaml_path} does not exist: set SKEWLESS_REPO_PATH to a Feast "
+                               "repo (the directory of its feature_store.yaml)")
+    try:
+        with _feast_environment(settings):
+            config = load_repo_config(repo, yaml_path)
+    except Exception as exc:  # Feast's own validation: its message names the field
+        raise DefinitionsError(f"{yaml_path}: {_first_lines(str(exc))}") from exc
     snapshot, finding = read_definitions(settings, config)
     if snapshot is None:
         raise DefinitionsError(f"{finding.found}; {finding.change}")

@@ -334,7 +334,10 @@ def _pandera_findings(cases: Any, schema: Any, rows: int) -> list[Finding]:
     findings = []
     for (column, check), group in cases.group_by(["column", "check"], maintain_order=True):
         check = str(check)
-        rule = "type" if check.startswith("dtype(") else _RULES.get(check, check)
+        # A check's name with its arguments (``in_range(0, 23)``), but not the list of allowed
+        # categories: the schema holds it, the examples show what was found instead.
+        rule = ("type" if check.startswith("dtype(") else "isin" if check.startswith("isin(")
+                else _RULES.get(check, check))
         values = [str(v) for v in group["failure_case"].to_list() if v is not None]
         examples = tuple(dict.fromkeys(v[:EXAMPLE_CHARS] for v in values))[:EXAMPLES]
         if rule == "present":  # the schema's name in `column`; the missing column is the case

@@ -1,6 +1,6 @@
 # The Skewless image: the CLI, the training code and the predictor. Settings come from the
 # environment (SKEWLESS_*), as everywhere else; the image is production unless told otherwise,
-# so `skewless serve` refuses to start without a real SKEWLESS_ADMIN_TOKEN.
+# so /admin takes named tokens only (`skewless tokens create`), never the shared one.
 FROM python:3.11-slim
 WORKDIR /app
 ENV FEAST_USAGE=False PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \

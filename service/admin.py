@@ -1,6 +1,9 @@
-"""/admin: the registry's actions over HTTP, behind a bearer token, every call audited.
+"""/admin: the registry's actions over HTTP, behind named tokens with roles, every call audited.
 
-401 without a token, 403 with a wrong one. The caller may name themselves in
+Each route needs a role (service/auth.py): viewer reads, operator also reloads and runs
+shadows and canaries, approver also promotes, rolls back and archives. 401 without a token,
+403 with one that is not accepted or whose role falls short. The audit names the token; with
+the shared ``SKEWLESS_ADMIN_TOKEN`` (an approver) the caller may name themselves in
 ``X-Skewless-Actor`` (recorded as ``<name> (admin token)``). Every call — accepted, refused
 or unauthenticated — is written to the audit table with its status, by a small middleware
 that sees the final status code. A promotion or rollback makes the predictor reload at once
@@ -14,45 +17,31 @@ call cannot be audited either: it is logged instead and counted in
 
 import asyncio
 import logging
-import secrets
 import time
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from service.auth import Caller, require
 from service.metrics import Metrics, StatusRecorder
 from skewless.db import DatabaseUnavailable
 from skewless.errors import Unavailable
 from skewless.gate import Promoter
 from skewless.registry import MAX_CANARY_PERCENT, Registry, RolloutStatus
+from skewless.tokens import Role
 
 logger = logging.getLogger(__name__)
-bearer = HTTPBearer(auto_error=False, description="SKEWLESS_ADMIN_TOKEN")
+async def _actor(caller: Caller) -> str:
+    return caller.actor
 
 
-def require_admin(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    """The caller's name when the bearer token is right; 401 without one, 403 when wrong."""
-    if credentials is None:
-        request.state.audit_actor = "anonymous"
-        raise HTTPException(401, "admin token required (Authorization: Bearer …)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    expected = request.app.state.settings.admin_token.get_secret_value()
-    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        request.state.audit_actor = "wrong token"
-        raise HTTPException(403, "admin token not accepted")
-    name = request.headers.get("x-skewless-actor", "").strip()[:100]
-    actor = f"{name} (admin token)" if name else "admin token"
-    request.state.audit_actor = actor
-    return actor
-
-
-Actor = Annotated[str, Depends(require_admin)]
+# The least role each route needs (service/auth.py): what the audit records is the caller's
+# token's name.
+Viewer = Annotated[Caller, Depends(require(Role.VIEWER))]
+Operator = Annotated[Caller, Depends(require(Role.OPERATOR))]
+Approver = Annotated[Caller, Depends(require(Role.APPROVER))]
 
 
 def registry_of(request: Request) -> Registry:
@@ -126,7 +115,7 @@ router = APIRouter(prefix="/admin", tags=["admin"],
 
 
 @router.get("/models")
-async def read_models(actor: Actor, registry: RegistryDep,
+async def read_models(caller: Viewer, registry: RegistryDep,
                       name: Annotated[str | None, Query()] = None) -> list[dict[str, Any]]:
     """Every registered version (or those of one model name), with its stage."""
     rows = await asyncio.to_thread(registry.versions, name)
@@ -134,7 +123,7 @@ async def read_models(actor: Actor, registry: RegistryDep,
 
 
 @router.get("/models/{name}/versions/{version}", responses={404: {"description": "Unknown"}})
-async def read_model_version(name: str, version: str, actor: Actor,
+async def read_model_version(name: str, version: str, caller: Viewer,
                              registry: RegistryDep) -> dict[str, Any]:
     """One version in full: contract, metrics, training window and stage history."""
     row = await asyncio.to_thread(registry.get, name, version)
@@ -144,7 +133,7 @@ async def read_model_version(name: str, version: str, actor: Actor,
 @router.post("/models/{name}/versions/{version}/promote",
              responses={404: {"description": "Unknown version"},
                         409: {"description": "Refused by the gate, or production changed"}})
-async def promote_model_version(name: str, version: str, body: PromoteRequest, actor: Actor,
+async def promote_model_version(name: str, version: str, body: PromoteRequest, caller: Approver,
                                 request: Request, registry: RegistryDep) -> dict[str, Any]:
     """Promote through the acceptance gate (or past it with force and a reason)."""
     promote: Promoter | None = request.app.state.promote
@@ -153,7 +142,7 @@ async def promote_model_version(name: str, version: str, body: PromoteRequest, a
         raise Unavailable("this process has no acceptance gate to promote through; use "
                           "`skewless models promote` or the service `skewless serve` starts")
     row, decision = await asyncio.to_thread(
-        promote, request.app.state.settings, registry, name, version, actor, body.reason,
+        promote, request.app.state.settings, registry, name, version, caller.actor, body.reason,
         body.force)
     return {"promoted": row.version, **(decision.evidence() if decision else {"gate": "skipped"}),
             "serving": await _serving(request)}
@@ -161,22 +150,22 @@ async def promote_model_version(name: str, version: str, body: PromoteRequest, a
 
 @router.post("/models/{name}/rollback",
              responses={400: {"description": "Nothing to roll back to"}})
-async def rollback_model(name: str, body: Reason, actor: Actor, request: Request,
+async def rollback_model(name: str, body: Reason, caller: Approver, request: Request,
                          registry: RegistryDep) -> dict[str, Any]:
     """Return production to the version that was production before the current one."""
     request.state.audit_detail = body.model_dump()
-    row = await asyncio.to_thread(registry.rollback, name, actor, body.reason)
+    row = await asyncio.to_thread(registry.rollback, name, caller.actor, body.reason)
     return {"production": row.version, "serving": await _serving(request)}
 
 
 @router.post("/models/{name}/versions/{version}/archive",
              responses={404: {"description": "Unknown version"},
                         409: {"description": "Production or already archived"}})
-async def archive_model_version(name: str, version: str, body: Reason, actor: Actor,
+async def archive_model_version(name: str, version: str, body: Reason, caller: Approver,
                                 request: Request, registry: RegistryDep) -> dict[str, Any]:
     """Archive a candidate."""
     request.state.audit_detail = body.model_dump()
-    row = await asyncio.to_thread(registry.archive, name, version, actor, body.reason)
+    row = await asyncio.to_thread(registry.archive, name, version, caller.actor, body.reason)
     return {"archived": row.version}
 
 
@@ -188,28 +177,28 @@ CHALLENGE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/models/{name}/versions/{version}/shadow", responses=CHALLENGE_ERRORS)
-async def create_shadow(name: str, version: str, body: Reason, actor: Actor, request: Request,
+async def create_shadow(name: str, version: str, body: Reason, caller: Operator, request: Request,
                         registry: RegistryDep) -> RolloutChange:
     """Make a candidate (or the canary) the shadow: scored beside production on the same
     vectors, never answering."""
     request.state.audit_detail = body.model_dump()
-    row = await asyncio.to_thread(registry.shadow, name, version, actor, body.reason)
+    row = await asyncio.to_thread(registry.shadow, name, version, caller.actor, body.reason)
     return await _rollout_change(registry, name, row.version, row.stage)
 
 
 @router.post("/models/{name}/versions/{version}/canary", responses=CHALLENGE_ERRORS)
-async def create_canary(name: str, version: str, body: CanaryRequest, actor: Actor,
+async def create_canary(name: str, version: str, body: CanaryRequest, caller: Operator,
                         request: Request, registry: RegistryDep) -> RolloutChange:
     """Make a candidate or the shadow the canary at ``percent`` per cent of requests, or change
     the canary's share: it answers the entities whose key hashes into its share."""
     request.state.audit_detail = body.model_dump()
-    row = await asyncio.to_thread(registry.canary, name, version, body.percent, actor,
+    row = await asyncio.to_thread(registry.canary, name, version, body.percent, caller.actor,
                                   body.reason)
     return await _rollout_change(registry, name, row.version, row.stage)
 
 
 @router.get("/models/{name}/rollout", responses={404: {"description": "Unknown model"}})
-async def read_rollout(name: str, actor: Actor, registry: RegistryDep) -> RolloutResponse:
+async def read_rollout(name: str, caller: Viewer, registry: RegistryDep) -> RolloutResponse:
     """Production, its challenger (shadow or canary, with its share), since when, by whom."""
     return RolloutResponse.of(await asyncio.to_thread(registry.rollout, name))
 
@@ -218,22 +207,22 @@ async def read_rollout(name: str, actor: Actor, registry: RegistryDep) -> Rollou
              responses={404: {"description": "Unknown model"},
                         409: {"description": "No challenger: no rollout to end"},
                         422: {"description": "No reason given"}})
-async def end_rollout(name: str, body: Reason, actor: Actor, request: Request,
+async def end_rollout(name: str, body: Reason, caller: Operator, request: Request,
                       registry: RegistryDep) -> RolloutChange:
     """Send the challenger back to candidate."""
     request.state.audit_detail = body.model_dump()
-    row = await asyncio.to_thread(registry.end_rollout, name, actor, body.reason)
+    row = await asyncio.to_thread(registry.end_rollout, name, caller.actor, body.reason)
     return await _rollout_change(registry, name, row.version, row.stage)
 
 
 @router.post("/reload")
-async def reload_model(actor: Actor, request: Request) -> dict[str, Any]:
+async def reload_model(caller: Operator, request: Request) -> dict[str, Any]:
     """Check the registry now and swap to its production version if it changed."""
     return {"serving": await _serving(request)}
 
 
 @router.get("/audit")
-async def read_audit(actor: Actor, registry: RegistryDep,
+async def read_audit(caller: Viewer, registry: RegistryDep,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     """The latest audit events, newest first."""
     return [e.to_json() for e in await asyncio.to_thread(registry.audit_events, limit)]

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from service.admin import AdminAuditMiddleware
 from service.admin import router as admin_router
+from service.auth import install_tokens
 from service.catalog.catalog import Catalog
 from service.catalog.routes import install_catalog
 from service.health import router as health_router
@@ -34,6 +35,7 @@ from skewless.gate import Promoter
 from skewless.registry import Registry
 from skewless.requirements import require_servable
 from skewless.settings import Settings, export_for_feast
+from skewless.tokens import TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +219,8 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
         [f.name for f in spec.request_fields])))
     app.include_router(health_router)
     app.include_router(admin_router)
-    install_catalog(app, Catalog.open(settings, registry))
+    install_tokens(app, TokenStore(registry.url, registry.engine), settings.token_refresh_seconds)
+    install_catalog(app, Catalog.open(settings, registry), auth=settings.catalog_auth)
     install_error_handlers(app)
     app.add_middleware(RepeatedQueryMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -247,7 +250,9 @@ def create_catalog_app(settings: Settings) -> FastAPI:
             gc.unfreeze()
 
     app = FastAPI(title="Skewless feature catalog", lifespan=lifespan)
-    install_catalog(app, Catalog.open(settings, registry))
+    app.state.settings = settings
+    install_tokens(app, TokenStore(registry.url, registry.engine), settings.token_refresh_seconds)
+    install_catalog(app, Catalog.open(settings, registry), auth=settings.catalog_auth)
     install_error_handlers(app)
     app.add_middleware(RepeatedQueryMiddleware)
     return app

@@ -13,15 +13,17 @@ import json
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
 
+from service.auth import require
 from service.online import PYTHON_TYPES
 from service.predictor import Prediction, Predictor, Timings
 from skewless.contract import ServiceSpec
 from skewless.expectations import FieldLimits
 from skewless.settings import Settings
+from skewless.tokens import Role
 
 # What /predict answers besides 200 and 422, for OpenAPI.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -172,7 +174,9 @@ def build_router(spec: ServiceSpec, settings: Settings,
                                             settings.event_id_column, settings.max_string_length,
                                             limits)
     explain_max_rows = settings.explain_max_rows
-    router = APIRouter(tags=["predict"])
+    # SKEWLESS_PREDICT_AUTH: a client token per request (a hash and a dictionary read).
+    router = APIRouter(tags=["predict"], dependencies=(
+        [Depends(require(Role.CLIENT))] if settings.predict_auth else None))
 
     def predictor_of(request: Request) -> Predictor:
         return request.app.state.predictor  # type: ignore[no-any-return]

@@ -2,8 +2,8 @@
 
 The image runs as an unprivileged user in production, installs the locked versions and owns
 only what it writes; compose publishes neither Redis nor PostgreSQL, keeps Prometheus on the
-loopback interface, takes the admin token from a required variable and gives the api the Feast
-registry read-only.
+loopback interface, sets no shared admin token (production takes named ones) and gives the api
+the Feast registry read-only.
 """
 
 from __future__ import annotations
@@ -117,15 +117,14 @@ def test_prometheus_is_published_on_the_loopback_interface_only(compose):
     assert published(compose["services"]["prometheus"]) == [("127.0.0.1", "9090")]
 
 
-def test_our_services_take_the_admin_token_from_a_required_variable(compose):
-    """The api, and the demo, which serves a few requests in production too."""
+def test_our_services_are_production_and_set_no_shared_admin_token(compose):
+    """The api, the demo and the migration: production, where /admin takes named tokens only,
+    so a shared token in the file would be a secret to leak for nothing."""
     ours = {name: service for name, service in compose["services"].items()
             if service.get("build") == OUR_IMAGE}
     assert {"api", "demo", "migrate"} <= set(ours)
     for name, service in ours.items():
-        token = environment(service).get("SKEWLESS_ADMIN_TOKEN", "")
-        # `${VAR:?message}`: compose refuses to run while it is unset; there is no default.
-        assert re.fullmatch(r"\$\{SKEWLESS_ADMIN_TOKEN:\?[^}]*\}", token), (name, token)
+        assert "SKEWLESS_ADMIN_TOKEN" not in environment(service), name
         assert environment(service).get("SKEWLESS_ENVIRONMENT", "production") == "production"
 
 

@@ -262,10 +262,15 @@ async def catalog_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
-def install_catalog(app: Any, catalog: Catalog) -> None:
-    """Mount the catalog's API and pages on ``app``."""
+def install_catalog(app: Any, catalog: Catalog, auth: bool = False) -> None:
+    """Mount the catalog's API and pages on ``app``; with ``auth``, for viewer tokens (or
+    higher) only (``SKEWLESS_CATALOG_AUTH``)."""
+    from service.auth import require
+    from skewless.tokens import Role
+
     app.state.catalog = catalog
-    app.include_router(api)
-    app.include_router(pages)
+    needs = [Depends(require(Role.VIEWER))] if auth else None
+    app.include_router(api, dependencies=needs)
+    app.include_router(pages, dependencies=needs)
     app.add_exception_handler(CatalogNotFound, catalog_error)
     app.add_exception_handler(CatalogUnavailable, catalog_error)

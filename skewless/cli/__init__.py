@@ -16,7 +16,7 @@ from skewless.cli.common import console
 # The command groups, in the order `skewless --help` lists them: a new group is a module
 # here and its name in this line.
 GROUPS = ("setup", "doctor", "pipeline", "quality", "serving", "embedded", "db", "models", "runs",
-          "backtest", "rollout", "logs", "catalog")
+          "backtest", "rollout", "logs", "catalog", "tokens")
 
 app = typer.Typer(help="Skewless: one feature definition for training and serving.",
                   no_args_is_help=True, add_completion=False)

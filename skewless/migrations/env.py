@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.pool import NullPool
 
 import skewless.registry  # noqa: F401  # its tables join Base.metadata
+import skewless.tokens  # noqa: F401  # … the API tokens
 import skewless.validations  # noqa: F401  # … and the validation results
 from skewless.db import Base, make_engine
 from skewless.settings import get_settings

@@ -47,54 +47,31 @@ def test_every_example_env_file_names_real_settings_with_valid_values(example, m
     assert settings.model_fields_set >= {k.removeprefix("SKEWLESS_").lower() for k in values}
 
 
-@pytest.mark.parametrize("environment", ["test", "production"])
-@pytest.mark.parametrize(("token", "named"), [
-    ("dev-admin-token", "at least 16 characters"),
-    ("short-secret", "at least 16 characters"),
-    ("CHANGE_ME_a_long_random_token", "placeholder starting with CHANGE_ME"),
-    ("change_me-but-long-enough-anyway", "placeholder starting with CHANGE_ME"),
-    ("  Change_Me_with_spaces_around  ", "placeholder starting with CHANGE_ME"),
-    ("CHANGE_ME", "placeholder starting with CHANGE_ME"),
-])
-def test_outside_development_a_default_or_placeholder_admin_token_is_refused(
-        environment, token, named):
-    settings = Settings(environment=environment, admin_token=token)
-    (problem,) = settings.serving_problems()
-    assert problem.startswith("SKEWLESS_ADMIN_TOKEN must be set to a secret")
-    assert named in problem and environment in problem
-    if token not in (DEVELOPMENT_ADMIN_TOKEN, "CHANGE_ME"):  # public; any other is not echoed
-        assert token.strip() not in problem
-
-
-def test_a_real_admin_token_passes_and_development_accepts_the_default():
-    assert Settings(environment="production", admin_token="s3cret-" + "x" * 9).serving_problems() == []
-    assert Settings(environment="production",
-                    admin_token="token-with-CHANGE_ME-inside").serving_problems() == []
-    for token in ("dev-admin-token", "CHANGE_ME_a_long_random_token"):
-        assert Settings(environment="development", admin_token=token).serving_problems() == []
-
-
-@pytest.mark.parametrize("example", ["production.env.example", "test.env.example"])
-def test_the_example_env_files_placeholder_token_refuses_to_serve(example, monkeypatch):
+@pytest.mark.parametrize("example", ["production.env.example", "test.env.example",
+                                     "development.env.example"])
+def test_the_example_env_files_are_fit_to_serve(example, monkeypatch):
     from dotenv import dotenv_values
 
     for key in dotenv_values(PROJECT_ROOT / "config" / example):
         monkeypatch.delenv(key, raising=False)
     settings = Settings(_env_file=PROJECT_ROOT / "config" / example)  # type: ignore[call-arg]
-    assert settings.environment != "development"
-    assert any("placeholder starting with CHANGE_ME" in p for p in settings.serving_problems())
+    assert settings.serving_problems() == []
+    if settings.environment != "development":  # named tokens only: no shared one to leak
+        assert settings.admin_token.get_secret_value() == DEVELOPMENT_ADMIN_TOKEN
+        assert settings.catalog_auth
 
 
-def test_serve_refuses_a_placeholder_admin_token_at_start(tmp_path):
+def test_serve_refuses_an_unknown_environment_at_start(tmp_path):
     """`skewless serve` as the image runs it: one line naming the variable, exit 1."""
     (tmp_path / ".env").write_text(
-        "SKEWLESS_ENVIRONMENT=production\nSKEWLESS_ADMIN_TOKEN=CHANGE_ME_a_long_random_token\n"
+        "SKEWLESS_ENVIRONMENT=prod\n"
         f"SKEWLESS_VAR_DIR={tmp_path / 'var'}\nSKEWLESS_REDIS=127.0.0.1:9\n")
     result = subprocess.run([sys.executable, "-m", "skewless.cli", "serve", "--port", "0"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "refusing to start: SKEWLESS_ADMIN_TOKEN must be set" in result.stdout
-    assert "CHANGE_ME" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert "refusing to start: SKEWLESS_ENVIRONMENT must be one of development, test, " \
+        "production, not 'prod'" in " ".join(result.stdout.split())
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_only_the_settings_module_reads_the_environment():

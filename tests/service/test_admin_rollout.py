@@ -159,7 +159,8 @@ def test_rollout_routes_need_the_token(admin):
         assert anonymous.status_code == 401, url
         wrong = http.request(method.upper(), url, json=body,
                              headers={"Authorization": "Bearer nope"})
-        assert (wrong.status_code, wrong.json()["detail"]) == (403, "admin token not accepted")
+        assert (wrong.status_code, wrong.json()["detail"]) == (
+            403, "token not accepted (unknown, revoked or expired)")
     assert registry.rollout("fraud").challenger is None
 
 

@@ -90,8 +90,21 @@ class MonitorCollector:
         outstanding = GaugeMetricFamily("skewless_monitor_labels_outstanding",
                                         "Served predictions still waiting for a label",
                                         labels=version)
+        findings = GaugeMetricFamily(
+            "skewless_monitor_quality_findings",
+            "1 when the served values of a feature broke a quality rule in the last monitor "
+            "run (null_rate, out_of_range, unseen_categories, missing, mistyped), 0 when the "
+            "rule was checked and held", labels=[*version, "feature", "rule"])
         for v in report.versions:
             name = v.version
+            if v.quality is not None:
+                for feature, q in v.quality.features.items():
+                    for rule, broken in q.rules.items():
+                        findings.add_metric([name, feature, rule], 1.0 if broken else 0.0)
+                for feature in v.quality.schema_.missing:
+                    findings.add_metric([name, feature, "missing"], 1.0)
+                for entry in v.quality.schema_.mistyped:
+                    findings.add_metric([name, entry.split(":", 1)[0], "mistyped"], 1.0)
             for feature, d in (v.drift.features if v.drift is not None else {}).items():
                 psi.add_metric([name, feature], d.psi)
                 drifted.add_metric([name, feature], 1.0 if d.drifted else 0.0)
@@ -111,7 +124,8 @@ class MonitorCollector:
         ran = GaugeMetricFamily("skewless_monitor_run_timestamp_seconds",
                                 "When the last monitor report was made")
         ran.add_metric([], datetime.fromisoformat(report.generated_at).timestamp())
-        yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, due, ran)
+        yield from (psi, drifted, score_psi, auc, pr_auc, labels, outstanding, findings, due,
+                    ran)
 
 
 class RolloutCollector:

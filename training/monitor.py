@@ -268,13 +268,19 @@ def _quality(settings: Settings, name: str, dtype: str, column: pa.ChunkedArray,
                    below_range=below, above_range=above,
                    out_of_range_rate=(below + above) / rows if rows else 0.0)
     issues = []
-    if base.get("null_rate") is not None and \
-            out["null_rate"] - base["null_rate"] > settings.monitor_null_tolerance:
-        issues.append(f"null rate {out['null_rate']:.1%} vs {base['null_rate']:.1%} in training")
-    if out.get("out_of_range_rate", 0.0) > settings.monitor_out_of_range_tolerance:
-        what = "unseen categories" if categories is not None else "outside the training range"
-        issues.append(f"{out['out_of_range_rate']:.1%} {what}")
-    return FeatureQuality(**out, issues=issues)
+    rules: dict[str, bool] = {}
+    if base.get("null_rate") is not None:
+        rules["null_rate"] = out["null_rate"] - base["null_rate"] > settings.monitor_null_tolerance
+        if rules["null_rate"]:
+            issues.append(f"null rate {out['null_rate']:.1%} vs {base['null_rate']:.1%} in "
+                          "training")
+    if "out_of_range_rate" in out:
+        rule = "unseen_categories" if categories is not None else "out_of_range"
+        rules[rule] = out["out_of_range_rate"] > settings.monitor_out_of_range_tolerance
+        if rules[rule]:
+            what = "unseen categories" if categories is not None else "outside the training range"
+            issues.append(f"{out['out_of_range_rate']:.1%} {what}")
+    return FeatureQuality(**out, issues=issues, rules=rules)
 
 
 def _feature_drift(settings: Settings, spec: FeatureSpec, column: pa.ChunkedArray,

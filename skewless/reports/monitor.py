@@ -92,6 +92,9 @@ class FeatureQuality(JsonDocument):
     above_range: int | None = None
     out_of_range_rate: float | None = None
     issues: list[str]
+    # Each check made, by rule (null_rate, out_of_range, unseen_categories): True when it found
+    # a problem. What the gauge skewless_monitor_quality_findings exports.
+    rules: dict[str, bool] = Field(default_factory=dict)
 
 
 class Quality(JsonDocument):

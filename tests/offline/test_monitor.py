@@ -11,6 +11,7 @@ computation over the logged rows and the label file.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from datetime import datetime, timedelta
@@ -246,11 +247,44 @@ def test_the_findings_are_prometheus_gauges(drifted):
             key = tuple(sorted({"model_version": v["version"], "feature": feature}.items()))
             assert samples[("skewless_monitor_feature_psi", key)] == pytest.approx(d["psi"])
             assert samples[("skewless_monitor_feature_drifted", key)] == float(d["drifted"])
+        checked = [(feature, rule, broken) for feature, q in v["quality"]["features"].items()
+                   for rule, broken in q["rules"].items()]
+        assert {rule for _, rule, _ in checked} >= {"null_rate", "out_of_range"}
+        for feature, rule, broken in checked:
+            key = tuple(sorted({"model_version": v["version"], "feature": feature,
+                                "rule": rule}.items()))
+            assert samples[("skewless_monitor_quality_findings", key)] == float(broken)
         overall = v["performance"]["overall"]
         key = (("model_version", v["version"]),)
         assert samples[("skewless_monitor_roc_auc", key)] == pytest.approx(overall["roc_auc"])
         assert samples[("skewless_monitor_labels", key)] == overall["labelled"]
     assert samples[("skewless_monitor_retrain_due", ())] == 0.0  # it retrained
+
+
+def test_a_quality_finding_is_a_gauge_of_one_with_its_rule(drifted, tmp_path):
+    """The monitor's serving-side findings as the collector exports them: a feature whose
+    served null rate rose, a contract feature missing from the log."""
+    from service.metrics import MonitorCollector
+
+    doc = copy.deepcopy(drifted.saved)
+    version = doc["versions"][0]
+    feature = next(f for f, q in version["quality"]["features"].items()
+                   if "null_rate" in q["rules"])
+    version["quality"]["features"][feature]["rules"]["null_rate"] = True
+    version["quality"]["schema"]["missing"] = ["card_profile__gone"]
+    path = tmp_path / "monitor.json"
+    path.write_text(json.dumps(doc))
+    samples = {(s.labels.get("feature"), s.labels.get("rule")): s.value
+               for family in MonitorCollector(path).collect()
+               if family.name == "skewless_monitor_quality_findings"
+               for s in family.samples if s.labels["model_version"] == version["version"]}
+    assert samples[(feature, "null_rate")] == 1.0
+    assert samples[("card_profile__gone", "missing")] == 1.0
+    assert sum(samples.values()) == 2 + sum(
+        broken for f, q in version["quality"]["features"].items() if f != feature
+        for broken in q["rules"].values()) + sum(
+        broken for rule, broken in version["quality"]["features"][feature]["rules"].items()
+        if rule != "null_rate")
 
 
 def test_psi_and_the_categorical_test_on_known_shares():

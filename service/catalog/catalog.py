@@ -37,6 +37,7 @@ from service.catalog.schemas import (
     CatalogIndex,
     DatasetInfo,
     EntityDetail,
+    Expectations,
     ExperimentDetail,
     ExperimentIndex,
     ExperimentLink,
@@ -60,6 +61,8 @@ from service.catalog.schemas import (
     ServiceDetail,
     ServingHealth,
     SkewResult,
+    ValidationFinding,
+    ValidationRun,
     ViewDetail,
     ViewInfo,
 )
@@ -86,6 +89,7 @@ from skewless.reports.rollout import RolloutReport
 from skewless.reports.skew import SkewReport
 from skewless.settings import Settings
 
+HISTORY_RUNS = 5  # validation runs a view page shows
 NOT_REFRESHED = "not yet computed: run `skewless catalog refresh`"
 # The largest id the metadata database's INTEGER keys hold (PostgreSQL's): a larger one
 # names nothing, and is not sent to the database.
@@ -303,6 +307,35 @@ class Catalog:
             objective_met=(None if objective is None or median is None
                            else median <= objective))
 
+    def expectations(self, view: ViewInfo, feature: str | None = None) -> Expectations:
+        """The view's expectations and its latest validation results (``feature``: only the
+        findings about it), from the metadata database: one indexed query."""
+        from skewless.expectations import EXPECTATIONS_TAG
+        from skewless.validations import ValidationStore
+
+        reference = view.tags.get(EXPECTATIONS_TAG)
+        if reference is None:
+            return Expectations(schema_ref=None, latest=None, history=[],
+                                note=f"none declared (the view's `{EXPECTATIONS_TAG}` tag)")
+        notes: dict[str, str] = {}
+        rows = self._registry_call(
+            lambda r: ValidationStore(r.url, r.engine).history(view.name, HISTORY_RUNS),
+            notes, "expectations")
+        if rows is None:
+            return Expectations(schema_ref=reference, latest=None, history=[],
+                                note=notes["expectations"])
+        runs = [ValidationRun(
+            at=row.at, step=row.step, status=row.status, rows=row.rows,
+            newest_event=row.newest_event, reference_time=row.reference_time, actor=row.actor,
+            reason=row.reason, findings=[
+                ValidationFinding(feature=f.feature, rule=f.rule, count=f.count,
+                                  examples=list(f.examples))
+                for f in row.finding_list if feature is None or f.feature == feature])
+            for row in rows]
+        return Expectations(schema_ref=reference, latest=runs[0] if runs else None,
+                            history=runs, note=None if runs else
+                            "not validated yet: run `skewless validate`")
+
     def statistics(self, ref: str) -> FeatureStatistics | None:
         stats = self.stats()
         found = (stats or {}).get("features", {}).get(ref)
@@ -368,6 +401,8 @@ class Catalog:
             statistics=statistics, lineage=lineage, serving=serving,
             histogram_url=f"{feature.url}/histogram.svg" if histogram else None,
             snippet=feast_snippet(self.settings.repo_path, feature, view_info),
+            expectations=(self.expectations(view_info, name) if view_info.kind == "batch"
+                          else None),
             not_computed=notes)
 
     # Views, entities, services --------------------------------------------------------------
@@ -381,7 +416,8 @@ class Catalog:
             view=found, entities=[snap.entities[e] for e in found.entities],
             features=[snap.features[f"{name}:{f}"] for f in found.features],
             freshness=self.freshness(found) if found.kind == "batch" else None,
-            feature_services=[s.name for s in snap.services.values() if name in s.views])
+            feature_services=[s.name for s in snap.services.values() if name in s.views],
+            expectations=self.expectations(found) if found.kind == "batch" else None)
 
     def entity(self, name: str) -> EntityDetail:
         snap = self.snapshot

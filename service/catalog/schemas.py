@@ -213,6 +213,37 @@ class ServingHealth(BaseModel):
     skew: SkewResult | None
 
 
+class ValidationFinding(BaseModel):
+    feature: str
+    rule: str
+    count: int = Field(description="offending rows")
+    examples: list[str]
+
+
+class ValidationRun(BaseModel):
+    """One check of the view's table against its expectations (`skewless validate`, or before
+    `skewless materialize` or `skewless dataset`)."""
+
+    at: datetime
+    step: str
+    status: str = Field(description="passed, failed (the step stopped) or accepted (failed, "
+                                    "and the step went on)")
+    rows: int | None
+    newest_event: datetime | None
+    reference_time: datetime
+    actor: str
+    reason: str | None = Field(description="why failures were accepted")
+    findings: list[ValidationFinding]
+
+
+class Expectations(BaseModel):
+    schema_ref: str | None = Field(description="the view's `expectations` tag: module.schema "
+                                               "in the feature repo; null without one")
+    latest: ValidationRun | None
+    history: list[ValidationRun] = Field(description="the latest runs, newest first")
+    note: str | None = Field(None, description="why there is no result to show")
+
+
 class FeatureDetail(BaseModel):
     feature: FeatureInfo
     view: ViewInfo
@@ -223,6 +254,8 @@ class FeatureDetail(BaseModel):
     lineage: list[Lineage]
     serving: list[ServingHealth]
     snippet: str
+    expectations: Expectations | None = Field(
+        None, description="the view's latest validation, its findings limited to this feature")
     not_computed: dict[str, str] = Field(
         description="sections without data yet, and what makes them")
 
@@ -233,6 +266,7 @@ class ViewDetail(BaseModel):
     features: list[FeatureInfo]
     freshness: Freshness | None
     feature_services: list[str]
+    expectations: Expectations | None = None
 
 
 class EntityDetail(BaseModel):

@@ -450,3 +450,62 @@ def test_a_model_page_verifies_an_artefact_once_and_never_parses_an_unchecked_on
     assert unchecked["not_computed"]["artifact"].startswith(
         "not verified: model fraud_model_v1 version unchecked has no recorded artefact check")
     assert 'id="artifact-check"' in html and "not verified" in html
+
+
+def test_view_and_feature_pages_show_the_latest_validations(catalog, tmp_path):
+    from service.catalog.catalog import Catalog
+    from skewless.db import upgrade
+    from skewless.expectations import Finding, TargetResult, ValidationReport
+    from skewless.validations import ValidationStore
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    upgrade(url)
+    settings = catalog["settings"].model_copy(update={"database_url": url})
+    view, feature = FEATURE
+
+    def report(findings: tuple[Finding, ...], rows: int) -> ValidationReport:
+        at = datetime(2026, 11, 30, tzinfo=UTC)
+        return ValidationReport("materialize", at, [TargetResult(
+            view, "feature view", "expectations.card_activity", "data/x.parquet", rows, at,
+            findings, 0.5)])
+
+    store = ValidationStore(url)
+    registry = Registry.from_settings(settings)
+    fresh = Catalog.open(settings, registry)
+    try:
+        assert fresh.view(view).expectations.note.startswith("not validated yet")
+        assert fresh.view(view).expectations.schema_ref == "expectations.card_activity"
+        store.record(report((), 1_000), "ops")
+        bad = (Finding(feature, "not_null", 7, ("card_id=3 <script>",)),
+               Finding("txn_count_7d", "in_range(0, 10000)", 2, ("-1",)))
+        store.record(report(bad, 990), "alice", reason="upstream export known short")
+        shown = fresh.view(view).expectations
+        assert [r.status for r in shown.history] == ["accepted", "passed"]
+        assert shown.latest.reason == "upstream export known short"
+        assert [(f.feature, f.rule, f.count) for f in shown.latest.findings] == [
+            (feature, "not_null", 7), ("txn_count_7d", "in_range(0, 10000)", 2)]
+        # The feature page keeps only the findings about its feature.
+        mine = fresh.feature(view, feature).expectations
+        assert [(f.feature, f.count) for f in mine.latest.findings] == [(feature, 7)]
+        assert fresh.feature(*ODFV).expectations is None  # checked per request instead
+
+        # The pages: escaped, the feature page without the other feature's finding.
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+
+        from service.catalog.routes import install_catalog
+
+        app = FastAPI()
+        install_catalog(app, fresh)
+        with TestClient(app) as client:
+            page = client.get(f"/catalog/feature-views/{view}")
+            assert page.status_code == 200
+            assert "card_id=3 &lt;script&gt;" in page.text and "<script>" not in page.text
+            assert "upstream export known short" in page.text and 'data-status="accepted"' in page.text
+            assert "in_range(0, 10000)" in page.text
+            page = client.get(f"/catalog/features/{view}/{feature}")
+            assert page.status_code == 200 and 'data-status="passed"' in page.text
+            assert "not_null" in page.text and "in_range(0, 10000)" not in page.text
+    finally:
+        store.close()
+        registry.close()

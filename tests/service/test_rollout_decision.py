@@ -65,7 +65,7 @@ def test_a_shuffled_shadow_is_aborted_and_a_recent_canary_promoted(world, tmp_pa
         run(world, "models", "shadow", NAME, world.shuffled, "--reason", "try it")
         follow(server, world.shuffled)
         world.serve_days(server, 0, 5)
-        time.sleep(1.0)  # the log flushes every 0.2 s
+        time.sleep(2.5)  # a row waits up to 1.25 budgets, then the log flushes every 0.2 s
         report = run(world, "rollout", "apply", "--json")
         c, decision = report["comparison"], report["decision"]
         assert c["challenger"] == world.shuffled and c["events"] > 5_000, c
@@ -81,7 +81,7 @@ def test_a_shuffled_shadow_is_aborted_and_a_recent_canary_promoted(world, tmp_pa
             "--reason", "learned the drift")
         follow(server, world.recent)
         world.serve_days(server, 5, 10)
-        time.sleep(1.0)
+        time.sleep(2.5)
         # Before its events' labels arrived, the policy waits; once they have, it promotes.
         early = run(world, "rollout", "apply", "--json", "--now", world.days[5].isoformat())
         assert early["decision"]["action"] == "wait", early["decision"]

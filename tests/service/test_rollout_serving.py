@@ -100,7 +100,10 @@ def rollout(demo, tmp_path_factory):
         "admin_token": SecretStr(TOKEN)})
     v1, v2, v2_directory = register_challengers(settings, demo)
     env = serve_env(settings, feature_log_dir=root / "log", admin_token=TOKEN,
-                    registry_poll_seconds=0.3, feature_log_flush_seconds=0.2)
+                    registry_poll_seconds=0.3, feature_log_flush_seconds=0.2,
+                    # The budget has its own test below; here a loaded machine must not make
+                    # a challenger score late.
+                    shadow_budget_ms=1000.0)
     server = ServeProcess(env, root / "serve.log").start()
     yield Rollout(settings, server, root / "log", v1, v2, v2_directory)
     server.stop()

@@ -10,7 +10,7 @@ export FEAST_USAGE := False
 SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment clean $(SUITES)
+.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment bench-expectations clean $(SUITES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ bench-swap: install ## Hot swap under load: promotion to first new-version respo
 
 bench-catalog: install ## Catalog pages with 1,000 features; statistics refresh over 10M rows
 	$(BIN)/python bench/catalog.py
+
+bench-expectations: install ## Expectations over the 10M bench tables: wall, peak RSS, beside a duckdb scan
+	$(BIN)/python bench/expectations.py
 
 bench-monitor: install ## skewless monitor over 1M logged rows: wall time and peak RSS
 	$(BIN)/python bench/monitor.py

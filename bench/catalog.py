@@ -403,7 +403,8 @@ STAGES = {
 }
 
 
-def run_stage_child(name: str, args_json: str, out: str) -> int:
+def run_stage_child(name: str, args_json: str, out: str,
+                    stages: dict[str, Any] | None = None) -> int:
     import signal
 
     from offline import _rusage_mb
@@ -411,7 +412,7 @@ def run_stage_child(name: str, args_json: str, out: str) -> int:
     os.environ["FEAST_USAGE"] = "False"
     # On the parent's SIGTERM unwind normally, so redis_for stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = STAGES[name](json.loads(args_json))
+    result = (stages or STAGES)[name](json.loads(args_json))
     result["rusage"] = _rusage_mb()
     Path(out).write_text(json.dumps(result, default=str))
     return 0
@@ -429,13 +430,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run_stage(name: str, args: dict[str, Any], work: Path, console) -> dict[str, Any]:
-    """Run one stage in a child process: its result, wall seconds and peak RSS."""
+def run_stage(name: str, args: dict[str, Any], work: Path, console,
+              script: Path = Path(__file__)) -> dict[str, Any]:
+    """Run one stage of ``script`` (its ``_stage`` entry) in a child process: its result, wall
+    seconds and peak RSS."""
     import psutil
     from offline import _stop_group, _tree_rss
 
     out, log = work / f"{name}.json", work / f"{name}.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_stage", name, json.dumps(args), str(out)]
+    cmd = [sys.executable, str(script.resolve()), "_stage", name, json.dumps(args), str(out)]
     console.print(f"[dim]{name} …[/]")
     started = time.perf_counter()
     with log.open("w") as log_file:

@@ -599,7 +599,8 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("feast", "duckdb", "dask", "pandas", "pyarrow", "ibis-framework"):
+    for pkg in ("feast", "duckdb", "dask", "pandas", "pyarrow", "ibis-framework", "polars",
+                "pandera"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -27,13 +27,16 @@ UV        := $(BIN)/uv
 
 # uv comes from the lock too: bootstrapped with the venv's pip, its wheel checked against the
 # lock's hashes; it then makes the venv exactly the lock (removing what the lock does not
-# hold) and adds Skewless itself, editable, built with the locked setuptools.
+# hold) and adds Skewless itself, editable, built with the locked setuptools. The bytecode is
+# compiled once here: where PYTHONDONTWRITEBYTECODE is set, every process (each `feast` or
+# `skewless` command, each server a test starts) would otherwise compile Feast from source
+# (about 5 s per process on the reference machine).
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	awk '/^uv==/ { keep = 1; print; next } keep && /^ +--hash=/ { print; next } { keep = 0 }' \
 	  $(LOCK) > $(VENV)/uv-requirement.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(VENV)/uv-requirement.txt
-	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes $(LOCK)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from service.logbook import LogBook, LogBufferFull, LoggedRow, LogLayout
 from service.metrics import Metrics
@@ -50,7 +50,7 @@ from skewless.artifact import ArtifactLimits
 from skewless.contract import ServiceSpec, logging_destination
 from skewless.errors import SkewlessError, Unavailable
 from skewless.registry import Registry
-from skewless.requirements import require_servable
+from skewless.requirements import is_cluster, require_servable
 from skewless.rollout import CANARY_ROLE, ERROR, NONFINITE, OVERLOADED, SCORED, canary_bucket
 from skewless.settings import Settings
 
@@ -182,19 +182,53 @@ def canary_key(settings: Settings, spec: ServiceSpec) -> str | None:
     return names[0] if names else None
 
 
-def redis_client(connection_string: str, timeout: float) -> aioredis.Redis:
-    """An asyncio client for Feast's connection string that fails fast instead of retrying."""
+def redis_client(connection_string: str, timeout: float,
+                 cluster: bool = False) -> aioredis.Redis | aioredis.RedisCluster:
+    """An asyncio client for Feast's connection string that fails fast instead of retrying:
+    one Redis, or (``cluster``) Redis Cluster from the nodes the string lists, whose
+    pipeline sends one batch per node."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
-    return aioredis.Redis(
-        host=nodes[0]["host"], port=int(nodes[0]["port"]), **params,
+    common: dict[str, Any] = dict(
         socket_timeout=timeout, socket_connect_timeout=timeout,
         # One immediate retry on a broken connection (a pooled socket Redis closed when it
         # restarted), none on a timeout: an outage answers within the timeout.
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=0,
-    )
+        health_check_interval=0)
+    if cluster:
+        from redis.asyncio.cluster import ClusterNode
+
+        return aioredis.RedisCluster(
+            startup_nodes=[ClusterNode(n["host"], int(n["port"])) for n in nodes],
+            **params, **common)
+    return aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params, **common)
+
+
+def cluster_nodes(client: aioredis.RedisCluster) -> list[tuple[str, int]]:
+    """Every node the client knows (from the cluster's slots) or started from."""
+    known = {(n.host, int(n.port)) for n in client.get_nodes()}
+    known |= {(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()}
+    return sorted(known)
+
+
+async def silent_nodes(client: aioredis.RedisCluster, timeout: float) -> list[str]:
+    """The cluster's nodes that do not answer a PING within ``timeout`` (host:port), each
+    asked on a connection of its own: only when a read failed, to name what is down."""
+
+    async def answers(host: str, port: int) -> bool:
+        node = aioredis.Redis(host=host, port=port, socket_timeout=timeout,
+                              socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        try:
+            return bool(await node.ping())  # type: ignore[misc]
+        except (TimeoutError, RedisError, OSError):
+            return False
+        finally:
+            await node.aclose()
+
+    nodes = cluster_nodes(client)
+    alive = await asyncio.gather(*(answers(host, port) for host, port in nodes))
+    return [f"{host}:{port}" for (host, port), up in zip(nodes, alive, strict=True) if not up]
 
 
 @dataclass
@@ -204,7 +238,7 @@ class Predictor:
     settings: Settings
     spec: ServiceSpec
     plan: OnlinePlan
-    redis: aioredis.Redis
+    redis: aioredis.Redis | aioredis.RedisCluster
     logbook: LogBook
     metrics: Metrics
     production: ModelSlot
@@ -285,7 +319,8 @@ class Predictor:
         metrics.track_pool(lambda: pool.in_flight)
         predictor = cls(
             settings=settings, spec=spec, plan=OnlinePlan.from_store(store, spec),
-            redis=redis_client(settings.redis, settings.redis_timeout_seconds),
+            redis=redis_client(settings.redis, settings.redis_timeout_seconds,
+                               cluster=is_cluster(store.config)),
             logbook=logbook, metrics=metrics, production=production, pool=pool,
             challenger=challenger, canary_key=canary_key(settings, spec),
         )
@@ -464,9 +499,20 @@ class Predictor:
                 for key, fields in self.plan.commands(rows):
                     pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys are fine
                 return await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             self.metrics.redis_errors.inc()
-            raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
+            raise ServiceUnavailable(await self._redis_problem(exc)) from exc
+
+    async def _redis_problem(self, exc: BaseException) -> str:
+        """What a failed read or PING says: for Redis Cluster, the nodes that do not answer
+        (the error itself may only say the cluster is down, or quote a command's keys)."""
+        if isinstance(self.redis, aioredis.RedisCluster):
+            down = await silent_nodes(self.redis, self.settings.redis_timeout_seconds)
+            if down:
+                return (f"online store unavailable: Redis Cluster node{'s' * (len(down) > 1)} "
+                        f"{', '.join(down)} not answering")
+            return f"online store unavailable: Redis Cluster: {type(exc).__name__}"
+        return f"online store unavailable: {exc}"
 
     def _log(self, rows: Sequence[dict[str, Any]], scored: Scored, now: float,
              scorer: Scorer, route: Challenger | None,
@@ -589,7 +635,11 @@ class Predictor:
     async def check_redis(self) -> str | None:
         """None when Redis answers a PING in time, else what is wrong."""
         try:
-            await self.redis.ping()  # type: ignore[misc]
-        except (TimeoutError, RedisError, OSError) as exc:
-            return f"online store unavailable: {exc}"
+            if isinstance(self.redis, aioredis.RedisCluster):
+                await self.redis.ping(  # type: ignore[misc]
+                    target_nodes=aioredis.RedisCluster.ALL_NODES)
+            else:
+                await self.redis.ping()  # type: ignore[misc]
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+            return await self._redis_problem(exc)
         return None

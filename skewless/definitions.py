@@ -163,25 +163,26 @@ class DefinitionsError(SkewlessError):
     """The repo's Python files could not be read as Feast definitions."""
 
 
-def parse_repo_definitions(repo_path: Path, env: dict[str, str],
-                           timeout: float = 600.0) -> RegistrySnapshot:
+def parse_repo_definitions(repo_path: Path, env: dict[str, str], timeout: float = 600.0,
+                           yaml_name: str = "feature_store.yaml") -> RegistrySnapshot:
     """The repo's definitions as `feast apply` would register them, without applying them.
 
     Feast's own ``parse_repo`` imports the repo's Python files, as `feast plan` and `feast
     apply` do, and Feast's inference completes them (entity columns, the features of whole
     views). Both run in a child process, so the repo's code and its side effects stay there,
-    against a throwaway registry, so nothing is written in the repo.
+    against a throwaway registry, so nothing is written in the repo. ``yaml_name``: the
+    profile's feature_store.yaml variant in the repo.
     """
     from feast.repo_config import load_repo_config
 
     repo = repo_path.absolute()
-    project = load_repo_config(repo, repo / "feature_store.yaml").project
+    project = load_repo_config(repo, repo / yaml_name).project
     with tempfile.TemporaryDirectory(prefix="skewless-definitions-") as tmp:
         out = Path(tmp) / "registry.pb"
         result = subprocess.run(
             [sys.executable, "-c",
              "from skewless.definitions import _parse_repo_child; _parse_repo_child()",
-             str(out), project],
+             str(out), project, yaml_name],
             cwd=repo, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
             text=True, timeout=timeout)
         if result.returncode != 0 or not out.is_file():
@@ -202,10 +203,10 @@ def _parse_repo_child() -> None:  # pragma: no cover - runs in the child process
     from feast.repo_operations import parse_repo
 
     warnings.simplefilter("ignore")
-    out, project = Path(sys.argv[1]), sys.argv[2]
+    out, project, yaml_name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     repo = Path(os.getcwd())
     sys.path.insert(0, str(repo))  # as Feast's CLI does, so the repo's modules import
-    config = load_repo_config(repo, repo / "feature_store.yaml")
+    config = load_repo_config(repo, repo / yaml_name)
     # A local file registry of its own, whatever the repo's registry is (a file, SQL, remote).
     config.registry_config = str(out.with_name("throwaway-registry.db"))
     config._registry = None

@@ -54,12 +54,11 @@ def diagnose(settings: Settings, now: datetime | None = None) -> DoctorReport:
     report = DoctorReport(repo=str(repo), feature_service=settings.feature_service,
                           findings=[settings_finding(settings)])
     findings = report.findings
-    yaml_path = repo / "feature_store.yaml"
+    yaml_path = settings.feature_store_yaml.absolute()
     if not yaml_path.is_file():
         findings.append(Finding(
             item="repo", status="blocks", found=f"{yaml_path} does not exist",
-            change="set SKEWLESS_REPO_PATH to a Feast repo (the directory of its "
-                   "feature_store.yaml, e.g. what `feast init` made)"))
+            change=missing_yaml_change(settings)))
         return report
     try:
         with _feast_environment(settings):
@@ -227,6 +226,14 @@ def _ping(address: str) -> str | None:
 
 # The definitions -------------------------------------------------------------------------
 
+def missing_yaml_change(settings: Settings) -> str:
+    if settings.profile != "local":
+        return (f"SKEWLESS_PROFILE={settings.profile} reads {settings.feature_store_yaml.name}: "
+                "write that variant of the repo's feature_store.yaml, or use the local profile")
+    return ("set SKEWLESS_REPO_PATH to a Feast repo (the directory of its feature_store.yaml, "
+            "e.g. what `feast init` made)")
+
+
 def definitions(settings: Settings) -> RegistrySnapshot:
     """The project's definitions: the registry when applied, else the repo's files (raises
     :class:`~skewless.definitions.DefinitionsError` when neither can be read)."""
@@ -235,10 +242,9 @@ def definitions(settings: Settings) -> RegistrySnapshot:
     from skewless.definitions import DefinitionsError
 
     repo = settings.repo_path.absolute()
-    yaml_path = repo / "feature_store.yaml"
+    yaml_path = settings.feature_store_yaml.absolute()
     if not yaml_path.is_file():
-        raise DefinitionsError(f"{yaml_path} does not exist: set SKEWLESS_REPO_PATH to a Feast "
-                               "repo (the directory of its feature_store.yaml)")
+        raise DefinitionsError(f"{yaml_path} does not exist: {missing_yaml_change(settings)}")
     try:
         with _feast_environment(settings):
             config = load_repo_config(repo, yaml_path)
@@ -282,7 +288,8 @@ def read_definitions(settings: Settings, config: Any) -> tuple[RegistrySnapshot 
                           "below read it, as serving and training will")
             note = f"the registry at {location} holds nothing for project {snapshot.project}"
     try:
-        snapshot = parse_repo_definitions(repo, feast_process_env(settings.redis))
+        snapshot = parse_repo_definitions(repo, feast_process_env(settings.redis),
+                                          yaml_name=settings.feature_store_yaml.name)
     except DefinitionsError as exc:
         return None, Finding(item="definitions", status="blocks", found=str(exc),
                              change="fix the repo's Python files until `feast plan` runs")

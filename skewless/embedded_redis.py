@@ -176,7 +176,12 @@ def redis_for(settings: Settings) -> Iterator[str]:
     Else a private server for the duration of the block. Either way Feast sees the address
     as ``SKEWLESS_REDIS``.
     """
-    address = settings.redis or running_detached(settings)
+    address = settings.redis
+    if not address and settings.profile == "cluster":
+        raise RedisUnavailable(
+            "SKEWLESS_PROFILE=cluster reads and writes Redis Cluster: set SKEWLESS_REDIS to "
+            "its nodes (host:port,host:port,...); no embedded server is started for it")
+    address = address or running_detached(settings)
     if address:
         with redis_for_feast(address):
             yield address

@@ -33,7 +33,8 @@ def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here 
 
     quiet_library_warnings()
     export_for_feast()
-    store = FeatureStore(repo_path=str(settings.repo_path))
+    store = FeatureStore(repo_path=str(settings.repo_path),
+                         fs_yaml_file=settings.feature_store_yaml.absolute())
     _read_relative_paths_in_repo(store)
     return store
 
@@ -142,7 +143,8 @@ class FeastCommandError(SkewlessError):
 
 
 def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``feast -c <repo> ARGS`` in the repo; raises with Feast's output when it fails.
+    """Run ``feast -c <repo> -f <the profile's yaml> ARGS`` in the repo; raises with Feast's
+    output when it fails.
 
     Feast reads a relative source path against its working directory, so the child runs in
     the repo (its arguments are Skewless's own, never a path the user typed). The child
@@ -151,7 +153,8 @@ def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """
     feast = Path(sys.executable).with_name("feast")
     repo = settings.repo_path.absolute()
-    cmd = [str(feast) if feast.exists() else "feast", "-c", str(repo), *args]
+    cmd = [str(feast) if feast.exists() else "feast", "-c", str(repo),
+           "-f", str(settings.feature_store_yaml.absolute()), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
                             env=feast_process_env(settings.redis))
     if result.returncode != 0:

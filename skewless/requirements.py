@@ -65,7 +65,8 @@ def require_trainable(spec: ServiceSpec) -> None:
 # The online store ------------------------------------------------------------------------
 
 def online_store_problem(config: Any) -> Problem | None:
-    """The predictor reads Feast's Redis layout itself, with one single-node client."""
+    """The predictor reads Feast's Redis layout itself: from one Redis, or from Redis Cluster
+    (one pipelined batch per node)."""
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
     store = config.online_store
@@ -79,19 +80,23 @@ def online_store_problem(config: Any) -> Problem | None:
         return Problem(
             f"the online store is {kind!r}: the predictor reads Feast's Redis layout directly "
             "(one round trip per request) and serves only `type: redis`", use_redis)
-    single = ("serve from a single Redis (`redis_type: redis`, the default) until the "
-              "predictor has a cluster client")
-    if store.redis_type == RedisType.redis_cluster:
-        return Problem(
-            "the online store is Redis Cluster (`redis_type: redis_cluster`): `feast "
-            "materialize` writes to it, but the predictor's client talks to one node (the "
-            "first of connection_string) and cannot follow the cluster's slots", single)
+    single = ("serve from a single Redis (`redis_type: redis`, the default) or Redis Cluster "
+              "(`redis_type: redis_cluster`)")
     if store.redis_type == RedisType.redis_sentinel:
         return Problem(
             "the online store is Redis Sentinel (`redis_type: redis_sentinel`): the predictor "
             "connects to the first address of connection_string as a Redis server, not "
             "through Sentinel", single)
     return None
+
+
+def is_cluster(config: Any) -> bool:
+    """Whether the online store is Redis Cluster (`redis_type: redis_cluster`)."""
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+
+    store = config.online_store
+    return isinstance(store, RedisOnlineStoreConfig) and (
+        store.redis_type == RedisType.redis_cluster)
 
 
 # The offline store -----------------------------------------------------------------------

@@ -41,6 +41,10 @@ from pydantic_settings import (
 from skewless.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# SKEWLESS_PROFILE: which feature_store.yaml variant of the repo every command reads. The
+# definitions are the same; the variant names the engines (Feast's own CLI picks the same file
+# with `feast -f FILE`).
+PROFILE_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
 # The shared admin token a development checkout works with; any other environment refuses the
 # shared token, whatever its value, and takes named tokens (`skewless tokens`) only.
 DEVELOPMENT_ADMIN_TOKEN = "dev-admin-token"
@@ -105,6 +109,9 @@ class Settings(BaseSettings):
         description="Feast Redis connection string (host:port[,options]); "
         "unset means an embedded redis-server is started for the command",
     )
+    profile: Literal["local", "cluster"] = Field(
+        "local", description="the repo's feature_store.yaml variant: local (one Redis, DuckDB; "
+        "feature_store.yaml) or cluster (Redis Cluster; feature_store.cluster.yaml)")
     redis_server_bin: Path | None = Field(
         None, description="redis-server binary for the embedded server (default: auto)"
     )
@@ -377,6 +384,11 @@ class Settings(BaseSettings):
         default_repo = settings_cls.model_fields["repo_path"].default
         return (init_settings, env_settings, dotenv_settings, file_secret_settings,
                 RepoSettingsSource(settings_cls, default_repo))
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """The repo's feature_store.yaml variant for ``profile``."""
+        return self.repo_path / PROFILE_FILES[self.profile]
 
     @property
     def repo_settings_path(self) -> Path:

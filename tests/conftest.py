@@ -21,6 +21,7 @@ from skewless.settings import export_for_feast
 from tests.support.builders import Builders
 from tests.support.demo import DemoRepo, build_demo
 from tests.support.drift_world import MonitoredWorld, build_monitored_world
+from tests.support.redis_cluster import LocalCluster
 
 # Fixtures that build a data set and train a model (minutes each).
 WORLDS = frozenset({"demo", "drifted", "steady"})
@@ -41,6 +42,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     export_for_feast(server.connection_string)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Redis Cluster: three masters, no replicas (started when a test first needs it)."""
+    cluster = LocalCluster(find_redis_server(), tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

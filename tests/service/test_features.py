@@ -2,8 +2,9 @@
 
 Online values are written by Feast itself (``write_to_online_store``) for 1,000 random
 entities: fresh, older than the view's TTL, or absent. The served vectors are compared
-value by value with ``FeatureStore.get_online_features`` on the same Redis, and the scores
-with the booster run on Feast's vectors.
+value by value with ``FeatureStore.get_online_features`` on the same online store, and the
+scores with the booster run on Feast's vectors. Twice: on a single Redis (the local profile)
+and on a three-node Redis Cluster (the cluster profile, applied there by Feast's CLI).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pandas as pd
 import pytest
 
 from service.online import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, STATUS_NAMES
+from skewless.feast_cli import open_store, run_feast
+from skewless.settings import redis_for_feast
 from tests.support.service_harness import app_in_thread
 from training.train import to_matrix
 
@@ -35,12 +38,28 @@ def latest(demo, view: str, key: str) -> pd.DataFrame:
     return table.groupby(key).tail(1).set_index(key)
 
 
+@pytest.fixture(scope="module", params=["redis", "redis_cluster"])
+def backend(request, demo):
+    """The demo's settings on the session's Redis, or on the cluster profile over a
+    three-node Redis Cluster (Feast's environment pointed there for the module)."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_server").client().flushall()
+        yield demo.settings
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flushall()
+    settings = demo.settings.model_copy(update={"profile": "cluster",
+                                                "redis": cluster.connection_string})
+    run_feast(settings, "apply")
+    with redis_for_feast(cluster.connection_string):
+        yield settings
+
+
 @pytest.fixture(scope="module")
-def online(demo, redis_server):
+def online(demo, backend):
     """Write fresh, stale and absent entities through Feast; return the ground truth."""
     rng = np.random.default_rng(11)
-    store = demo.store()
-    redis_server.client().flushall()
+    store = open_store(backend)
     now = datetime.now(UTC)
     spec = {v: store.get_feature_view(v) for v in BATCH_VIEWS}
     state: dict[str, dict[int, str]] = {}
@@ -80,7 +99,7 @@ def kind_of(state, view: str, row: dict) -> str:
     return state[view].get(row[BATCH_VIEWS[view]], ABSENT)
 
 
-def test_served_vectors_equal_feast_sdk_with_ttl_enforced(demo, online, tmp_path):
+def test_served_vectors_equal_feast_sdk_with_ttl_enforced(demo, backend, online, tmp_path):
     store, state, requests = online
     service = store.get_feature_service(demo.settings.feature_service)
     # Full feature names would drop the python-mode on-demand outputs (Feast 0.67); the
@@ -89,7 +108,7 @@ def test_served_vectors_equal_feast_sdk_with_ttl_enforced(demo, online, tmp_path
                                       full_feature_names=False).to_dict()
     names = demo.model.contract.feature_names
     served: list[dict] = []
-    settings = demo.settings.model_copy(update={"feature_log_dir": tmp_path / "log"})
+    settings = backend.model_copy(update={"feature_log_dir": tmp_path / "log"})
     with app_in_thread(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
         for start in range(0, 900, 300):
             response = http.post("/predict/batch", params={"include_features": "true"},

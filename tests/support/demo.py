@@ -23,8 +23,8 @@ from training.pipeline import PipelinePaths, build_feature_tables
 from training.train import TrainResult, train_model
 
 DEMO_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-REPO_FILES = ("feature_store.yaml", ".feastignore", "entities.py", "data_sources.py",
-              "features.py", "on_demand.py", "feature_services.py", "expectations.py",
+REPO_FILES = ("feature_store.yaml", "feature_store.cluster.yaml", ".feastignore", "entities.py",
+              "data_sources.py", "features.py", "on_demand.py", "feature_services.py", "expectations.py",
               "skewless.env")
 
 

@@ -156,3 +156,25 @@ def test_named_volumes_hold_the_state_the_image_user_owns(compose):
         for source, target, _ in mounts(compose["services"][name]):
             if target.startswith("/app/"):
                 assert source in compose["volumes"], (name, source)
+
+
+def test_the_cluster_profile_joins_its_nodes_and_our_services_wait_for_it(compose):
+    services = compose["services"]
+    nodes = sorted(name for name, service in services.items()
+                   if "--cluster-enabled" in (service.get("command") or []))
+    assert len(nodes) == 3
+    for name in [*nodes, "redis-cluster"]:
+        assert services[name]["profiles"] == ["cluster"], name  # not started by default
+        assert not services[name].get("ports"), name
+    for name in nodes:  # each announces its own name, its data in a volume of its own
+        command = services[name]["command"]
+        assert command[command.index("--cluster-announce-hostname") + 1] == name
+        assert mounts(services[name]) == [(name, "/data", False)]
+    join = " ".join(services["redis-cluster"]["command"])
+    assert all(f"getent hosts {name} " in join for name in nodes) and "--cluster create" in join
+    for name in ("api", "demo"):
+        waits = services[name]["depends_on"]["redis-cluster"]
+        assert waits == {"condition": "service_completed_successfully", "required": False}
+        env = environment(services[name])
+        assert env["SKEWLESS_PROFILE"] == "${SKEWLESS_PROFILE:-local}"
+        assert env["SKEWLESS_REDIS"] == "${SKEWLESS_REDIS:-redis:6379}"

@@ -311,3 +311,22 @@ def test_an_on_demand_view_reading_features_its_service_does_not_serve_is_noted(
                                  "them with the vector")
     config = load_repo_config(repo, repo / "feature_store.yaml")
     require_servable(config, resolve_definitions(registry, SCALAR_SERVICE))  # not refused
+
+
+def test_the_cluster_profile_names_its_missing_file_and_needs_the_clusters_nodes(tmp_path):
+    from skewless.definitions import DefinitionsError
+    from skewless.doctor import definitions
+    from skewless.embedded_redis import RedisUnavailable, redis_for
+
+    (tmp_path / "feature_store.yaml").write_text(PREPARED_YAML)
+    settings = Settings(repo_path=tmp_path, var_dir=tmp_path / "var", profile="cluster",
+                        redis=None)
+    assert settings.feature_store_yaml == tmp_path / "feature_store.cluster.yaml"
+    with pytest.raises(DefinitionsError) as missing:
+        definitions(settings)
+    assert "feature_store.cluster.yaml does not exist" in str(missing.value)
+    assert "SKEWLESS_PROFILE=cluster" in str(missing.value)
+    with pytest.raises(RedisUnavailable) as unset, redis_for(settings):
+        pass
+    assert "SKEWLESS_REDIS" in str(unset.value) and "nodes" in str(unset.value)
+    assert not (tmp_path / "var" / "redis").exists()  # no embedded server was started

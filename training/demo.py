@@ -132,7 +132,8 @@ def run_demo(
     table.add_row("registry", facts["promotion"])
     if "experiment" in facts:
         table.add_row("experiment", facts["experiment"])
-    table.add_row("feature repo", f"{settings.repo_path} (registry data/registry.db)")
+    table.add_row("feature repo", f"{settings.repo_path} ({settings.feature_store_yaml.name}, "
+                                  f"the {settings.profile} profile)")
     table.add_row("online store", facts["redis"])
     table.add_row("time", ", ".join(f"{d.split(' (')[0]} {s:.1f}s" for d, s in timings))
     console.print(table)

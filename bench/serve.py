@@ -25,6 +25,10 @@ Servers, each started for one run and stopped after it, so only one is ever busy
                    (and scored in the shadow on the rest)
   ours (ages off)  `skewless serve` (log on) with SKEWLESS_FEATURE_AGE_METRICS=false: the cost
                    of observing each served value's age
+  ours (cluster)   `skewless serve` (log on) on the cluster profile: the same window
+                   materialized into a three-node Redis Cluster on this machine (not in the
+                   default list: ``--variants ours_log_on,ours_cluster,feast,feast_cluster``)
+  feast (cluster)  the tuned `feast serve` on the same cluster (`-f feature_store.cluster.yaml`)
 
 They run in the order of ``--variants``, ``--rounds`` times. Load is `wrk -t1 -c8 --latency` with a Lua
 script that rotates through pre-generated request bodies (real cards, merchants, amounts,
@@ -404,6 +408,7 @@ class Fixture:
     facts: dict[str, Any]
     pandas_repo: Path | None = None  # the repo with the on-demand view in pandas mode
     pandas_var: Path | None = None
+    cluster: str | None = None  # the Redis Cluster's nodes, materialized like ``redis``
 
 
 def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
@@ -473,6 +478,24 @@ def build_fixture(tmp: Path, redis: str, cards: int | None = None) -> Fixture:
                  merchants=int(data.meta["merchants"]))
     return Fixture(tmp, repo, var, redis, end, spec, batch_refs, data.transactions,
                    model.contract.version, model.directory, facts, pandas_repo, pandas_var)
+
+
+def materialize_cluster(fx: Fixture, nodes: str) -> None:
+    """The fixture's repo applied on the cluster profile and the same window materialized
+    into the cluster's nodes."""
+    from skewless.feast_cli import run_feast
+    from skewless.settings import Settings
+
+    settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=nodes, profile="cluster",
+                        events_path=None, labels_path=None, truth_path=None, model_path=None,
+                        feature_service=FEATURE_SERVICE)
+    started = time.perf_counter()
+    run_feast(settings, "apply")
+    run_feast(settings, "materialize", fx.facts["materialize_from"][:19],
+              fx.end.strftime("%Y-%m-%dT%H:%M:%S"))
+    fx.facts.setdefault("setup_seconds", {})["cluster apply + materialize"] = round(
+        time.perf_counter() - started, 1)
+    fx.cluster = nodes
 
 
 def pandas_mode_world(tmp: Path, settings: Any, end: datetime) -> tuple[Path, Path]:
@@ -569,6 +592,7 @@ class Variant:
     pandas: bool = False  # the repo whose on-demand view is in pandas mode
     rollout: str | None = None  # "shadow" or "canary": a challenger beside production
     ages: bool = True  # SKEWLESS_FEATURE_AGE_METRICS: each served value's age observed
+    cluster: bool = False  # the cluster profile: the same values on a 3-node Redis Cluster
 
 
 VARIANTS = (
@@ -585,6 +609,9 @@ VARIANTS = (
     Variant("feast_pandas", "feast serve (pandas-mode)", "feast", pandas=True),
     Variant("ours_log_off", "skewless /predict (log off)", "ours", logging=False),
     Variant("feast_batch", "feast serve (17 batch refs)", "feast", batch_only=True),
+    Variant("ours_cluster", "skewless /predict (Redis Cluster)", "ours", logging=True,
+            cluster=True),
+    Variant("feast_cluster", "feast serve (Redis Cluster)", "feast", cluster=True),
 )
 BASELINE = "feast"
 
@@ -630,6 +657,10 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
 
     port = free_port()
     env = base_env(fx)
+    if variant.cluster:
+        if fx.cluster is None:
+            raise RuntimeError(f"{variant.label}: no Redis Cluster was started")
+        env.update(SKEWLESS_REDIS=fx.cluster, SKEWLESS_PROFILE="cluster")
     if variant.kind == "ours":
         repo, var = ((fx.pandas_repo, fx.pandas_var) if variant.pandas else (fx.repo, fx.var))
         env.update(SKEWLESS_REPO_PATH=str(repo), SKEWLESS_VAR_DIR=str(var),
@@ -655,7 +686,8 @@ def make_server(variant: Variant, fx: Fixture, run_dir: Path) -> Server:
         # Tuned: one worker that is never recycled (the default recycles it every ~1,000
         # requests), no access log.
         repo = fx.pandas_repo if variant.pandas else fx.repo
-        cmd = [str(BIN / "feast"), "-c", str(repo), "serve", "--host", "127.0.0.1",
+        profile = ["-f", str(repo / "feature_store.cluster.yaml")] if variant.cluster else []
+        cmd = [str(BIN / "feast"), "-c", str(repo), *profile, "serve", "--host", "127.0.0.1",
                "-p", str(port), "--no-access-log", "-w", "1", "--max-requests", "0"]
         ready = "/health"
     return Server(variant.label, cmd, env, run_dir, run_dir / "server.log", port, ready)
@@ -1109,6 +1141,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="skewless-bench-serve-"))
     redis: RedisServer | None = None
+    cluster: Any = None  # a LocalCluster when a cluster variant runs
     runs: list[RunResult] = []
     problems: list[str] = []
     try:
@@ -1121,6 +1154,13 @@ def main() -> int:
         export_for_feast(redis.connection_string)  # the feast children read ${SKEWLESS_REDIS}
         print(f"redis: {redis.binary} on {redis.connection_string}")
         fx = build_fixture(tmp, redis.connection_string)
+        if any(v.cluster for v in VARIANTS if v.key in args.variants.split(",")):
+            from tests.support.redis_cluster import LocalCluster
+
+            cluster = LocalCluster(find_redis_server(), tmp / "cluster").start()
+            materialize_cluster(fx, cluster.connection_string)
+            print(f"redis cluster: 3 masters on {cluster.connection_string}, materialized "
+                  f"({fx.facts['setup_seconds']['cluster apply + materialize']} s)")
         bodies = write_bodies(fx, args.bodies, args.seed)
         script = tmp / "bench.lua"
         script.write_text(LUA)
@@ -1165,7 +1205,8 @@ def main() -> int:
                     print(f"  ! {problem}")
         agreement = {
             key: compare_vectors(reference["ours_log_on"], reference[key])
-            for key in ("ours_pandas", "feast", "feast_pandas", "feast_batch")
+            for key in ("ours_pandas", "feast", "feast_pandas", "feast_batch", "ours_cluster",
+                        "feast_cluster")
             if key in reference and "ours_log_on" in reference
         }
         timing_run = None
@@ -1199,6 +1240,15 @@ def main() -> int:
                       f"{challenged['p99_ms']:.2f} ms; server CPU per request "
                       f"{on['cpu_ms_per_request']:.3f} → {challenged['cpu_ms_per_request']:.3f}"
                       f" ms = {100 * (cpu_ratio(challenged, on) - 1):+.1f}%)")
+        ours_cluster, feast_cluster = table.get("ours_cluster"), table.get("feast_cluster")
+        if on and ours_cluster:
+            print(f"Redis Cluster (3 masters, this machine): {on['rps_median']:,.0f} req/s on one "
+                  f"Redis → {ours_cluster['rps_median']:,.0f} on the cluster "
+                  f"({100 * (ours_cluster['rps_median'] / on['rps_median'] - 1):+.1f}%), p99 "
+                  f"{on['p99_ms']:.2f} → {ours_cluster['p99_ms']:.2f} ms"
+                  + (f"; feast serve on the same cluster {feast_cluster['rps_median']:,.0f} "
+                     f"req/s (ours {ours_cluster['rps_median'] / feast_cluster['rps_median']:.1f}x)"
+                     if feast_cluster else ""))
         ages_off = table.get("ours_ages_off")
         if on and ages_off:
             print(f"feature age histogram: {ages_off['rps_median']:,.0f} req/s without it → "
@@ -1264,6 +1314,8 @@ def main() -> int:
             server.stop()
         if redis is not None:
             redis.stop()
+        if cluster is not None:
+            cluster.stop()
         if (tmp / "baseline").exists():
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tmp / "baseline")], check=False, capture_output=True)

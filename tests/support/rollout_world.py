@@ -103,7 +103,9 @@ def shuffled_labels(ts: TrainingSet, seed: int = 3) -> TrainingSet:
 
 
 def build_rollout_world(root: Path, redis: str, drift_bonus: float = 2.0) -> RolloutWorld:
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # The data ends at the start of today: the same world all day (ending at the current hour,
+    # the recent model's edge over production moved with the hour the test ran at).
+    now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     repo = copy_feature_repo(root / "feature_repo")
     views = repo / "features.py"
     ttl = "ttl=timedelta(days=2)"

@@ -60,8 +60,15 @@ def test_a_full_log_disk_refuses_with_503_then_writes_every_accepted_row_once(de
             with Load(server.url, [ROW], workers=4) as load:
                 # Predictions go on while the buffer has room, then 503 naming the log.
                 assert load.wait_for(lambda o: any(x.status == 503 for x in o), timeout=30)
-                time.sleep(1.0)  # the writer keeps failing meanwhile
-                assert staging_files(log) == []  # every failed write removed its file
+                # The writer keeps failing meanwhile, and every failed write removes its file:
+                # a write in progress may be caught at any instant, but none outlives its
+                # attempt (each attempt's file has a name of its own).
+                seen = []
+                for _ in range(4):
+                    time.sleep(0.4)
+                    seen.append({p.name for p in staging_files(log)})
+                assert all(len(names) <= 1 for names in seen), seen
+                assert all(not (a & b) for a, b in zip(seen, seen[1:], strict=False)), seen
                 ready = httpx.get(server.url + "/readyz", timeout=5)
                 assert ready.status_code == 503 and "feature log" in ready.json()["detail"]
                 full = len(load.outcomes)

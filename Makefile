@@ -10,7 +10,7 @@ export FEAST_USAGE := False
 SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment bench-expectations clean $(SUITES)
+.PHONY: help install lock spark demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment bench-expectations clean $(SUITES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,17 @@ lock: install ## Regenerate the locks from pyproject.toml (LOCK_ARGS=--upgrade: 
 	  --custom-compile-command "make lock" --output-file requirements.lock
 	$(UV) pip compile --quiet pyproject.toml $(LOCK_FOR) -c requirements.lock \
 	  --custom-compile-command "make lock" --output-file requirements-runtime.lock
+	$(UV) pip compile --quiet pyproject.toml --extra spark $(LOCK_FOR) -c requirements.lock \
+	  --custom-compile-command "make lock" --output-file requirements-spark.lock
+
+# The Spark extra on top of the installed lock: the same versions, plus pyspark and py4j
+# (each checked against requirements-spark.lock's hashes). Spark runs on Java 17.
+$(BIN)/.spark: $(BIN)/.installed requirements-spark.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes \
+	  -r requirements-spark.lock
+	@touch $@
+
+spark: $(BIN)/.spark ## Add the Spark extra (the cluster profile's engine) to the venv; needs Java 17
 
 demo: install ## Run the offline loop end to end (embedded Redis unless SKEWLESS_REDIS is set)
 	$(BIN)/skewless demo
@@ -62,6 +73,10 @@ test-fuzz: install ## Fuzz every operation of the service's OpenAPI (schemathesi
 
 test-faults: install ## Faults under load: Redis and PostgreSQL restarted, disk full, SIGKILL
 	$(BIN)/pytest suites/faults
+
+test-spark: spark ## Both profiles on one small world: DuckDB vs Spark local[2], Redis vs Redis Cluster
+	@command -v java >/dev/null || { echo "Spark needs Java 17 (Debian: openjdk-17-jre-headless)"; exit 1; }
+	$(BIN)/pytest suites/spark
 
 suites: ## List the extra test suites (the test-NAME targets)
 	@echo $(SUITES)

@@ -164,7 +164,7 @@ def create_app(settings: Settings, promote: Promoter | None = None) -> FastAPI:
     problems = settings.serving_problems()
     if problems:
         raise SkewlessError("refusing to start: " + "; ".join(problems))
-    export_for_feast(settings.redis)
+    export_for_feast(settings.redis, settings)
     store = open_store(settings)
     spec = resolve_service(store, settings.feature_service)
     require_servable(store.config, spec)  # before anything is opened: the doctor's words
@@ -234,7 +234,7 @@ def create_catalog_app(settings: Settings) -> FastAPI:
 
     Lineage reads the metadata database when there is one; without it the pages say so.
     """
-    export_for_feast(settings.redis)
+    export_for_feast(settings.redis, settings)
     registry = Registry.from_settings(settings, check=False)
 
     @asynccontextmanager

@@ -2,8 +2,9 @@
 
 A contract names the feature service, the ordered ``<view>__<feature>`` columns with their
 Feast types, the entity keys and request fields a caller must supply, and a fingerprint of
-the definitions the values come from (views, sources, TTLs and transformation code). Two
-parties agree on features exactly when their fingerprints and feature lists agree.
+the definitions the values come from (views, sources' timestamp columns, TTLs and
+transformation code; not the kind of source or its path, so both profiles agree). Two parties
+agree on features exactly when their fingerprints and feature lists agree.
 
 The definitions are read from one snapshot of Feast's registry (``skewless.definitions``),
 without running any stored code: an on-demand view's transformation is fingerprinted by its
@@ -85,9 +86,44 @@ class ServiceSpec:
         return [f.name for f in self.features]
 
 
+# What the fingerprint covers, by version. 1 also hashed each source's class and file name,
+# so one definition set rendered for two engines (FileSource for DuckDB, SparkSource for
+# Spark) fingerprinted differently; 2 hashes what defines the values, not where an engine
+# reads them. A contract of version 1 is verified in version 2 terms (upgrade_definitions).
+FINGERPRINT_VERSION = 2
+_SOURCE_LOCATION_V1 = ("type", "file")
+
+
 def fingerprint(definitions: dict[str, Any]) -> str:
     canonical = json.dumps(definitions, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def upgrade_definitions(definitions: dict[str, Any]) -> dict[str, Any]:
+    """Stored definitions in the current version's terms (a copy; the current as they are)."""
+    if definitions.get("fingerprint_version", 1) >= FINGERPRINT_VERSION:
+        return definitions
+    views = {}
+    for name, view in definitions.get("views", {}).items():
+        if isinstance(view, dict) and isinstance(view.get("source"), dict):
+            view = {**view, "source": {k: v for k, v in view["source"].items()
+                                       if k not in _SOURCE_LOCATION_V1}}
+        views[name] = view
+    return {**definitions, "views": views, "fingerprint_version": FINGERPRINT_VERSION}
+
+
+def current_fingerprint(contract: FeatureContract) -> str:
+    """A stored contract's fingerprint in the current version's terms.
+
+    A version-1 contract is upgraded only when its definitions are the ones its fingerprint
+    was made of; otherwise its own fingerprint is kept, and it agrees with nothing current.
+    """
+    definitions = contract.definitions
+    if definitions.get("fingerprint_version", 1) >= FINGERPRINT_VERSION:
+        return contract.fingerprint
+    if not definitions or fingerprint(definitions) != contract.fingerprint:
+        return contract.fingerprint
+    return fingerprint(upgrade_definitions(definitions))
 
 
 def _dtype(field_: Any) -> str:
@@ -95,12 +131,11 @@ def _dtype(field_: Any) -> str:
 
 
 def _source_definition(source: Any) -> dict[str, Any]:
-    path = getattr(source, "path", None)
+    """What a view's source contributes to its values: the columns it is read by. Not its
+    class or location: the same parquet file is a FileSource for DuckDB, a SparkSource for
+    Spark."""
     return {
         "name": source.name,
-        "type": type(source).__name__,
-        # The file name, not the absolute path: moving the repository must not change it.
-        "file": Path(path).name if path else None,
         "timestamp_field": source.timestamp_field,
         "created_timestamp_column": source.created_timestamp_column,
         "field_mapping": dict(source.field_mapping),
@@ -125,7 +160,8 @@ def resolve_definitions(registry: RegistrySnapshot, name: str) -> ServiceSpec:
     features: list[FeatureSpec] = []
     keys: dict[str, str] = {}
     requests: dict[str, str] = {}
-    definitions: dict[str, Any] = {"feature_service": name, "views": {}}
+    definitions: dict[str, Any] = {"feature_service": name, "views": {},
+                                   "fingerprint_version": FINGERPRINT_VERSION}
     on_demand: dict[str, OnDemandDefinition] = {}
     odfv_names = registry.on_demand_names
     for projection in service.feature_view_projections:
@@ -443,8 +479,8 @@ def contract_differences(contract: FeatureContract, spec: ServiceSpec) -> list[s
                 )
         if not problems:
             problems.append("feature order differs")
-    if contract.fingerprint != spec.fingerprint:
-        old = contract.definitions.get("views", {})
+    if current_fingerprint(contract) != spec.fingerprint:
+        old = upgrade_definitions(contract.definitions).get("views", {})
         new = spec.definitions.get("views", {})
         changed = sorted(v for v in old.keys() | new.keys() if old.get(v) != new.get(v))
         problems.append(

@@ -183,7 +183,9 @@ def parse_repo_definitions(repo_path: Path, env: dict[str, str], timeout: float 
             [sys.executable, "-c",
              "from skewless.definitions import _parse_repo_child; _parse_repo_child()",
              str(out), project, yaml_name],
-            cwd=repo, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
+            cwd=repo, env={**env, "PYTHONDONTWRITEBYTECODE": "1",
+                           "FEAST_FS_YAML_FILE_PATH": str(repo / yaml_name)},
+            capture_output=True,
             text=True, timeout=timeout)
         if result.returncode != 0 or not out.is_file():
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]

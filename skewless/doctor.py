@@ -86,7 +86,7 @@ def _feast_environment(settings: Settings) -> Any:
     """Feast expands ``${SKEWLESS_REDIS}`` itself: let it see the configured address."""
     from skewless.settings import export_for_feast, redis_for_feast
 
-    export_for_feast()
+    export_for_feast(settings=settings)
     if settings.redis:
         with redis_for_feast(settings.redis):
             yield
@@ -288,7 +288,7 @@ def read_definitions(settings: Settings, config: Any) -> tuple[RegistrySnapshot 
                           "below read it, as serving and training will")
             note = f"the registry at {location} holds nothing for project {snapshot.project}"
     try:
-        snapshot = parse_repo_definitions(repo, feast_process_env(settings.redis),
+        snapshot = parse_repo_definitions(repo, feast_process_env(settings.redis, settings),
                                           yaml_name=settings.feature_store_yaml.name)
     except DefinitionsError as exc:
         return None, Finding(item="definitions", status="blocks", found=str(exc),
@@ -430,9 +430,7 @@ def file_source_findings(settings: Settings, registry: RegistrySnapshot,
                          spec: ServiceSpec) -> tuple[dict[str, Path], list[Finding]]:
     """The files behind the service's feature views (on-demand views' sources included):
     present, and where a relative path is read. Returns each local file by source name."""
-    from feast.infra.offline_stores.file_source import FileSource
-
-    from skewless.feast_cli import in_repo
+    from skewless.feast_cli import source_file
 
     repo = settings.repo_path.absolute()
     views = [v for v, d in spec.definitions["views"].items() if d["kind"] == "batch"]
@@ -442,16 +440,16 @@ def file_source_findings(settings: Settings, registry: RegistrySnapshot,
     files: dict[str, Path] = {}
     findings = []
     for view_name in dict.fromkeys(v for v in views if v in batch_views):
-        source = batch_views[view_name].batch_source
+        source: Any = batch_views[view_name].batch_source
         if source is None or source.name in files:
             continue
         item = f"source {source.name}"
-        if not isinstance(source, FileSource):
+        location = source_file(source, repo)
+        if location is None:
             findings.append(Finding(item=item, status="ok",
                                     found=f"{type(source).__name__}: read by the offline store, "
                                           "not checked here"))
             continue
-        location = in_repo(repo, source.path)
         if "://" in location and not location.startswith("file://"):
             findings.append(Finding(item=item, status="ok",
                                     found=f"{location}: remote, not checked here"))
@@ -696,9 +694,7 @@ def _label_counts(con: Any, settings: Settings, events: Path, labels: Path,
 def _entity_coverage(con: Any, settings: Settings, spec: ServiceSpec,
                      registry: RegistrySnapshot, events: Path) -> list[Finding]:
     """For each batch view with a parquet source: how many events' entity keys it holds."""
-    from feast.infra.offline_stores.file_source import FileSource
-
-    from skewless.feast_cli import in_repo
+    from skewless.feast_cli import source_file
 
     findings = []
     repo = settings.repo_path.absolute()
@@ -706,10 +702,11 @@ def _entity_coverage(con: Any, settings: Settings, spec: ServiceSpec,
         if definition["kind"] != "batch":
             continue
         view = registry.feature_view(view_name)
-        source = view.batch_source
-        if not isinstance(source, FileSource):
+        source: Any = view.batch_source
+        location = source_file(source, repo)
+        if location is None:
             continue
-        path = Path(in_repo(repo, source.path))
+        path = Path(location.removeprefix("file://"))
         if not path.exists():
             continue  # named with the source
         to_source = {v: k for k, v in source.field_mapping.items()}

@@ -149,9 +149,7 @@ def targets(settings: Settings, snapshot: RegistrySnapshot,
     """The tables with expectations among ``views`` (feature views and request sources by
     name; None: all of the project's), and a note for each one that has none or cannot be
     read here."""
-    from feast.infra.offline_stores.file_source import FileSource
-
-    from skewless.feast_cli import in_repo
+    from skewless.feast_cli import source_file
 
     wanted = None if views is None else set(views)
     repo = settings.repo_path.absolute()
@@ -163,14 +161,13 @@ def targets(settings: Settings, snapshot: RegistrySnapshot,
         if wanted is not None and view.name not in wanted:
             continue
         reference = (view.tags or {}).get(EXPECTATIONS_TAG)
-        source = view.batch_source
+        source: Any = view.batch_source
         if reference is None:
             notes.append(f"{FEATURE_VIEW} {view.name}: no {EXPECTATIONS_TAG} tag, not checked")
-        elif not isinstance(source, FileSource):
+        elif (location := source_file(source, repo)) is None:
             notes.append(f"{FEATURE_VIEW} {view.name}: its source is a "
-                         f"{type(source).__name__}, not a file; not checked")
+                         f"{type(source).__name__}, not a parquet file; not checked")
         else:
-            location = in_repo(repo, source.path)
             if "://" in location and not location.startswith("file://"):
                 notes.append(f"{FEATURE_VIEW} {view.name}: {location} is remote; not checked")
                 continue

@@ -18,13 +18,13 @@ logger = logging.getLogger(__name__)
 
 
 def quiet_library_warnings() -> None:
-    """Silence the warnings Feast, ibis and dask raise about their own internals.
+    """Silence the warnings Feast, ibis, dask and Spark raise about their own internals.
 
     Users can do nothing about them. Feast puts ``simplefilter("once", ...)`` in front of
     every filter when it is imported, so this runs again after the import.
     """
     for category in (DeprecationWarning, FutureWarning, RuntimeWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(feast|ibis|dask)(\.|$)")
+        warnings.filterwarnings("ignore", category=category, module=r"(feast|ibis|dask|pyspark)(\.|$)")
 
 
 def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here (slow import)
@@ -32,7 +32,7 @@ def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here 
     from feast import FeatureStore
 
     quiet_library_warnings()
-    export_for_feast()
+    export_for_feast(settings=settings)
     store = FeatureStore(repo_path=str(settings.repo_path),
                          fs_yaml_file=settings.feature_store_yaml.absolute())
     _read_relative_paths_in_repo(store)
@@ -47,6 +47,21 @@ def in_repo(repo_path: Path | str, path: str) -> str:
     from feast.infra.offline_stores.file_source import FileSource
 
     return FileSource.get_uri_for_file_path(repo_path, path)
+
+
+def source_file(source: Any, repo_path: Path | str) -> str | None:
+    """Where a source's parquet file is, as :func:`in_repo` gives it: a ``FileSource``'s, or
+    a ``SparkSource`` over a parquet path (the cluster profile renders the same files so);
+    None for any other source (a table, a query, another format)."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from feast.infra.offline_stores.file_source import FileSource
+
+    if isinstance(source, FileSource):
+        return in_repo(repo_path, source.path)
+    if (isinstance(source, SparkSource) and source.path
+            and (source.file_format or "").lower() == "parquet"):
+        return in_repo(repo_path, source.path)
+    return None
 
 
 # Offline-store methods that read or write a source's files, and the argument that holds it.
@@ -153,10 +168,11 @@ def run_feast(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """
     feast = Path(sys.executable).with_name("feast")
     repo = settings.repo_path.absolute()
-    cmd = [str(feast) if feast.exists() else "feast", "-c", str(repo),
-           "-f", str(settings.feature_store_yaml.absolute()), *args]
+    yaml_file = str(settings.feature_store_yaml.absolute())
+    cmd = [str(feast) if feast.exists() else "feast", "-c", str(repo), "-f", yaml_file, *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
-                            env=feast_process_env(settings.redis))
+                            env={**feast_process_env(settings.redis, settings),
+                                 "FEAST_FS_YAML_FILE_PATH": yaml_file})
     if result.returncode != 0:
         raise FeastCommandError(
             f"`feast {' '.join(args)}` failed ({result.returncode}):\n"

@@ -55,7 +55,7 @@ from skewless.artifact import (
     load_artifact,
     read_contract,
 )
-from skewless.contract import ModelContract
+from skewless.contract import ModelContract, current_fingerprint
 from skewless.db import Base, MetadataStore, upgrade, utcnow
 from skewless.errors import InvalidInput
 from skewless.experiments import ExperimentRun  # noqa: F401  # its table, for the foreign key
@@ -655,7 +655,8 @@ class Registry(MetadataStore):
                         raise Conflict(another_challenger(name, other))
                     evidence.update(
                         production=production.version,
-                        same_fingerprint_as_production=row.fingerprint == production.fingerprint,
+                        same_fingerprint_as_production=(current_fingerprint(row.contract)
+                                                        == current_fingerprint(production.contract)),
                         traffic_percent=percent, previous_traffic_percent=row.traffic_percent)
                     self._move(session, row, stage, actor, reason, evidence, False)
                     row.traffic_percent = percent

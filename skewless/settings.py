@@ -24,6 +24,7 @@ instead.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # SKEWLESS_PROFILE: which feature_store.yaml variant of the repo every command reads. The
 # definitions are the same; the variant names the engines (Feast's own CLI picks the same file
 # with `feast -f FILE`).
+SPARK_MASTER = "local[2]"
+SPARK_DRIVER_MEMORY = "2g"
 PROFILE_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
 # The shared admin token a development checkout works with; any other environment refuses the
 # shared token, whatever its value, and takes named tokens (`skewless tokens`) only.
@@ -112,6 +115,12 @@ class Settings(BaseSettings):
     profile: Literal["local", "cluster"] = Field(
         "local", description="the repo's feature_store.yaml variant: local (one Redis, DuckDB; "
         "feature_store.yaml) or cluster (Redis Cluster; feature_store.cluster.yaml)")
+    spark_master: str = Field(
+        SPARK_MASTER, description="the cluster profile's Spark master (feature_store.cluster.yaml): "
+        "local[N] runs Spark in the command's process, or a cluster's, e.g. spark://host:7077")
+    spark_driver_memory: str = Field(
+        SPARK_DRIVER_MEMORY, description="the cluster profile's Spark driver memory (it holds a training set "
+        "before it becomes a pandas frame)")
     redis_server_bin: Path | None = Field(
         None, description="redis-server binary for the embedded server (default: auto)"
     )
@@ -391,6 +400,12 @@ class Settings(BaseSettings):
         return self.repo_path / PROFILE_FILES[self.profile]
 
     @property
+    def feast_variables(self) -> dict[str, str]:
+        """What the feature_store.yaml variants refer to besides ``${SKEWLESS_REDIS}``."""
+        return {"SKEWLESS_SPARK_MASTER": self.spark_master,
+                "SKEWLESS_SPARK_DRIVER_MEMORY": self.spark_driver_memory}
+
+    @property
     def repo_settings_path(self) -> Path:
         """The repo's settings file (read when it exists; written by `skewless init`)."""
         return self.repo_path / REPO_SETTINGS_FILE
@@ -471,15 +486,30 @@ class Settings(BaseSettings):
         return self.truth_path or self.raw_dir / "truth.parquet"
 
 
-def export_for_feast(redis: str | None = None) -> None:
+def export_for_feast(redis: str | None = None, settings: Settings | None = None) -> None:
     """Make values visible to Feast, which reads them from the process environment.
 
-    feature_store.yaml refers to ``${SKEWLESS_REDIS}``; Feast expands it when it loads the
-    repo config, in this process and in any ``feast`` child process.
+    feature_store.yaml refers to ``${SKEWLESS_REDIS}`` (and its cluster variant to the Spark
+    settings); Feast expands them when it loads the repo config, in this process and in any
+    ``feast`` child process.
     """
-    os.environ["FEAST_USAGE"] = "False"
-    if redis is not None:
-        os.environ["SKEWLESS_REDIS"] = redis
+    os.environ.update(feast_process_env(redis, settings))
+
+
+def feast_process_env(redis: str | None, settings: Settings | None = None) -> dict[str, str]:
+    """The environment for a ``feast`` child process: ours, with Feast's variables set."""
+    env = {
+        # Spark's Python workers (the cluster profile's compute engine) run this
+        # interpreter, whose environment has Feast and the repo's dependencies.
+        "PYSPARK_PYTHON": sys.executable,
+        # The cluster profile's defaults, for a process given no settings.
+        "SKEWLESS_SPARK_MASTER": SPARK_MASTER, "SKEWLESS_SPARK_DRIVER_MEMORY": SPARK_DRIVER_MEMORY,
+        **os.environ, "FEAST_USAGE": "False"}
+    if settings is not None:
+        env.update(settings.feast_variables)
+    if redis:
+        env["SKEWLESS_REDIS"] = redis
+    return env
 
 
 @contextmanager
@@ -494,14 +524,6 @@ def redis_for_feast(redis: str) -> Iterator[None]:
             os.environ.pop("SKEWLESS_REDIS", None)
         else:
             os.environ["SKEWLESS_REDIS"] = previous
-
-
-def feast_process_env(redis: str | None) -> dict[str, str]:
-    """The environment for a ``feast`` child process: ours, with Feast's variables set."""
-    env = {**os.environ, "FEAST_USAGE": "False"}
-    if redis:
-        env["SKEWLESS_REDIS"] = redis
-    return env
 
 
 def get_settings(**overrides: object) -> Settings:

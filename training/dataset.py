@@ -28,6 +28,7 @@ from skewless.artifact import read_contract
 from skewless.contract import (
     FeatureContract,
     ServiceSpec,
+    current_fingerprint,
     logging_destination,
     resolve_service,
     service_summary,
@@ -332,6 +333,12 @@ def retrieve_in_order(
     result = result.take(positions).rename_columns(
         [timestamp_column if c == "event_timestamp" else c for c in result.column_names]
     )
+    # The events' own columns as they were given: engines hand them back in types of their
+    # own (Spark's timestamps come back without their time zone), the values unchanged.
+    for name in events.column_names:
+        if name in result.column_names:
+            result = result.set_column(result.column_names.index(name), name,
+                                       events.column(name))
     return cast_features(result, spec)
 
 
@@ -449,7 +456,7 @@ def _current_definitions(settings: Settings, spec: ServiceSpec, served: pa.Table
     keep = []
     for version in pc.unique(served["model_version"]).to_pylist():
         contract = read_contract(settings.model_dir / spec.feature_service / version)
-        if contract is not None and contract.fingerprint == spec.fingerprint:
+        if contract is not None and current_fingerprint(contract) == spec.fingerprint:
             keep.append(version)
         else:
             counts.other_versions.append(version)

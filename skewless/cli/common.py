@@ -26,7 +26,7 @@ def load_settings() -> Settings:
     # about them, so the CLI keeps its output to what the command did.
     quiet_library_warnings()
     settings = get_settings()
-    export_for_feast()
+    export_for_feast(settings=settings)
     return settings
 
 

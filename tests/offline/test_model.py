@@ -89,6 +89,40 @@ def test_transformation_code_is_part_of_the_fingerprint(demo):
     assert fingerprint(altered) != spec.fingerprint
 
 
+def _as_version_1(definitions: dict, source_class: str) -> dict:
+    """Definitions as fingerprint version 1 wrote them: each source's class and file name."""
+    old = json.loads(json.dumps(definitions))
+    old.pop("fingerprint_version")
+    for name, view in old["views"].items():
+        if view["kind"] == "batch":
+            view["source"].update(type=source_class, file=f"{name}.parquet")
+    return old
+
+
+@pytest.mark.parametrize("source_class", ["FileSource", "SparkSource"])
+def test_a_version_1_contract_keeps_verifying_whatever_its_source_class(demo, source_class):
+    """Fingerprints no longer cover a source's class or path (one definition set, rendered for
+    DuckDB or Spark); a contract registered under version 1 still verifies, on either."""
+    from skewless.contract import current_fingerprint, fingerprint
+
+    spec = resolve_service(demo.store(), demo.settings.feature_service)
+    for view in spec.definitions["views"].values():
+        assert "type" not in view.get("source", {}) and "file" not in view.get("source", {})
+    old = demo.model.contract.to_json()
+    old["definitions"] = _as_version_1(spec.definitions, source_class)
+    old["fingerprint"] = fingerprint(old["definitions"])
+    assert old["fingerprint"] != spec.fingerprint
+    contract = ModelContract.model_validate(old)
+    assert current_fingerprint(contract) == spec.fingerprint
+    assert contract_differences(contract, spec) == []
+    # Upgraded only when its definitions are what its fingerprint was made of.
+    old["definitions"]["views"]["card_activity"]["ttl_seconds"] = 1
+    tampered = ModelContract.model_validate(old)
+    assert current_fingerprint(tampered) == old["fingerprint"]
+    assert contract_differences(tampered, spec) == [
+        "definitions fingerprint differs (changed views: card_activity)"]
+
+
 def test_a_far_larger_amount_never_lowers_the_score(demo):
     """Behaviour: ten times the amount, through Feast's own on-demand view, all else equal."""
     store = demo.store()

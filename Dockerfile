@@ -7,8 +7,17 @@ ENV FEAST_USAGE=False PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SKEWLESS_ENVIRONMENT=production
 # The locked runtime versions (no dev tools), each wheel checked against the lock's hashes; a
 # layer of its own, rebuilt only when the lock changes.
-COPY requirements-runtime.lock ./
+COPY requirements-runtime.lock requirements-spark.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements-runtime.lock
+# The cluster profile's Spark (docker compose builds it with SPARK=true): Java 17 and the
+# Spark extra's lock, the same versions plus pyspark, whose scripts also run the Spark master
+# and workers (they need Feast too: the compute engine's Python runs on them).
+ARG SPARK=false
+RUN if [ "$SPARK" = "true" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+      && rm -rf /var/lib/apt/lists/* \
+      && pip install --no-cache-dir --require-hashes -r requirements-spark.lock; \
+    fi
 COPY pyproject.toml README.md alembic.ini ./
 COPY skewless skewless
 COPY training training

@@ -21,6 +21,11 @@ REGISTRY = "/app/feature_repo/data"  # where the image's Feast repo keeps regist
 OUR_IMAGE = "."  # the build context of the services built from the Dockerfile
 
 
+def built_here(service: dict) -> bool:
+    build = service.get("build")
+    return build == OUR_IMAGE or (isinstance(build, dict) and build.get("context") == OUR_IMAGE)
+
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
     text = (PROJECT_ROOT / "Dockerfile").read_text()
@@ -103,7 +108,7 @@ def test_the_image_installs_the_locked_runtime_versions():
     editable = [run for run in runs if "-e ." in run]
     assert editable and "--no-deps" in editable[0]  # nothing unlocked on top
     copied = [rest for keyword, rest in dockerfile_instructions() if keyword == "COPY"]
-    assert "requirements-runtime.lock ./" in copied
+    assert any(c.startswith("requirements-runtime.lock ") and c.endswith(" ./") for c in copied)
 
 
 def test_redis_and_postgres_are_not_published(compose):
@@ -121,7 +126,7 @@ def test_our_services_are_production_and_set_no_shared_admin_token(compose):
     """The api, the demo and the migration: production, where /admin takes named tokens only,
     so a shared token in the file would be a secret to leak for nothing."""
     ours = {name: service for name, service in compose["services"].items()
-            if service.get("build") == OUR_IMAGE}
+            if built_here(service)}
     assert {"api", "demo", "migrate"} <= set(ours)
     for name, service in ours.items():
         assert "SKEWLESS_ADMIN_TOKEN" not in environment(service), name
@@ -178,3 +183,27 @@ def test_the_cluster_profile_joins_its_nodes_and_our_services_wait_for_it(compos
         env = environment(services[name])
         assert env["SKEWLESS_PROFILE"] == "${SKEWLESS_PROFILE:-local}"
         assert env["SKEWLESS_REDIS"] == "${SKEWLESS_REDIS:-redis:6379}"
+
+
+def test_the_cluster_profile_runs_spark_on_the_image_built_with_it(compose):
+    services = compose["services"]
+    for name in ("spark-master", "spark-worker"):
+        assert services[name]["profiles"] == ["cluster"], name
+        assert built_here(services[name]) and services[name]["build"]["args"]["SPARK"] == "true"
+        assert not services[name].get("ports"), name
+    assert "org.apache.spark.deploy.master.Master" in services["spark-master"]["command"]
+    worker = services["spark-worker"]["command"]
+    assert "org.apache.spark.deploy.worker.Worker" in worker
+    assert "spark://spark-master:7077" in worker
+    # The workers read the feature tables where the demo wrote them.
+    written = {(source, target) for source, target, ro in mounts(services["demo"])
+               if target == REGISTRY and not ro}
+    read = {(source, target) for source, target, _ in mounts(services["spark-worker"])}
+    assert written and written <= read
+    for name in ("api", "demo"):
+        env = environment(services[name])
+        assert env["SKEWLESS_SPARK_MASTER"] == "${SKEWLESS_SPARK_MASTER:-local[2]}"
+        assert services[name]["build"]["args"]["SPARK"] == "${SKEWLESS_IMAGE_SPARK:-false}"
+    # The image installs Java and the Spark lock only when built with SPARK=true.
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "ARG SPARK=false" in dockerfile and "requirements-spark.lock" in dockerfile

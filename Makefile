@@ -10,7 +10,7 @@ export FEAST_USAGE := False
 SUITES := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock spark demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment bench-expectations clean $(SUITES)
+.PHONY: help install lock spark demo test pytest suites lint bench bench-serve bench-skew bench-swap bench-catalog bench-monitor bench-experiment bench-expectations bench-scale clean $(SUITES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ bench-catalog: install ## Catalog pages with 1,000 features; statistics refresh 
 
 bench-expectations: install ## Expectations over the 10M bench tables: wall, peak RSS, beside a duckdb scan
 	$(BIN)/python bench/expectations.py
+
+bench-scale: spark ## DuckDB + Redis vs Spark local[2] + Redis Cluster: training set, materialize (1M–10M)
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 bench-monitor: install ## skewless monitor over 1M logged rows: wall time and peak RSS
 	$(BIN)/python bench/monitor.py

@@ -489,6 +489,9 @@ def materialize_cluster(fx: Fixture, nodes: str) -> None:
     settings = Settings(repo_path=fx.repo, var_dir=fx.var, redis=nodes, profile="cluster",
                         events_path=None, labels_path=None, truth_path=None, model_path=None,
                         feature_service=FEATURE_SERVICE)
+    from tests.support.redis_cluster import redis_cluster_only
+
+    redis_cluster_only(fx.repo)  # serving reads Redis Cluster; no Spark needed for it
     started = time.perf_counter()
     run_feast(settings, "apply")
     run_feast(settings, "materialize", fx.facts["materialize_from"][:19],

@@ -14,7 +14,6 @@ Skewless resolves relative paths against the repo wherever it runs, but Feast's 
 from elsewhere (`feast -c feature_repo ui`, below in the README) would read another file.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from feast import FileSource, RequestSource
 from feast.data_format import ParquetFormat
 from feast.field import Field
 from feast.types import Float64, Int64, String
+from feast.utils import get_default_yaml_file_path
 
 REPO_DIR = Path(__file__).resolve().parent
 DATA_DIR = REPO_DIR / "data"
@@ -39,9 +39,8 @@ def feature_store_yaml() -> Path:
             return Path(chosen)
     except ImportError:  # pragma: no cover - Feast's CLI depends on click
         pass
-    if os.environ.get("FEAST_FS_YAML_FILE_PATH"):
-        return Path(os.environ["FEAST_FS_YAML_FILE_PATH"])
-    return REPO_DIR / "feature_store.yaml"
+    # Feast's own rule without its CLI: FEAST_FS_YAML_FILE_PATH, else the repo's file.
+    return get_default_yaml_file_path(REPO_DIR)
 
 
 def offline_store_type() -> str:

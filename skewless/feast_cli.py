@@ -33,8 +33,18 @@ def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here 
 
     quiet_library_warnings()
     export_for_feast(settings=settings)
-    store = FeatureStore(repo_path=str(settings.repo_path),
-                         fs_yaml_file=settings.feature_store_yaml.absolute())
+    from feast.errors import FeastModuleImportError
+
+    try:
+        store = FeatureStore(repo_path=str(settings.repo_path),
+                             fs_yaml_file=settings.feature_store_yaml.absolute())
+    except (ModuleNotFoundError, FeastModuleImportError) as exc:  # an engine not installed
+        cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        missing = getattr(cause, "name", None) or str(exc)
+        raise EngineMissing(
+            f"{settings.feature_store_yaml.name} names an engine whose package is not "
+            f"installed ({missing}): the cluster profile's Spark comes with the spark extra "
+            f"(`make spark`, or `pip install 'skewless[spark]'`) and needs Java 17") from exc
     _read_relative_paths_in_repo(store)
     return store
 
@@ -151,6 +161,10 @@ def _logging_in_repo(config: Any, repo: Path) -> Any:
     if not path or in_repo(repo, path) == path:
         return config
     return _with(config, destination=_with(destination, path=in_repo(repo, path)))
+
+
+class EngineMissing(SkewlessError):
+    """The profile's feature_store.yaml names an engine that is not installed."""
 
 
 class FeastCommandError(SkewlessError):

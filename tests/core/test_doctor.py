@@ -330,3 +330,20 @@ def test_the_cluster_profile_names_its_missing_file_and_needs_the_clusters_nodes
         pass
     assert "SKEWLESS_REDIS" in str(unset.value) and "nodes" in str(unset.value)
     assert not (tmp_path / "var" / "redis").exists()  # no embedded server was started
+
+
+def test_the_cluster_profile_without_the_spark_extra_says_how_to_add_it(tmp_path, monkeypatch):
+    """feature_store.cluster.yaml names Spark; without pyspark (the default install) a command
+    on that profile says which package is missing and how to add it, not an ImportError."""
+    from skewless.feast_cli import EngineMissing, open_store
+    from tests.support.demo import copy_feature_repo
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as where the extra is not installed
+    for name in [m for m in sys.modules if ".spark" in m and m.startswith("feast.")]:
+        monkeypatch.delitem(sys.modules, name)
+    settings = Settings(repo_path=copy_feature_repo(tmp_path / "repo"), var_dir=tmp_path / "var",
+                        profile="cluster", redis="127.0.0.1:1,127.0.0.1:2")
+    with pytest.raises(EngineMissing) as missing:
+        open_store(settings)
+    assert "feature_store.cluster.yaml" in str(missing.value)
+    assert "pyspark" in str(missing.value) and "make spark" in str(missing.value)

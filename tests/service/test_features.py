@@ -19,6 +19,7 @@ import pytest
 from service.online import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, STATUS_NAMES
 from skewless.feast_cli import open_store, run_feast
 from skewless.settings import redis_for_feast
+from tests.support.redis_cluster import redis_cluster_only
 from tests.support.service_harness import app_in_thread
 from training.train import to_matrix
 
@@ -50,6 +51,7 @@ def backend(request, demo):
     cluster.flushall()
     settings = demo.settings.model_copy(update={"profile": "cluster",
                                                 "redis": cluster.connection_string})
+    redis_cluster_only(settings.repo_path)
     run_feast(settings, "apply")
     with redis_for_feast(cluster.connection_string):
         yield settings

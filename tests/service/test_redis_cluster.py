@@ -22,6 +22,7 @@ from redis.asyncio.cluster import ClusterNode
 from service.app import create_app, serve_in_thread
 from skewless.feast_cli import run_feast
 from skewless.settings import redis_for_feast
+from tests.support.redis_cluster import redis_cluster_only
 from training.evaluation.gate import promote
 
 pytestmark = pytest.mark.redis
@@ -35,6 +36,7 @@ def world(demo, redis_cluster, tmp_path_factory):
     settings = demo.settings.model_copy(update={
         "profile": "cluster", "redis": redis_cluster.connection_string,
         "feature_log_dir": root / "log"})
+    redis_cluster_only(settings.repo_path)
     run_feast(settings, "apply")
     # The profile's registry is new: Feast's incremental start would be now minus the TTL.
     run_feast(settings, "materialize", "2015-01-01T00:00:00",

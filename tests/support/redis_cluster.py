@@ -17,8 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+import yaml
 
 from skewless.embedded_redis import RedisUnavailable
+
+
+def redis_cluster_only(repo: Path) -> Path:
+    """Make ``repo``'s cluster profile Redis Cluster online with DuckDB offline: its Spark
+    offline store and engine need the Spark extra (`make spark`), which the online path does
+    not use. What the tests of serving (and bench-serve) run; `make test-spark` runs the whole
+    profile. Returns the file."""
+    path = repo / "feature_store.cluster.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["offline_store"] = {"type": "duckdb"}
+    config.pop("batch_engine", None)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def cluster_port(taken: set[int]) -> int:

@@ -55,7 +55,8 @@ def _settings(args: dict[str, Any], profile: str):
     # Everything explicit: a .env in the working directory must not redirect the bench.
     return Settings(repo_path=Path(args["repo"]), var_dir=Path(args["var"]), profile=profile,
                     redis=args.get("redis"), events_path=None, labels_path=None,
-                    truth_path=None, feature_service="fraud_model_v1", database_url=None)
+                    truth_path=None, feature_service="fraud_model_v1", database_url=None,
+                    spark_driver_memory=args.get("spark_driver_memory", "2g"))
 
 
 def stage_apply(args: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +132,8 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def bench_size(size: str, cluster: str, timeout: float, keep: bool, console) -> dict[str, Any]:
+def bench_size(size: str, cluster: str, timeout: float, driver_memory: str, keep: bool,
+               console) -> dict[str, Any]:
     import offline
 
     tmp = Path(tempfile.mkdtemp(prefix=f"skewless-scale-{size}-"))
@@ -162,7 +164,7 @@ def bench_size(size: str, cluster: str, timeout: float, keep: bool, console) -> 
               == "ok")
         if ok:
             for profile, engine in (("local", "duckdb"), ("cluster", "spark")):
-                args = {**base, "profile": profile,
+                args = {**base, "profile": profile, "spark_driver_memory": driver_memory,
                         "redis": cluster if profile == "cluster" else None}
                 run("training", f"training set ({engine})", args, stage_timeout=timeout)
                 run("materialize", f"materialize ({engine})", args, stage_timeout=timeout)
@@ -173,6 +175,7 @@ def bench_size(size: str, cluster: str, timeout: float, keep: bool, console) -> 
             shutil.rmtree(tmp, ignore_errors=True)
     transactions = next((s["rows_out"] for s in stages if s["stage"] == "generate"), None)
     return {"size": size, "cards": SIZES[size], "transactions": transactions,
+            "spark_driver_memory": driver_memory,
             "measured_at": datetime.now(UTC).isoformat(), "stages": stages}
 
 
@@ -222,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1m,3m,10m")
     parser.add_argument("--timeout", type=float, default=1200.0)
+    parser.add_argument("--spark-driver-memory", default="6g",
+                        help="SKEWLESS_SPARK_DRIVER_MEMORY for the Spark stages (the driver "
+                        "collects the training set; 2g, the default setting, fails at 3M)")
     parser.add_argument("--keep-temp", action="store_true")
     args = parser.parse_args(argv)
     from rich.console import Console
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in args.sizes.split(","):
                 cluster.flushall()
                 results[size] = bench_size(size, cluster.connection_string, args.timeout,
-                                           args.keep_temp, console)
+                                           args.spark_driver_memory, args.keep_temp, console)
                 spark_done = all((_stage(results[size], f"{k} (spark)") or {}).get("status")
                                  == "ok" for k in ("training set", "materialize"))
                 if not spark_done:

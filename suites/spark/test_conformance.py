@@ -26,7 +26,7 @@ from skewless.feast_cli import open_store
 from skewless.settings import Settings, redis_for_feast
 from suites.spark.conftest import SparkWorld
 from tests.support.service_harness import app_in_thread, serve_env
-from training.dataset import build_training_set
+from training.dataset import TrainingSet
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -44,14 +44,24 @@ def skewless(settings: Settings, *args: str, timeout: float = 600) -> subprocess
     return result
 
 
-def test_training_sets_are_equal_row_for_row_with_corrections_and_ttl(spark_world: SparkWorld):
+def test_training_sets_are_equal_row_for_row_with_corrections_and_ttl(spark_world: SparkWorld,
+                                                                      tmp_path):
     world = spark_world
-    spark = build_training_set(world.cluster, cutoff=world.end)
+    for view in BATCH_VIEWS:  # what Spark reads: microseconds (it refuses nanoseconds)
+        schema = pq.read_schema(world.local.data_dir / f"{view}.parquet")
+        for column in ("event_timestamp", "created_timestamp"):
+            assert schema.field(column).type.unit == "us", (view, column)
+    sets = {}
+    for settings in (world.cluster, world.local):  # `skewless dataset`, expectations first
+        out = tmp_path / f"set-{settings.profile}.parquet"
+        skewless(settings, "dataset", "--output", str(out), "--cutoff", world.end.isoformat())
+        sets[settings.profile] = TrainingSet.read(out)
     local = world.local_set
+    assert len(sets["local"].frame) == len(local.frame) > 5000
+    pd.testing.assert_frame_equal(sets["cluster"].frame, sets["local"].frame, check_exact=True)
+    pd.testing.assert_frame_equal(sets["cluster"].frame, local.frame, check_exact=True)
     # One fingerprint: the sources are FileSources on one profile, SparkSources on the other.
-    assert spark.service.fingerprint == local.service.fingerprint
-    assert len(local.frame) > 5000
-    pd.testing.assert_frame_equal(spark.frame, local.frame, check_exact=True)
+    assert sets["cluster"].service.fingerprint == local.service.fingerprint
 
     frame = local.frame
     snapshot = frame[local.timestamp_column].dt.floor("D")
@@ -136,6 +146,16 @@ def test_spark_materializes_what_duckdb_does_and_the_cluster_serves_it(
                 assert value == expected, (i, name, value, expected)
             compared += expected is not None
     assert compared > len(requests) * len(names) * 0.8
+
+    # The online reconciliation and the catalog's online sampling read the cluster too.
+    online = json.loads(skewless(world.cluster, "skew-check", "--online", "--json").stdout)
+    assert online["mismatches"] == 0
+    assert sum(f["checked"] for f in online["features"].values()) > 0
+    skewless(world.cluster, "catalog", "refresh")
+    stats = json.loads(world.cluster.catalog_stats_path.read_text())
+    for view in BATCH_VIEWS:
+        assert stats["online"][view]["found"] > 0 and not stats["online"][view].get("error")
+        assert stats["views"][view]["rows"] > 0 and not stats["views"][view].get("error")
 
     # The skew check replays those served rows through Spark's point-in-time path.
     report = json.loads(skewless(world.cluster, "skew-check", "--json", "--log-dir",

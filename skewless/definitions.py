@@ -175,8 +175,11 @@ def parse_repo_definitions(repo_path: Path, env: dict[str, str], timeout: float 
     """
     from feast.repo_config import load_repo_config
 
+    from skewless.feast_cli import engine_installed
+
     repo = repo_path.absolute()
-    project = load_repo_config(repo, repo / yaml_name).project
+    with engine_installed(yaml_name):
+        project = load_repo_config(repo, repo / yaml_name).project
     with tempfile.TemporaryDirectory(prefix="skewless-definitions-") as tmp:
         out = Path(tmp) / "registry.pb"
         result = subprocess.run(

@@ -60,8 +60,10 @@ def diagnose(settings: Settings, now: datetime | None = None) -> DoctorReport:
             item="repo", status="blocks", found=f"{yaml_path} does not exist",
             change=missing_yaml_change(settings)))
         return report
+    from skewless.feast_cli import engine_installed
+
     try:
-        with _feast_environment(settings):
+        with _feast_environment(settings), engine_installed(yaml_path.name):
             config = load_repo_config(repo, yaml_path)
     except Exception as exc:  # Feast's own validation: its message names the field
         findings.append(Finding(item="feature_store.yaml", status="blocks",
@@ -245,8 +247,10 @@ def definitions(settings: Settings) -> RegistrySnapshot:
     yaml_path = settings.feature_store_yaml.absolute()
     if not yaml_path.is_file():
         raise DefinitionsError(f"{yaml_path} does not exist: {missing_yaml_change(settings)}")
+    from skewless.feast_cli import engine_installed
+
     try:
-        with _feast_environment(settings):
+        with _feast_environment(settings), engine_installed(yaml_path.name):
             config = load_repo_config(repo, yaml_path)
     except Exception as exc:  # Feast's own validation: its message names the field
         raise DefinitionsError(f"{yaml_path}: {_first_lines(str(exc))}") from exc

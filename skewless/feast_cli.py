@@ -7,7 +7,8 @@ import logging
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,9 @@ def open_store(settings: Settings) -> Any:  # feast.FeatureStore; imported here 
 
     quiet_library_warnings()
     export_for_feast(settings=settings)
-    from feast.errors import FeastModuleImportError
-
-    try:
+    with engine_installed(settings.feature_store_yaml.name):
         store = FeatureStore(repo_path=str(settings.repo_path),
                              fs_yaml_file=settings.feature_store_yaml.absolute())
-    except (ModuleNotFoundError, FeastModuleImportError) as exc:  # an engine not installed
-        cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
-        missing = getattr(cause, "name", None) or str(exc)
-        raise EngineMissing(
-            f"{settings.feature_store_yaml.name} names an engine whose package is not "
-            f"installed ({missing}): the cluster profile's Spark comes with the spark extra "
-            f"(`make spark`, or `pip install 'skewless[spark]'`) and needs Java 17") from exc
     _read_relative_paths_in_repo(store)
     return store
 
@@ -165,6 +157,24 @@ def _logging_in_repo(config: Any, repo: Path) -> Any:
 
 class EngineMissing(SkewlessError):
     """The profile's feature_store.yaml names an engine that is not installed."""
+
+
+@contextmanager
+def engine_installed(yaml_name: str) -> Iterator[None]:
+    """Loading ``yaml_name``'s config in the block: an engine it names whose package is not
+    installed (Feast imports a store's module to read its config) is an :class:`EngineMissing`
+    saying how to add it, not an import error."""
+    from feast.errors import FeastModuleImportError
+
+    try:
+        yield
+    except (ModuleNotFoundError, FeastModuleImportError) as exc:
+        cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        missing = getattr(cause, "name", None) or str(exc)
+        raise EngineMissing(
+            f"{yaml_name} names an engine whose package is not installed ({missing}): the "
+            f"cluster profile's Spark comes with the spark extra (`make spark`, or `pip "
+            f"install 'skewless[spark]'`) and needs Java 17") from exc
 
 
 class FeastCommandError(SkewlessError):

@@ -347,3 +347,10 @@ def test_the_cluster_profile_without_the_spark_extra_says_how_to_add_it(tmp_path
         open_store(settings)
     assert "feature_store.cluster.yaml" in str(missing.value)
     assert "pyspark" in str(missing.value) and "make spark" in str(missing.value)
+    # The doctor says the same.
+    from skewless.definitions import DefinitionsError
+    from skewless.doctor import definitions
+
+    with pytest.raises(DefinitionsError) as doctor:
+        definitions(settings)
+    assert "pyspark" in str(doctor.value) and "make spark" in str(doctor.value)

@@ -133,6 +133,13 @@ def hour_now() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def day_now() -> datetime:
+    """The start of the current UTC day: a monitored world generated any time that day is
+    the same world (ending at the current hour, its retrained model's edge over production
+    moved with the hour, and on some hours vanished)."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     env = serve_env(world.settings, feature_log_dir=world.settings.feature_log_dir)
     return subprocess.run(
@@ -145,7 +152,7 @@ def monitor_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
 def build_monitored_world(root: Path, redis: str, drift: bool) -> MonitoredWorld:
     """A drift world (with or without the drift) in the redis-server at ``redis``, then
     monitored."""
-    world = build_world(root, drift, redis, hour_now())
+    world = build_world(root, drift, redis, day_now())
     report = monitor(world.settings, default_window(world.settings, world.served_from, None))
     cli = monitor_cli(world)
     assert cli.returncode == 0, cli.stdout + cli.stderr

@@ -74,6 +74,9 @@ test-fuzz: install ## Fuzz every operation of the service's OpenAPI (schemathesi
 test-faults: install ## Faults under load: Redis and PostgreSQL restarted, disk full, SIGKILL
 	$(BIN)/pytest suites/faults
 
+test-worker: install ## The worker on a served drift world: schedules, retries, two workers, SIGTERM
+	$(BIN)/pytest suites/worker
+
 test-spark: spark ## Both profiles on one small world: DuckDB vs Spark local[2], Redis vs Redis Cluster
 	@command -v java >/dev/null || { echo "Spark needs Java 17 (Debian: openjdk-17-jre-headless)"; exit 1; }
 	$(BIN)/pytest suites/spark
@@ -81,9 +84,10 @@ test-spark: spark ## Both profiles on one small world: DuckDB vs Spark local[2],
 suites: ## List the extra test suites (the test-NAME targets)
 	@echo $(SUITES)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, and actionlint on .github/workflows (with shellcheck on their scripts, when installed)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/actionlint
 
 bench: install ## Benchmarks: pipeline and training set at demo size and 10M transactions
 	$(BIN)/python bench/offline.py

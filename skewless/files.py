@@ -17,8 +17,12 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Replace ``path`` with ``text`` in one rename: readers see the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    staging.write_text(text)
-    os.replace(staging, path)
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    except BaseException:  # an interrupted command (SIGINT) leaves no staged half behind
+        staging.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -379,6 +379,68 @@ class Settings(BaseSettings):
         "artefacts (a directory or a URI such as s3://bucket/path); default: the tracking "
         "server's artifact root (./mlruns of the working directory for a database URI); an "
         "existing experiment keeps its own")
+
+    # `skewless worker`: the loop's jobs on schedules. Each is a cron expression (five fields,
+    # UTC), an interval ("every 30s", "every 15m", "every 6h", "every 1d"; slots counted from
+    # 2000-01-01 UTC, so every worker has the same ones) or "off".
+    schedule_materialize: str = Field(
+        "5 * * * *", description="`skewless materialize` (expectations first) up to the slot")
+    schedule_skew_check: str = Field(
+        "25 * * * *", description="`skewless skew-check` over what was served since the last "
+        "successful check's slot (the first: SKEWLESS_MONITOR_WINDOW_DAYS)")
+    schedule_monitor: str = Field(
+        "40 2 * * *", description="`skewless monitor --retrain`: the retraining policy, and a "
+        "retraining through the gate when it is met")
+    schedule_rollout: str = Field(
+        "*/15 * * * *", description="`skewless rollout apply`: promote, abort or hold the "
+        "challenger")
+    schedule_logs_prune: str = Field(
+        "10 3 * * *", description="`skewless logs prune`: the served-feature log's retention")
+    schedule_catalog_refresh: str = Field(
+        "50 */6 * * *", description="`skewless catalog refresh`: the catalog's statistics")
+    job_timeout_seconds: float = Field(
+        3600.0, gt=0, description="a job's attempt is stopped after this long (SIGINT, then "
+        "SIGKILL 10 s later) and counts as timed out")
+    job_timeouts: dict[str, float] = Field(
+        default_factory=dict, description='per-job timeouts in seconds, as JSON (e.g. '
+        '{"materialize": 7200}); the others take SKEWLESS_JOB_TIMEOUT_SECONDS')
+    job_retries: int = Field(
+        2, ge=0, le=10, description="a failed or timed-out attempt is retried this many times "
+        "before the run is recorded as failed")
+    job_retry_backoff_seconds: float = Field(
+        30.0, ge=0, description="the wait before the first retry; it doubles for each "
+        "retry (at most 10 minutes)")
+    worker_stop_grace_seconds: float = Field(
+        60.0, ge=0, description="on SIGTERM the worker starts nothing new and lets a running "
+        "job finish for this long, then stops it (recorded as interrupted)")
+    worker_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="the worker's Prometheus /metrics port (0: none)")
+
+    @field_validator("schedule_materialize", "schedule_skew_check", "schedule_monitor",
+                     "schedule_rollout", "schedule_logs_prune", "schedule_catalog_refresh")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from skewless.schedules import parse_schedule
+
+        parse_schedule(value)  # raises ValueError saying what is wrong
+        return value.strip()
+
+    @field_validator("job_timeouts")
+    @classmethod
+    def _job_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        from skewless.schedules import JOB_NAMES
+
+        for name, seconds in value.items():
+            if name not in JOB_NAMES:
+                raise ValueError(f"{name!r} is not a job (jobs: {', '.join(JOB_NAMES)})")
+            if not seconds > 0:
+                raise ValueError(f"the timeout of {name} must be above 0 seconds")
+        return value
+
+    @property
+    def jobs_dir(self) -> Path:
+        """The worker's job logs, one file per attempt."""
+        return self.var_dir / "jobs"
 
     @classmethod
     def settings_customise_sources(

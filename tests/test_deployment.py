@@ -207,3 +207,26 @@ def test_the_cluster_profile_runs_spark_on_the_image_built_with_it(compose):
     # The image installs Java and the Spark lock only when built with SPARK=true.
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "ARG SPARK=false" in dockerfile and "requirements-spark.lock" in dockerfile
+
+
+def test_the_worker_runs_the_jobs_beside_the_api_and_is_scraped(compose):
+    """`skewless worker` from the same image and environment, writing what its jobs write
+    (the online store, reports, Feast's registry), stopped with time to record the stop."""
+    services = compose["services"]
+    worker = services["worker"]
+    assert worker["command"] == ["skewless", "worker"]
+    assert built_here(worker) and worker["build"] == services["api"]["build"]
+    env = environment(worker)
+    for key, value in environment(services["api"]).items():
+        if key.startswith("SKEWLESS_") and key not in ("SKEWLESS_API_HOST", "SKEWLESS_API_PORT",
+                                                       "SKEWLESS_ENVIRONMENT"):
+            assert env[key] == value, key
+    assert {(source, target, ro) for source, target, ro in mounts(worker)} == {
+        ("skewless-var", "/app/var", False), ("feast-data", REGISTRY, False)}
+    grace = float(env["SKEWLESS_WORKER_STOP_GRACE_SECONDS"])
+    assert float(worker["stop_grace_period"].rstrip("s")) > grace
+    assert not worker.get("ports")  # scraped inside the network only
+    scrape = yaml.safe_load((PROJECT_ROOT / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in scrape["scrape_configs"]}
+    assert targets["skewless-worker"] == [f"worker:{env['SKEWLESS_WORKER_METRICS_PORT']}"]

@@ -51,6 +51,9 @@ from service.catalog.schemas import (
     GateCriterion,
     GateVerdict,
     Importance,
+    JobRunInfo,
+    JobSchedule,
+    JobsIndex,
     Lineage,
     MissingRate,
     ModelDetail,
@@ -77,6 +80,7 @@ from skewless.experiments import (
     ExperimentState,
 )
 from skewless.files import JsonFiles
+from skewless.jobs import JOBS, JobRun, JobRuns
 from skewless.registry import (
     ModelVersion,
     NotFound,
@@ -95,6 +99,7 @@ NOT_REFRESHED = "not yet computed: run `skewless catalog refresh`"
 # names nothing, and is not sent to the database.
 MAX_ID = 2**31 - 1
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class CatalogNotFound(SkewlessError):
@@ -188,6 +193,8 @@ class Catalog:
         # Experiments are read over the registry's engine: the same database and pool.
         self.experiment_store = (Experiments(str(registry.engine.url), engine=registry.engine)
                                  if registry is not None else None)
+        self.job_runs = (JobRuns(str(registry.engine.url), engine=registry.engine)
+                         if registry is not None else None)
         self.files = JsonFiles()
         # (name, version, sha256) → gains, or why the artefact could not be read
         self._verified: dict[tuple[str, str, str], list[tuple[str, float]] | str] = {}
@@ -221,11 +228,16 @@ class Catalog:
 
     def _experiments_call(self, fn: Callable[[Experiments], T]) -> T:
         """``fn`` over the experiments' store; a failing database is a 503 naming it."""
-        if self.experiment_store is None:
-            raise CatalogUnavailable("no metadata database configured: experiments are "
-                                     "recorded there")
+        return self._metadata_call(self.experiment_store, fn, "experiments")
+
+    def _metadata_call(self, store: S | None, fn: Callable[[S], T], what: str) -> T:
+        """``fn`` over a store of the metadata database; a failing database is a 503 naming
+        it."""
+        if store is None:
+            raise CatalogUnavailable(f"no metadata database configured: {what} are recorded "
+                                     "there")
         try:
-            return fn(self.experiment_store)
+            return fn(store)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
             raise CatalogUnavailable(
@@ -559,6 +571,36 @@ class Catalog:
                                      detail.get("error")))
         return sorted(verdicts, key=lambda v: v.at, reverse=True)
 
+    # Jobs ---------------------------------------------------------------------------------
+
+    def jobs(self, job: str | None = None, limit: int = 100) -> JobsIndex:
+        """Each job's schedule, next slot, last success and last run; the latest runs (of
+        ``job``) first."""
+        from datetime import UTC
+
+        from skewless.schedules import parse_schedule
+
+        now = datetime.now(UTC)
+        if job is not None and job not in JOBS:
+            runs: list[JobRun] = []  # names no job
+            last, succeeded = self._metadata_call(
+                self.job_runs, lambda s: (s.last_runs(), s.last_success()), "job runs")
+        else:
+            runs, last, succeeded = self._metadata_call(
+                self.job_runs, lambda s: (s.runs(job, limit), s.last_runs(), s.last_success()),
+                "job runs")
+        schedules = []
+        for spec in JOBS.values():
+            trigger = parse_schedule(spec.schedule(self.settings))
+            schedules.append(JobSchedule(
+                job=spec.name, does=spec.help, schedule=spec.schedule(self.settings),
+                setting=f"SKEWLESS_{spec.setting.upper()}",
+                next_slot=trigger.get_next_fire_time(None, now) if trigger else None,
+                last_success=_job_run(succeeded.get(spec.name)),
+                last_run=_job_run(last.get(spec.name))))
+        return JobsIndex(job=job, jobs=schedules,
+                         runs=[info for info in map(_job_run, runs) if info is not None])
+
     # Experiments -------------------------------------------------------------------------
 
     def experiments(self, feature_service: str | None = None) -> ExperimentIndex:
@@ -637,3 +679,7 @@ def param_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "—" if value is None else str(value)
+
+
+def _job_run(run: JobRun | None) -> JobRunInfo | None:
+    return JobRunInfo.model_validate(run.to_json()) if run is not None else None

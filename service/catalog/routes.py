@@ -33,6 +33,7 @@ from service.catalog.schemas import (
     ExperimentDetail,
     ExperimentIndex,
     FeatureDetail,
+    JobsIndex,
     ModelDetail,
     ServiceDetail,
     ViewDetail,
@@ -75,6 +76,8 @@ PrivacyFilter = Annotated[str | None, Query(
     "unclassified); empty: any")]
 ServiceFilter = Annotated[str | None, Query(max_length=200, description="a feature service's "
                                             "name: its experiments only")]
+JobFilter = Annotated[str | None, Query(max_length=50, description="a job's name: its runs "
+                                        "only")]
 ExperimentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an experiment's id")]
 
 api = APIRouter(prefix="/api/catalog", tags=["catalog"])
@@ -138,6 +141,13 @@ def read_experiment(experiment_id: ExperimentId, catalog: CatalogDep) -> Experim
     """One search: its data set, code and settings, every run with its parameters and metric
     per round, Optuna's parameter importances, the registered model's holdout metrics."""
     return catalog.experiment(experiment_id)
+
+
+@api.get("/jobs", response_model=JobsIndex, responses=UNAVAILABLE)
+def read_jobs(catalog: CatalogDep, job: JobFilter = None) -> JobsIndex:
+    """The loop's jobs (`skewless worker`): each one's schedule, next slot, last success and
+    last run, and the latest runs recorded by any worker (of ``job``)."""
+    return catalog.jobs(_blank(job))
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -213,6 +223,12 @@ def show_experiments(request: Request, catalog: CatalogDep,
                      feature_service: ServiceFilter = None) -> HTMLResponse:
     index = catalog.experiments(_blank(feature_service))
     return _page(request, "experiments.html", d=index, title="Experiments")
+
+
+@pages.get("/jobs", response_class=HTMLResponse)
+def show_jobs(request: Request, catalog: CatalogDep, job: JobFilter = None) -> HTMLResponse:
+    index = catalog.jobs(_blank(job))
+    return _page(request, "jobs.html", d=index, title="Jobs")
 
 
 def _experiment_id(text: str) -> int:

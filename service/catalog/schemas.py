@@ -450,3 +450,36 @@ class ExperimentDetail(BaseModel):
     importances: list[ParameterImportance] | None = Field(description="largest first")
     not_computed: dict[str, str] = Field(
         description="sections without data yet, and why")
+
+
+class JobRunInfo(BaseModel):
+    id: int
+    job: str
+    slot: datetime = Field(description="the scheduled time the run belongs to")
+    trigger: str = Field(description="schedule (a worker) or manual (`skewless jobs run`)")
+    worker: str = Field(description="host:pid of the worker that ran it")
+    started_at: datetime
+    ended_at: datetime | None
+    seconds: float | None
+    outcome: str = Field(description="running, succeeded, failed, timed_out, interrupted, "
+                                     "skipped (its previous slot still ran) or abandoned")
+    attempts: int
+    error: str | None = Field(description="the last attempt's error: its exit and last lines")
+    produced: dict[str, Any] | None = Field(
+        description="what it produced: a report's path, a registered version, counts")
+
+
+class JobSchedule(BaseModel):
+    job: str
+    does: str
+    schedule: str = Field(description="cron (UTC), every N[s|m|h|d], or off")
+    setting: str = Field(description="the environment variable that sets it")
+    next_slot: datetime | None
+    last_success: JobRunInfo | None
+    last_run: JobRunInfo | None = Field(description="the latest run that ended")
+
+
+class JobsIndex(BaseModel):
+    job: str | None = Field(description="the filter, when one was given")
+    jobs: list[JobSchedule] = Field(description="in the loop's order")
+    runs: list[JobRunInfo] = Field(description="the latest runs first")

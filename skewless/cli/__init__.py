@@ -16,12 +16,15 @@ from skewless.cli.common import console
 # The command groups, in the order `skewless --help` lists them: a new group is a module
 # here and its name in this line.
 GROUPS = ("setup", "doctor", "pipeline", "quality", "serving", "embedded", "db", "models", "runs",
-          "backtest", "rollout", "logs", "catalog", "tokens")
+          "backtest", "rollout", "logs", "catalog", "tokens", "jobs")
 
 app = typer.Typer(help="Skewless: one feature definition for training and serving.",
                   no_args_is_help=True, add_completion=False)
 for group in GROUPS:
-    app.add_typer(import_module(f"skewless.cli.{group}").app)
+    module = import_module(f"skewless.cli.{group}")
+    app.add_typer(module.app)
+    if hasattr(module, "worker_app"):  # a group's top-level command (`skewless worker`)
+        app.add_typer(module.worker_app)
 
 
 def main() -> None:

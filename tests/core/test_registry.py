@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from skewless.cli import app as cli
 from skewless.db import Base, downgrade, make_engine, schema_problem, upgrade
 from skewless.gate import PromotionRefused
+from skewless.jobs import JobRun  # noqa: F401  # its table joins Base.metadata
 from skewless.registry import Conflict, Registry, RegistryError
 from skewless.tokens import ApiToken  # noqa: F401  # its table joins Base.metadata
 from skewless.validations import ValidationResult  # noqa: F401  # … and this one
@@ -29,7 +30,7 @@ from training.evaluation.gate import promote
 from training.train import train_model
 
 TABLES = {"model_versions", "stage_transitions", "audit_events", "experiments", "experiment_runs",
-          "validation_results", "api_tokens"}
+          "validation_results", "api_tokens", "job_runs"}
 
 
 def fake_artifact(root: Path, version: str, fingerprint: str = "sha256:" + "f" * 64) -> Path:

@@ -52,6 +52,7 @@ class Outcome(StrEnum):
 
 
 OUTCOMES = tuple(o.value for o in Outcome)
+ENDED = tuple(o for o in OUTCOMES if o not in (Outcome.RUNNING, Outcome.SKIPPED))  # a run's end
 
 
 class JobRun(Base):
@@ -137,9 +138,8 @@ class JobRuns(MetadataStore):
                 session.add(run)
                 session.flush()
         except IntegrityError:
-            with self.reading() as session:
-                other = session.scalars(select(JobRun).where(
-                    JobRun.job == job, JobRun.slot == slot)).one()
+            other = self.of_slot(job, slot)
+            assert other is not None  # the row that won
             return Claim(other, taken=True)
         return Claim(run, skipped=busy is not None)
 
@@ -181,20 +181,22 @@ class JobRuns(MetadataStore):
             raise NotFound(f"job run {run_id} not found")
         return run
 
+    def of_slot(self, job: str, slot: datetime) -> JobRun | None:
+        with self.reading() as session:
+            return session.scalars(select(JobRun).where(JobRun.job == job,
+                                                        JobRun.slot == slot)).first()
+
     def last_success(self) -> dict[str, JobRun]:
         """Each job's latest succeeded run (by slot)."""
-        latest = (select(JobRun.job, func.max(JobRun.slot).label("slot"))
-                  .where(JobRun.outcome == Outcome.SUCCEEDED).group_by(JobRun.job).subquery())
-        query = select(JobRun).join(latest, (JobRun.job == latest.c.job)
-                                    & (JobRun.slot == latest.c.slot))
-        with self.reading() as session:
-            return {run.job: run for run in session.scalars(query)}
+        return self._latest([Outcome.SUCCEEDED])
 
     def last_runs(self) -> dict[str, JobRun]:
         """Each job's latest run that ended (by slot), skipped ones aside."""
-        ended = [o for o in OUTCOMES if o not in (Outcome.RUNNING, Outcome.SKIPPED)]
+        return self._latest(list(ENDED))
+
+    def _latest(self, outcomes: list[str]) -> dict[str, JobRun]:
         latest = (select(JobRun.job, func.max(JobRun.slot).label("slot"))
-                  .where(JobRun.outcome.in_(ended)).group_by(JobRun.job).subquery())
+                  .where(JobRun.outcome.in_(outcomes)).group_by(JobRun.job).subquery())
         query = select(JobRun).join(latest, (JobRun.job == latest.c.job)
                                     & (JobRun.slot == latest.c.slot))
         with self.reading() as session:
@@ -265,6 +267,9 @@ class Job:
     # retried (the retry would register a second).
     registers: bool = False
     produced: Callable[[Context], dict[str, Any]] = field(default=lambda ctx: {})
+    # What a failed run found, from its --json output: a finding is not retried (the same
+    # data gives the same answer); None when the output names no finding.
+    finding: Callable[[dict[str, Any]], str | None] = field(default=lambda doc: None)
 
     @property
     def setting(self) -> str:
@@ -283,7 +288,9 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         "training path, value by value",
         lambda ctx: ["skew-check", "--since", _iso(_skew_since(ctx)), "--until", _iso(ctx.slot),
                      "--json"],
-        _summarise_skew),
+        _summarise_skew,
+        finding=lambda doc: (f"{doc['mismatches']} served values differ from the training "
+                             "path's" if doc.get("mismatches") else None)),
     Job("monitor", "drift, data quality and delayed-label performance; retrain through the "
         "gate when the policy is met",
         lambda ctx: ["monitor", "--retrain", "--until", _iso(ctx.slot), "--json"],

@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from skewless.errors import Unavailable
-from skewless.jobs import JOBS, OUTCOMES, Context, Job, JobRun, JobRuns, Outcome, parse_output
+from skewless.jobs import ENDED, JOBS, Context, Job, JobRun, JobRuns, Outcome, parse_output
 from skewless.schedules import parse_schedule, period_of, slot_of
 from skewless.settings import Settings, feast_process_env
 
@@ -259,10 +259,14 @@ class Worker:
         registered = self._versions() if job.registers else None
         timed_out = False
         with log_path.open("w+") as output:
-            child = subprocess.Popen(
-                command(job.command(ctx)), stdout=subprocess.PIPE, stderr=output, text=True,
-                start_new_session=True, env=feast_process_env(self.settings.redis, self.settings))
-            with self._lock:
+            with self._lock:  # a stop either comes before (nothing starts) or sees the child
+                if self.stopping.is_set():
+                    return Attempt(Outcome.INTERRUPTED, error="the worker was told to stop "
+                                   "before the attempt started", log_path=str(log_path))
+                child = subprocess.Popen(
+                    command(job.command(ctx)), stdout=subprocess.PIPE, stderr=output,
+                    text=True, start_new_session=True,
+                    env=feast_process_env(self.settings.redis, self.settings))
                 self._children[job.name] = child
             try:
                 try:
@@ -302,7 +306,12 @@ class Worker:
             result.error = f"timed out after {self.timeout(job):g} s\n{result.error}"
         else:
             result.outcome = Outcome.FAILED
-            result.error = f"exit code {child.returncode}\n{result.error}"
+            found = job.finding(doc) if doc is not None else None
+            if found:  # the command did its work and found a problem: retrying changes nothing
+                result.retryable = False
+                result.error = f"exit code {child.returncode}: {found}"
+            else:
+                result.error = f"exit code {child.returncode}\n{result.error}"
         return result
 
     def _versions(self) -> list[str] | None:
@@ -365,7 +374,7 @@ class WorkerMetrics:
         for name, trigger in worker.triggers.items():
             period.labels(name).set(period_of(trigger, now))
             watched.labels(name).set(now.timestamp())
-            for outcome in OUTCOMES:
+            for outcome in ENDED:
                 self.runs.labels(name, outcome)
         self.registry.register(LastRuns(worker.store, list(worker.triggers)))
 
@@ -414,10 +423,9 @@ class LastRuns(Collector):
             if run is not None and run.ended_at is not None:
                 success.add_metric([job], run.ended_at.timestamp())
             latest = last.get(job)
-            for value in OUTCOMES:
-                if value not in (Outcome.RUNNING, Outcome.SKIPPED):
-                    outcome.add_metric([job, value],
-                                       float(latest is not None and latest.outcome == value))
+            for value in ENDED:
+                outcome.add_metric([job, value],
+                                   float(latest is not None and latest.outcome == value))
         yield success
         yield outcome
 
@@ -428,12 +436,15 @@ def run_worker(settings: Settings) -> None:
         Worker(settings, store).run()
 
 
-def run_once(settings: Settings, job: Job, slot: datetime) -> JobRun | None:
-    """One slot of one job now, as a worker would run it (recorded, retried, once)."""
+def run_once(settings: Settings, job: Job, slot: datetime) -> tuple[JobRun | None, bool]:
+    """One slot of one job now, as a worker would run it (recorded, retried, once): the
+    slot's run, and whether this call ran it (False: it had run, or runs, elsewhere; or
+    the job's previous slot still runs)."""
     with JobRuns.from_settings(settings) as store:
         worker = Worker(settings, store)
         worker.handle_signals()
-        return worker.run_slot(job, slot, "manual")
+        run = worker.run_slot(job, slot, "manual")
+        return (run, True) if run is not None else (store.of_slot(job.name, slot), False)
 
 
 def job_log(run: JobRun) -> str | None:

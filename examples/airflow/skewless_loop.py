@@ -2,10 +2,11 @@
 
 Each task is `skewless jobs run JOB --slot <the run's data interval end>` on a machine (or
 image) with Skewless installed and the same SKEWLESS_* environment as the service: Airflow
-schedules and retries, Skewless claims the slot in its metadata database (a slot already
-run, by this DAG or by a `skewless worker`, is not run twice), applies the job's timeout and
-retries, and records the run where `skewless jobs list`, the catalog's jobs page and the
-alerts see it. Turn off the worker's schedule of each job this DAG runs
+schedules, Skewless claims the slot in its metadata database (a slot already run, by this
+DAG or by a `skewless worker`, is not run twice: a rerun answers with its recorded outcome),
+applies the job's timeout and retries (SKEWLESS_JOB_RETRIES, so the tasks have none of their
+own), and records the run where `skewless jobs list`, the catalog's jobs page and the alerts
+see it. Turn off the worker's schedule of each job this DAG runs
 (SKEWLESS_SCHEDULE_<JOB>=off).
 
 Copy this file into the DAGs folder; set SKEWLESS_BIN if `skewless` is not on the PATH.
@@ -33,7 +34,7 @@ def job(dag: DAG, name: str, timeout: timedelta) -> BashOperator:
     )
 
 
-defaults = {"retries": 1, "retry_delay": timedelta(minutes=5)}
+defaults = {"retries": 0}  # Skewless retries within the slot's run
 
 # Hourly: materialize the new feature rows, then check what was served against them.
 with DAG("skewless_hourly", schedule="5 * * * *", start_date=datetime(2026, 1, 1),

@@ -153,11 +153,12 @@ def jobs_show(
 def jobs_run(
     name: JobName,
     slot: Annotated[str, typer.Option(help="The slot (ISO-8601): a scheduler outside Skewless "
-                                           "passes its own run time, so a retry of it does "
+                                           "passes its own run time, so a rerun of it does "
                                            "not run the slot twice.")] = "now",
 ) -> None:
-    """Run one slot of a job now, as the worker would: claimed once, retried, recorded; exit 1
-    unless it succeeded."""
+    """Run one slot of a job now, as the worker would: claimed once, retried, recorded. A
+    slot that already ran is not run again: its recorded outcome is the answer. Exit 0 when
+    the slot's run succeeded, else 1."""
     from skewless.jobs import job_named
     from skewless.worker import run_once
 
@@ -166,11 +167,11 @@ def jobs_run(
     _check_redis()
     moment = parse_time(slot, "--slot")
     assert moment is not None
-    run = run_once(load_settings(), job, moment.replace(microsecond=0))
+    run, ran = run_once(load_settings(), job, moment.replace(microsecond=0))
     if run is None:
-        console.print(f"{name}: slot {moment.isoformat()} was not run (see `skewless jobs "
-                      "list`)")
-        raise typer.Exit(1)
-    console.print(f"run {run.id}: {run.outcome}", highlight=False)
+        raise typer.Exit(1)  # not claimed and nothing recorded: the database said why
+    console.print(f"run {run.id} of {name} at {run.slot.isoformat()}"
+                  f"{'' if ran else ' (run before, by ' + run.worker + ')'}: {run.outcome}",
+                  highlight=False)
     if run.outcome != "succeeded":
         raise typer.Exit(1)

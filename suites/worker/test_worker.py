@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,7 +23,9 @@ from suites.worker.conftest import (
     serve_fresh,
     versions,
     wait_for,
+    worker_env,
 )
+from tests.support.debian import ensure_commands
 
 EVERY = "every 30s"
 
@@ -36,6 +40,16 @@ def partial_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*.partial")]
 
 
+def commands_running(*words: str) -> list[list[str]]:
+    """The job commands (``python -m skewless.cli ...``) running now, with these words."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "skewless.cli" in cmdline and set(words) <= set(cmdline):
+            found.append(cmdline)
+    return found
+
+
 def test_sigterm_during_a_job_stops_it_cleanly(world, start_worker):
     """SIGTERM while the monitor retrains (first in this file: the world's drift calls for a
     retraining). With no grace, sent when the retrained model's files appear (it is about to
@@ -47,15 +61,18 @@ def test_sigterm_during_a_job_stops_it_cleanly(world, start_worker):
     for grace, expected in ((0, "interrupted"), (600, "succeeded")):
         first = last_run_id(world)
         before = versions(world)
-        trained = set(models.iterdir()) if models.exists() else set()
+        trained = set(models.glob("*/*"))  # model name / version
         worker = start_worker(world, schedule_monitor="every 10s",
                               worker_stop_grace_seconds=grace)
         running = wait_for(
             lambda first=first: [r for r in runs_since(world, first) if r.outcome == "running"],
             120, "the monitor to start", worker, poll=0.2)
         if grace == 0:
-            wait_for(lambda trained=trained: set(models.iterdir()) - trained, 300,
+            wait_for(lambda trained=trained: set(models.glob("*/*")) - trained, 300,
                      "the retrained model's files", worker, poll=0.2)
+        else:
+            wait_for(lambda: commands_running("monitor"), 60, "the monitor's process", worker,
+                     poll=0.1)
         assert worker.terminate(timeout=700) == 0
         run = [r for r in runs_since(world, first) if r.id == running[0].id][0]
         assert run.outcome == expected, (run.to_json(), worker.output()[-3000:])
@@ -64,14 +81,47 @@ def test_sigterm_during_a_job_stops_it_cleanly(world, start_worker):
         reported = (run.produced or {}).get("registered")
         assert new == ([reported] if reported else []), (new, run.produced)
         assert not partial_files(world.settings.var_dir)
-        assert not [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-                    if "skewless.cli" in (p.info["cmdline"] or [])]
+        assert not commands_running()
         if expected == "succeeded":
             doc = json.loads(report.read_text())
             assert run.produced["retrain"] is True and doc["retraining"]["outcome"] == "promoted"
             assert new == [doc["retraining"]["candidate"]]
         else:
             assert "stopped when the worker was told to stop" in run.error
+
+
+def test_a_failing_job_is_retried_then_recorded_and_the_others_keep_running(world, start_worker):
+    """Redis down for materialization (its attempts fail: the world's last snapshot is not
+    materialized yet, so there are rows to write; this test runs before any job materializes
+    it), the monitor given less time than it needs (stopped), and log retention healthy
+    beside them."""
+    first = last_run_id(world)
+    worker = start_worker(world, redis="127.0.0.1:1", job_retries=1,
+                          job_timeouts=json.dumps({"monitor": 3}),
+                          schedule_materialize="every 20s", schedule_monitor="every 20s",
+                          schedule_logs_prune="every 10s")
+
+    def finished(job):
+        return [run for run in runs_since(world, first)
+                if run.job == job and run.outcome not in ("running", "skipped")]
+
+    wait_for(lambda: finished("materialize") and finished("monitor")
+             and len([r for r in finished("logs-prune") if r.outcome == "succeeded"]) >= 3,
+             300, "the failures and three log retentions", worker)
+    assert worker.terminate() == 0
+    materialize = finished("materialize")[0]
+    assert materialize.outcome == "failed" and materialize.attempts == 2, materialize.to_json()
+    assert materialize.error.startswith("exit code 1")
+    assert materialize.error.endswith("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    monitor = finished("monitor")[0]
+    assert monitor.outcome == "timed_out" and monitor.attempts == 2, monitor.to_json()
+    assert monitor.error.startswith("timed out after 3 s")
+    assert "attempt 1 failed; retrying in 1 s" in worker.output()
+    assert "attempt 1 timed_out; retrying in 1 s" in worker.output()
+    # Retention went on, slot after slot, while the others failed.
+    prunes = [r for r in finished("logs-prune") if r.outcome == "succeeded"]
+    assert len({r.slot for r in prunes}) == len(prunes) >= 3
+    assert not partial_files(world.settings.var_dir)
 
 
 def test_each_job_runs_on_its_schedule_and_is_recorded(world, start_worker):
@@ -90,7 +140,13 @@ def test_each_job_runs_on_its_schedule_and_is_recorded(world, start_worker):
 
     wait_for(all_succeeded, 480, "a successful run of every job", worker)
     metrics = scrape(worker.metrics_port)
+    exposition = urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics",
+                                        timeout=10).read()
     assert worker.terminate() == 0
+    promtool = ensure_commands({"promtool": "prometheus"})["promtool"]
+    linted = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                            capture_output=True)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
     runs = runs_since(world, first)
     output = worker.output()
     assert "stopped" in output.splitlines()[-1], output[-2000:]
@@ -139,38 +195,6 @@ def test_each_job_runs_on_its_schedule_and_is_recorded(world, start_worker):
     assert not partial_files(world.settings.var_dir)
 
 
-def test_a_failing_job_is_retried_then_recorded_and_the_others_keep_running(world, start_worker):
-    """Redis down for materialization (its attempts fail), the monitor given less time than
-    it needs (stopped), and log retention healthy beside them."""
-    first = last_run_id(world)
-    worker = start_worker(world, redis="127.0.0.1:1", job_retries=1,
-                          job_timeouts=json.dumps({"monitor": 3}),
-                          schedule_materialize="every 20s", schedule_monitor="every 20s",
-                          schedule_logs_prune="every 10s")
-
-    def finished(job):
-        return [run for run in runs_since(world, first)
-                if run.job == job and run.outcome not in ("running", "skipped")]
-
-    wait_for(lambda: finished("materialize") and finished("monitor")
-             and len([r for r in finished("logs-prune") if r.outcome == "succeeded"]) >= 3,
-             300, "the failures and three log retentions", worker)
-    assert worker.terminate() == 0
-    materialize = finished("materialize")[0]
-    assert materialize.outcome == "failed" and materialize.attempts == 2, materialize.to_json()
-    assert materialize.error.startswith("exit code 1")
-    assert materialize.error.endswith("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-    monitor = finished("monitor")[0]
-    assert monitor.outcome == "timed_out" and monitor.attempts == 2, monitor.to_json()
-    assert monitor.error.startswith("timed out after 3 s")
-    assert "attempt 1 failed; retrying in 1 s" in worker.output()
-    assert "attempt 1 timed_out; retrying in 1 s" in worker.output()
-    # Retention went on, slot after slot, while the others failed.
-    prunes = [r for r in finished("logs-prune") if r.outcome == "succeeded"]
-    assert len({r.slot for r in prunes}) == len(prunes) >= 3
-    assert not partial_files(world.settings.var_dir)
-
-
 def test_two_workers_started_together_run_each_slot_once(world, start_worker):
     first = last_run_id(world)
     settings = {"schedule_logs_prune": "every 10s", "schedule_rollout": "every 10s"}
@@ -191,3 +215,52 @@ def test_two_workers_started_together_run_each_slot_once(world, start_worker):
     # The slots each worker found taken were the other's.
     assert any("is " in line and "'s" in line for w in workers for line in w.output().splitlines()
                if ": slot " in line)
+
+
+def test_jobs_run_runs_a_slot_once_and_jobs_list_and_show_read_the_record(world):
+    """What a scheduler outside Skewless calls: the slot's run, then a rerun of the same
+    slot answered with the recorded outcome, not run again."""
+    env = worker_env(world)
+    cli = [str(Path(sys.executable).with_name("skewless"))]
+    slot = "2026-12-04T06:00:00+00:00"
+
+    def skewless(*args):
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    first, again = skewless("jobs", "run", "logs-prune", "--slot", slot), None
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = skewless("jobs", "run", "logs-prune", "--slot", slot)
+    assert again.returncode == 0 and "(run before, by " in again.stdout, again.stdout
+    runs = json.loads(skewless("jobs", "list", "--job", "logs-prune", "--json").stdout)
+    mine = [r for r in runs if r["slot"] == slot]
+    assert len(mine) == 1 and mine[0]["trigger"] == "manual" and mine[0]["attempts"] == 1
+    assert f"run {mine[0]['id']} of logs-prune" in first.stdout
+    shown = json.loads(skewless("jobs", "show", str(mine[0]["id"]), "--json").stdout)
+    assert shown == mine[0]
+    log = skewless("jobs", "show", str(mine[0]["id"]), "--log")
+    assert "--- stdout" in log.stdout and '"bound_by"' in log.stdout
+    unknown = skewless("jobs", "run", "materialise")
+    assert unknown.returncode == 1 and "'materialise' is not a job" in unknown.stdout
+    missing = skewless("jobs", "show", "999999")
+    assert missing.returncode == 1 and "job run 999999 not found" in missing.stdout
+
+
+def test_a_finding_is_recorded_as_failed_without_retries(world, monkeypatch, tmp_path):
+    """A skew check over the world's own served rows (scored days after their events, which
+    the check rightly flags) exits 1 with its report: a finding, not retried."""
+    from skewless.jobs import Context, JobRuns
+    from skewless.worker import Worker
+
+    for key, value in worker_env(world).items():
+        if key.startswith("SKEWLESS_"):
+            monkeypatch.setenv(key, value)
+    slot = datetime.now(UTC).replace(microsecond=0)
+    with JobRuns.from_settings(world.settings) as store:
+        worker = Worker(world.settings, store, name="test")
+        attempt = worker.attempt(JOBS["skew-check"], Context(world.settings, slot, None), 0, 1)
+    assert attempt.outcome == "failed" and not attempt.retryable
+    mismatches = attempt.produced["mismatches"]
+    assert mismatches > 0
+    assert attempt.error == f"exit code 1: {mismatches} served values differ from the " \
+                            "training path's"

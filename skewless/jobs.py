@@ -116,10 +116,10 @@ class JobRuns(MetadataStore):
         """Claim ``slot`` of ``job`` for ``worker``: at most one claim of a slot succeeds,
         whichever worker asks; a slot whose job still runs an earlier slot (before that
         run's deadline) is recorded as skipped. Runs past their deadline are abandoned."""
-        now = utcnow()
         try:
             with self.session() as session:
                 self._serialise(session, job)
+                now = utcnow()  # once this claim holds the lock: rows start in id order
                 session.execute(
                     update(JobRun)
                     .where(JobRun.job == job, JobRun.outcome == Outcome.RUNNING,
@@ -145,8 +145,9 @@ class JobRuns(MetadataStore):
 
     @staticmethod
     def _serialise(session: Session, job: str) -> None:
-        """One claim of a job at a time: SQLite's writers already queue (BEGIN IMMEDIATE);
-        on PostgreSQL a transaction-scoped advisory lock per job does it."""
+        """One claim of a job at a time: SQLite's writers queue for the write lock (BEGIN
+        IMMEDIATE, taken here); on PostgreSQL a transaction-scoped advisory lock per job."""
+        session.connection()  # begins the transaction
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                             {"key": zlib.crc32(f"skewless-job:{job}".encode())})

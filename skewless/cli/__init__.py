@@ -29,10 +29,21 @@ for group in GROUPS:
 
 def main() -> None:
     """Entry point: known failures print one clear line and exit 1, not a traceback."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
     from skewless.errors import SkewlessError
 
     try:
         app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        for error in exc.errors():  # one line per variable, not a traceback
+            name = "SKEWLESS_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+            console.print(f"[red]configuration error:[/] {escape(name)}: {escape(error['msg'])}",
+                          soft_wrap=True, highlight=False)
+        raise SystemExit(1) from None
     except SkewlessError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise SystemExit(1) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -226,3 +227,16 @@ def test_known_failures_print_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "is not a Skewless training set" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(clean_env):
+    env = {**os.environ, "SKEWLESS_SCHEDULE_MONITOR": "every day", "SKEWLESS_SEED": "abc"}
+    done = subprocess.run([str(Path(sys.executable).with_name("skewless")), "jobs", "schedule"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "configuration error: SKEWLESS_SEED: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "configuration error: SKEWLESS_SCHEDULE_MONITOR: Value error, 'every day' is not a "
+        "schedule: use a cron expression of five fields (minute hour day month weekday, UTC), "
+        "'every N[s|m|h|d]' or 'off'"]

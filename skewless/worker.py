@@ -82,7 +82,8 @@ class Worker:
         self.stopping = threading.Event()
         self._children: dict[str, subprocess.Popen[str]] = {}
         self._interrupted: set[str] = set()
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler (stop) may run in the thread that holds it.
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._drainer: threading.Thread | None = None
         self.metrics = WorkerMetrics(self)
@@ -106,7 +107,11 @@ class Worker:
         def missed(event: JobEvent) -> None:
             slot = getattr(event, "scheduled_run_times", None) or [event.scheduled_run_time]
             if event.code == EVENT_JOB_MAX_INSTANCES:  # its previous slot still runs here
-                self.claim(JOBS[event.job_id], slot[-1], "schedule")
+                try:
+                    self.claim(JOBS[event.job_id], slot[-1], "schedule")  # recorded skipped
+                except Unavailable as exc:
+                    log.error("%s: slot %s skipped, not recorded: %s", event.job_id,
+                              slot[-1].isoformat(), exc)
             else:
                 log.warning("%s: slot %s missed (fired more than %d s late)", event.job_id,
                             slot[-1].isoformat(), MISFIRE_GRACE_SECONDS)
@@ -135,8 +140,8 @@ class Worker:
         now = datetime.now(UTC)
         try:
             self.run_slot(JOBS[name], slot_of(self.triggers[name], now), "schedule")
-        except Unavailable as exc:  # the database is down: the slot is neither run nor lost
-            log.error("%s: not run: %s", name, exc)      # silently (the alert sees it)
+        except Unavailable as exc:  # the database is down: the slot is not run, and no
+            log.error("%s: not run: %s", name, exc)  # success recorded (the alert sees it)
         except Exception:
             log.exception("%s: the worker failed to run it", name)
 

@@ -116,7 +116,7 @@ def test_a_real_prometheus_scrapes_the_service(tools, served, tmp_path):
         assert up["value"][1] == "1"
         groups = api.get("/api/v1/rules").json()["data"]["groups"]
         assert {g["name"] for g in groups} == {"skewless.recording", "skewless.alerts",
-                                             "skewless.monitoring"}
+                                             "skewless.monitoring", "skewless.jobs"}
         assert all(r["health"] in ("ok", "unknown") for g in groups for r in g["rules"])
         # The recording rules evaluate over the scraped series.
         deadline = time.monotonic() + 30

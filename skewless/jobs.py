@@ -220,8 +220,11 @@ def _iso(moment: datetime) -> str:
 
 
 def _skew_since(ctx: Context) -> datetime:
-    """What was served since the last successful check (the first: one monitor window)."""
-    return ctx.previous_success or ctx.slot - timedelta(days=ctx.settings.monitor_window_days)
+    """What was served since the last successful check, at most one monitor window back (a
+    finding is checked again each slot until it leaves the window; a long outage does not
+    make one check replay months)."""
+    floor = ctx.slot - timedelta(days=ctx.settings.monitor_window_days)
+    return max(ctx.previous_success, floor) if ctx.previous_success else floor
 
 
 def _report(path: Any) -> dict[str, Any]:

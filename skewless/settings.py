@@ -387,7 +387,7 @@ class Settings(BaseSettings):
         "5 * * * *", description="`skewless materialize` (expectations first) up to the slot")
     schedule_skew_check: str = Field(
         "25 * * * *", description="`skewless skew-check` over what was served since the last "
-        "successful check's slot (the first: SKEWLESS_MONITOR_WINDOW_DAYS)")
+        "successful check's slot, at most SKEWLESS_MONITOR_WINDOW_DAYS back")
     schedule_monitor: str = Field(
         "40 2 * * *", description="`skewless monitor --retrain`: the retraining policy, and a "
         "retraining through the gate when it is met")

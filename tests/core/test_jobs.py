@@ -118,7 +118,12 @@ def test_each_job_is_a_skewless_command_for_its_slot(tmp_path):
         assert not hasattr(group, "commands"), (job.name, argv)  # a command, not a group
         names = {opt for param in group.params for opt in getattr(param, "opts", [])}
         assert {a for a in argv if a.startswith("--")} <= names, (job.name, argv)
-    skew = JOBS["skew-check"].command(Context(settings, SLOT, SLOT - timedelta(hours=1)))
-    assert skew[skew.index("--since") + 1] == (SLOT - timedelta(hours=1)).isoformat()
+    def since(previous):
+        argv = JOBS["skew-check"].command(Context(settings, SLOT, previous))
+        return argv[argv.index("--since") + 1]
+
+    window = SLOT - timedelta(days=settings.monitor_window_days)
+    assert since(SLOT - timedelta(hours=1)) == (SLOT - timedelta(hours=1)).isoformat()
+    assert since(None) == since(window - timedelta(days=30)) == window.isoformat()
     assert parse_output('warming up\n{"rows": 3}\n') == {"rows": 3}
     assert parse_output("no json") is None
